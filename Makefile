@@ -1,0 +1,42 @@
+# `make run` and `make test` install whatever is missing first (virtualenv, Python and Debian packages).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test install apt lint bench clean docs
+
+run: install
+	$(BIN)/python manage.py runplatform
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+install: apt $(STAMP)
+
+$(STAMP): requirements.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	@touch $@
+
+# Installs the Debian packages listed in deploy/apt-packages.txt that are not installed yet.
+apt:
+	@missing=$$(grep -v '^\s*#' deploy/apt-packages.txt | xargs -r -n1 sh -c 'dpkg -s "$$0" >/dev/null 2>&1 || echo "$$0"'); \
+	if [ -n "$$missing" ]; then \
+		echo "Installing Debian packages: $$missing"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+lint: install
+	$(BIN)/ruff check .
+
+bench: install
+	$(BIN)/python bench/dispatch.py
+
+docs: install
+	$(BIN)/python bench/../docs/build_api_reference.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

@@ -1,0 +1,44 @@
+"""URL routes: the API under /api/v1/, the admin under /admin/."""
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import SimpleRouter
+
+from core.views import HealthView
+from jobs import reports
+from jobs.views import JobViewSet, RunViewSet
+from nodes.api import NodeViewSet
+
+
+
+class OptionalSlashRouter(SimpleRouter):
+    """Routes match with or without a trailing slash (`/api/v1/jobs` and `/api/v1/jobs/`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trailing_slash = "/?"
+
+
+router = OptionalSlashRouter()
+router.register("jobs", JobViewSet, basename="job")
+router.register("runs", RunViewSet, basename="run")
+router.register("nodes", NodeViewSet, basename="node")
+
+internal = [
+    path("runs/<uuid:run_id>/started", reports.started),
+    path("runs/<uuid:run_id>/items", reports.items),
+    path("runs/<uuid:run_id>/finished", reports.finished),
+]
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/v1/health", HealthView.as_view(), name="health"),
+    path("api/v1/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/v1/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("api/v1/internal/", include(internal)),
+    path("api/v1/", include(router.urls)),
+]
+
+handler404 = "core.errors.json_404"
+handler500 = "core.errors.json_500"

@@ -1,0 +1,82 @@
+"""Health check: the database, the broker, the background processes and every Scrapyd node."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from core.errors import NodeUnavailable
+from core.models import Heartbeat
+from nodes.models import Node
+from nodes.services import probe
+
+
+def _check_database() -> dict:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return {"ok": True, "vendor": connection.vendor}
+    except Exception as exc:  # noqa: BLE001 - any failure means "down", reported as such
+        return {"ok": False, "error": f"{exc.__class__.__name__}: {exc}"}
+
+
+def _check_broker() -> dict:
+    from config.celery import app
+
+    transport = settings.CELERY_BROKER_URL.split("://", 1)[0]
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+        return {"ok": True, "transport": transport}
+    except Exception as exc:  # noqa: BLE001
+        return {"ok": False, "transport": transport, "error": f"{exc.__class__.__name__}: {exc}"}
+
+
+def _check_worker() -> dict:
+    """The reconciler runs on beat's schedule in a worker: a recent heartbeat proves both are alive."""
+    beat = Heartbeat.objects.filter(name="reconciler").first()
+    fresh = beat is not None and timezone.now() - beat.at < timedelta(seconds=3 * settings.RECONCILE_INTERVAL + 10)
+    return {"ok": fresh, "last_seen_at": beat.at if beat else None}
+
+
+def _check_node(node: Node) -> dict:
+    info = {"name": node.name, "url": node.url, "enabled": node.enabled, "slots": node.slots}
+    try:
+        status = probe(node)
+    except NodeUnavailable as exc:
+        return {**info, "ok": False, "error": exc.message}
+    return {**info, "ok": True, "running": status.running, "pending": status.pending, "finished": status.finished}
+
+
+class HealthView(APIView):
+    """Reports each component; 503 when the database or the broker is down."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(responses={200: dict, 503: dict})
+    def get(self, request: Request) -> Response:
+        database = _check_database()
+        broker = _check_broker()
+        worker = _check_worker() if database["ok"] else {"ok": False}
+        nodes = [_check_node(node) for node in Node.objects.all()] if database["ok"] else []
+        essential = database["ok"] and broker["ok"]
+        healthy = essential and worker["ok"] and all(n["ok"] for n in nodes if n["enabled"]) and any(
+            n["ok"] for n in nodes
+        )
+        body = {
+            "status": "ok" if healthy else ("degraded" if essential else "down"),
+            "database": database,
+            "broker": broker,
+            "worker": worker,
+            "nodes": nodes,
+        }
+        return Response(body, status=200 if essential else 503)

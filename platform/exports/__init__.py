@@ -1,0 +1,1 @@
+"""Item storage and exports."""

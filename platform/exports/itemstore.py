@@ -1,0 +1,187 @@
+"""Per-run columnar item store: one Parquet segment per delivered batch, under DATA_DIR/items/<run>/.
+
+Items are schemaless. Each segment stores a column per key (first-seen order) with the type Arrow
+infers; a column whose values Arrow cannot type together (an int beside a string, a huge int, an
+empty object) is stored as JSON text and marked so in its field metadata. Reading unifies segments:
+equal types stay, nulls and numbers promote, anything else becomes JSON text for all segments. JSON
+readers decode JSON-text columns back to native values, so nothing is dropped or silently changed.
+A key an item lacks reads back as null.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from django.conf import settings
+
+JSON_META = {b"encoding": b"json"}
+READ_BATCH_ROWS = 8192
+
+
+def dumps(value: Any) -> str:
+    """JSON text of one value, keeping non-ASCII readable where the text allows it."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:  # lone surrogates cannot be stored as UTF-8: escape them
+        return json.dumps(value, separators=(",", ":"))
+
+
+def is_json_field(field: pa.Field) -> bool:
+    return bool(field.metadata) and field.metadata.get(b"encoding") == b"json"
+
+
+def _has_empty_struct(type_: pa.DataType) -> bool:
+    if pa.types.is_struct(type_):
+        return type_.num_fields == 0 or any(_has_empty_struct(type_.field(i).type) for i in range(type_.num_fields))
+    if pa.types.is_list(type_) or pa.types.is_large_list(type_):
+        return _has_empty_struct(type_.value_type)
+    return False
+
+
+def _json_array(values: Iterable[Any]) -> pa.Array:
+    return pa.array([None if v is None else dumps(v) for v in values], pa.string())
+
+
+def items_to_table(items: list[dict[str, Any]]) -> pa.Table:
+    """Columns are the union of the items' keys in first-seen order; see the module docstring for types."""
+    names: dict[str, None] = {}
+    for item in items:
+        names.update(dict.fromkeys(item))
+    arrays, fields = [], []
+    for name in names:
+        values = [item.get(name) for item in items]
+        try:
+            array = pa.array(values)
+            if _has_empty_struct(array.type):  # Parquet cannot store a struct without fields
+                raise pa.ArrowInvalid("empty struct")
+            field = pa.field(name, array.type)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError, ValueError):
+            array = _json_array(values)
+            field = pa.field(name, pa.string(), metadata=JSON_META)
+        arrays.append(array)
+        fields.append(field)
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def _unify_field(name: str, fields: list[pa.Field]) -> pa.Field:
+    """The one type a column takes across segments (see the module docstring)."""
+    if any(is_json_field(f) for f in fields):
+        return pa.field(name, pa.string(), metadata=JSON_META)
+    types = {f.type for f in fields if not pa.types.is_null(f.type)}
+    if not types:
+        return pa.field(name, pa.null())
+    if len(types) == 1:
+        return pa.field(name, types.pop())
+    if all(pa.types.is_integer(t) or pa.types.is_floating(t) for t in types):
+        return pa.field(name, pa.float64() if any(pa.types.is_floating(t) for t in types) else pa.int64())
+    return pa.field(name, pa.string(), metadata=JSON_META)
+
+
+def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """Give a segment's batch the unified schema: missing columns null, types promoted or made JSON."""
+    columns = []
+    for field in schema:
+        index = batch.schema.get_field_index(field.name)
+        if index < 0:
+            columns.append(pa.nulls(batch.num_rows, field.type))
+            continue
+        column = batch.column(index)
+        source = batch.schema.field(index)
+        if is_json_field(field) and not is_json_field(source):
+            column = _json_array(column.to_pylist())
+        elif column.type != field.type:
+            column = column.cast(field.type)
+        columns.append(column)
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+class ItemStore:
+    """The items of one run."""
+
+    def __init__(self, run_id: uuid.UUID | str, root: Path | None = None) -> None:
+        self.path = Path(root or settings.ITEMS_DIR) / str(run_id)
+
+    def segments(self) -> list[Path]:
+        if not self.path.is_dir():
+            return []
+        return sorted(p for p in self.path.iterdir() if p.suffix == ".parquet")
+
+    def append(self, seq: int, items: list[dict[str, Any]]) -> bool:
+        """Store batch number `seq`; False if that batch was stored before (a retried delivery)."""
+        final = self.path / f"{seq:010d}.parquet"
+        if final.exists():
+            return False
+        self.path.mkdir(parents=True, exist_ok=True)
+        tmp = self.path / f".{seq:010d}.{uuid.uuid4().hex}.tmp"
+        try:
+            pq.write_table(items_to_table(items), tmp, compression="zstd")
+            try:
+                os.link(tmp, final)  # atomic, and fails if a concurrent delivery stored it first
+            except FileExistsError:
+                return False
+        finally:
+            tmp.unlink(missing_ok=True)
+        return True
+
+    def count(self) -> int:
+        return sum(pq.ParquetFile(p).metadata.num_rows for p in self.segments())
+
+    def schema(self) -> pa.Schema:
+        by_name: dict[str, list[pa.Field]] = {}
+        for path in self.segments():
+            for field in pq.read_schema(path):
+                by_name.setdefault(field.name, []).append(field)
+        return pa.schema([_unify_field(name, fields) for name, fields in by_name.items()])
+
+    def batches(self, *, batch_rows: int = READ_BATCH_ROWS, offset: int = 0, limit: int | None = None) -> Iterator[pa.RecordBatch]:
+        """Stream record batches with the unified schema, optionally from `offset` for `limit` rows."""
+        schema = self.schema()
+        remaining = limit
+        for path in self.segments():
+            if remaining is not None and remaining <= 0:
+                return
+            parquet = pq.ParquetFile(path)
+            rows = parquet.metadata.num_rows
+            if offset >= rows:
+                offset -= rows
+                continue
+            for batch in parquet.iter_batches(batch_size=batch_rows):
+                if offset >= batch.num_rows:
+                    offset -= batch.num_rows
+                    continue
+                if offset:
+                    batch, offset = batch.slice(offset), 0
+                if remaining is not None:
+                    if remaining <= 0:
+                        return
+                    batch = batch.slice(0, remaining)
+                    remaining -= batch.num_rows
+                yield _conform(batch, schema)
+
+    def rows(self, *, offset: int = 0, limit: int | None = None) -> Iterator[dict[str, Any]]:
+        """Items as dicts with native values (JSON-text columns decoded)."""
+        for batch in self.batches(offset=offset, limit=limit):
+            yield from decode_rows(batch)
+
+    def delete(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def decode_rows(batch: pa.RecordBatch) -> Iterator[dict[str, Any]]:
+    """Rows of a batch as dicts, JSON-text columns turned back into values."""
+    json_columns = [f.name for f in batch.schema if is_json_field(f)]
+    for row in batch.to_pylist():
+        for name in json_columns:
+            if row[name] is not None:
+                row[name] = json.loads(row[name])
+        yield row

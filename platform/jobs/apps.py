@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+
+
+class JobsConfig(AppConfig):
+    """Saved jobs, their runs, and the run lifecycle."""
+
+    name = "jobs"
+    default_auto_field = "django.db.models.BigAutoField"

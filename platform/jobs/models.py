@@ -1,0 +1,179 @@
+"""Saved jobs and their runs. A run's status moves only through its transition methods."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from core.errors import Conflict
+
+
+class Job(models.Model):
+    """A saved configuration: source URLs and the queries the built-in query spider applies to them."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs")
+    name = models.CharField(max_length=200)
+    source = models.JSONField(help_text="One URL, or a list of URLs")
+    queries = models.JSONField(default=list)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def source_urls(self) -> list[str]:
+        return [self.source] if isinstance(self.source, str) else list(self.source)
+
+    def spider_config(self) -> dict[str, Any]:
+        """The configuration a run carries to the query spider (a snapshot, so later edits do not leak in)."""
+        return {"source": self.source_urls, "queries": self.queries}
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued"
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    LOST = "lost"
+
+
+TERMINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.LOST})
+ACTIVE = frozenset({RunStatus.QUEUED, RunStatus.PENDING, RunStatus.RUNNING})
+
+# A crawl can report it started before the dispatcher recorded `pending`, and can report its end
+# before (or without) reporting its start: those moves are legal. Terminal states are final.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    RunStatus.QUEUED: frozenset({RunStatus.PENDING, RunStatus.RUNNING} | TERMINAL),
+    RunStatus.PENDING: frozenset({RunStatus.RUNNING} | TERMINAL),
+    RunStatus.RUNNING: TERMINAL,
+    **{status: frozenset() for status in TERMINAL},
+}
+
+
+class IllegalTransition(Conflict):
+    """A status change the state machine does not allow."""
+
+    code = "illegal_transition"
+
+
+class Run(models.Model):
+    """One execution of a job on a Scrapyd node."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="runs")
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="runs")
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED, editable=False)
+    node = models.ForeignKey("nodes.Node", null=True, blank=True, on_delete=models.SET_NULL, related_name="runs")
+    project = models.CharField(max_length=100, editable=False)
+    spider = models.CharField(max_length=100, editable=False)
+    version = models.CharField(max_length=64, blank=True, editable=False)
+    config = models.JSONField(default=dict, editable=False, help_text="Snapshot of the job when the run started")
+    created_at = models.DateTimeField(default=timezone.now, editable=False, db_index=True)
+    dispatch_claimed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    dispatch_attempts = models.PositiveIntegerField(default=0, editable=False)
+    started_at = models.DateTimeField(null=True, blank=True, editable=False)
+    finished_at = models.DateTimeField(null=True, blank=True, editable=False)
+    items_scraped = models.PositiveBigIntegerField(default=0, editable=False)
+    close_reason = models.CharField(max_length=100, blank=True, editable=False)
+    stats = models.JSONField(default=dict, blank=True, editable=False)
+    error = models.TextField(blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "created_at"]), models.Index(fields=["job", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.job} / {self.id}"
+
+    @property
+    def scrapyd_job_id(self) -> str:
+        """Derived from the run, so a redelivered dispatch recognises its own crawl on the node."""
+        return self.id.hex
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    def report_token(self) -> str:
+        """Secret the crawl presents when it reports back; valid for this run only."""
+        return hmac.new(settings.SECRET_KEY.encode(), f"run-report:{self.id}".encode(), hashlib.sha256).hexdigest()
+
+    def check_report_token(self, token: str) -> bool:
+        return hmac.compare_digest(self.report_token(), token or "")
+
+    # --- state machine ---------------------------------------------------------------------------
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        instance = super().from_db(db, field_names, values)
+        instance._loaded_status = instance.__dict__.get("status")
+        return instance
+
+    def save(self, *args, **kwargs) -> None:
+        loaded = getattr(self, "_loaded_status", None)
+        if loaded is not None and self.status != loaded:
+            raise IllegalTransition("A run's status changes only through its transition methods")
+        super().save(*args, **kwargs)
+        self._loaded_status = self.status
+
+    def _transition(self, to: str, **fields: Any) -> None:
+        """Move to `to` if legal, guarded against a concurrent writer having moved the run first."""
+        if to not in TRANSITIONS[self.status]:
+            raise IllegalTransition(f"Run cannot go from {self.status} to {to}")
+        updated = Run.objects.filter(pk=self.pk, status=self.status).update(status=to, **fields)
+        if not updated:
+            self.refresh_from_db()
+            raise IllegalTransition(f"Run is already {self.status}; cannot go to {to}")
+        for name, value in fields.items():
+            setattr(self, name, value)
+        self.status = self._loaded_status = to
+
+    def mark_pending(self) -> None:
+        self._transition(RunStatus.PENDING)
+
+    def mark_running(self, *, started_at: datetime | None = None) -> None:
+        self._transition(RunStatus.RUNNING, started_at=started_at or timezone.now())
+
+    def finish(
+        self,
+        status: str,
+        *,
+        close_reason: str = "",
+        stats: dict | None = None,
+        error: str = "",
+        finished_at: datetime | None = None,
+    ) -> None:
+        """Settle the run in a terminal state."""
+        if status not in TERMINAL:
+            raise IllegalTransition(f"{status} is not a final status")
+        fields: dict[str, Any] = {"finished_at": finished_at or timezone.now(), "close_reason": close_reason, "error": error}
+        if stats is not None:
+            fields["stats"] = stats
+        if self.started_at is None and status != RunStatus.LOST and stats and stats.get("start_time"):
+            fields["started_at"] = _parse_time(stats["start_time"])
+        self._transition(status, **fields)
+
+    def refresh_from_db(self, *args, **kwargs) -> None:
+        super().refresh_from_db(*args, **kwargs)
+        self._loaded_status = self.status
+
+
+def _parse_time(value: Any) -> datetime | None:
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

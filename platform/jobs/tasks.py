@@ -1,0 +1,30 @@
+"""Celery tasks for runs: thin wrappers that load by id and call one service."""
+
+from __future__ import annotations
+
+from celery import shared_task
+from django.conf import settings
+
+from core.errors import NodeUnavailable
+from core.models import Heartbeat
+
+from . import services
+
+
+@shared_task(bind=True, name="jobs.dispatch_run", ignore_result=True, max_retries=None)
+def dispatch_run(self, run_id: str) -> None:
+    """Dispatch a queued run to a Scrapyd node; retried with backoff while no node can take it."""
+    try:
+        services.dispatch(run_id)
+    except NodeUnavailable as exc:
+        if self.request.retries >= settings.RUN_DISPATCH_RETRIES:
+            services.fail_dispatch(run_id, exc.message)
+            return
+        raise self.retry(countdown=min(2**self.request.retries, 30)) from exc
+
+
+@shared_task(name="jobs.reconcile_runs", ignore_result=True, time_limit=120)
+def reconcile_runs() -> None:
+    """Settle runs whose reports never came (beat, every RECONCILE_INTERVAL seconds)."""
+    Heartbeat.beat("reconciler")
+    services.reconcile()

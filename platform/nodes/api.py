@@ -1,0 +1,30 @@
+"""Staff-only API over the node registry."""
+
+from __future__ import annotations
+
+from rest_framework import serializers, viewsets
+from rest_framework.permissions import IsAdminUser
+
+from .models import Node
+
+
+class NodeSerializer(serializers.ModelSerializer):
+    """A Scrapyd node; its password is write-only."""
+
+    password = serializers.CharField(write_only=True, required=False, allow_blank=True)
+
+    class Meta:
+        model = Node
+        fields = ["id", "name", "url", "username", "password", "slots", "enabled", "builtin_version", "last_seen_at", "last_error", "created_at"]
+        read_only_fields = ["builtin_version", "last_seen_at", "last_error", "created_at"]
+
+    def validate_url(self, value: str) -> str:
+        return value.rstrip("/") + "/"
+
+
+class NodeViewSet(viewsets.ModelViewSet):
+    """Scrapyd nodes (staff only)."""
+
+    serializer_class = NodeSerializer
+    permission_classes = [IsAdminUser]
+    queryset = Node.objects.all()

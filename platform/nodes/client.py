@@ -1,0 +1,118 @@
+"""The only code that speaks HTTP to Scrapyd.
+
+Scrapyd answers most errors with HTTP 200 and `{"status": "error", "message": ...}`: every call checks
+the body, and "finished" from Scrapyd never means more than "the process ended".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from django.conf import settings
+
+from core.errors import NodeUnavailable
+
+
+class ScrapydError(NodeUnavailable):
+    """Scrapyd answered, but refused the request."""
+
+    code = "node_error"
+    status_code = 502
+
+
+@dataclass(frozen=True)
+class DaemonStatus:
+    """Load of one node from daemonstatus.json."""
+
+    pending: int
+    running: int
+    finished: int
+
+
+class ScrapydClient:
+    """A thin client for one Scrapyd node; build one per use (no shared sessions across threads)."""
+
+    def __init__(self, base_url: str, *, auth: tuple[str, str] | None = None, timeout: float | None = None):
+        self.base_url = base_url.rstrip("/") + "/"
+        self.auth = auth
+        self.timeout = settings.SCRAPYD_TIMEOUT if timeout is None else timeout
+
+    @classmethod
+    def for_node(cls, node) -> ScrapydClient:
+        auth = (node.username, node.password) if node.username else None
+        return cls(node.url, auth=auth)
+
+    def _call(self, method: str, endpoint: str, **kwargs: Any) -> dict:
+        url = self.base_url + endpoint
+        try:
+            response = requests.request(method, url, auth=self.auth, timeout=self.timeout, **kwargs)
+        except requests.RequestException as exc:
+            raise NodeUnavailable(f"Scrapyd at {self.base_url} is unreachable: {exc.__class__.__name__}") from exc
+        if response.status_code != 200:
+            raise ScrapydError(f"Scrapyd {endpoint} answered HTTP {response.status_code}: {response.text[:200]}")
+        try:
+            data = response.json()
+        except ValueError as exc:
+            raise ScrapydError(f"Scrapyd {endpoint} answered with invalid JSON") from exc
+        if data.get("status") != "ok":
+            raise ScrapydError(f"Scrapyd {endpoint}: {data.get('message', 'unknown error')}")
+        return data
+
+    def daemon_status(self) -> DaemonStatus:
+        data = self._call("GET", "daemonstatus.json")
+        return DaemonStatus(pending=data["pending"], running=data["running"], finished=data["finished"])
+
+    def list_versions(self, project: str) -> list[str]:
+        return self._call("GET", "listversions.json", params={"project": project})["versions"]
+
+    def list_spiders(self, project: str, version: str | None = None) -> list[str]:
+        params = {"project": project}
+        if version:
+            params["_version"] = version
+        return self._call("GET", "listspiders.json", params=params)["spiders"]
+
+    def add_version(self, project: str, version: str, egg: bytes) -> list[str]:
+        data = self._call(
+            "POST",
+            "addversion.json",
+            data={"project": project, "version": version},
+            files={"egg": (f"{project}-{version}.egg", egg)},
+        )
+        return data.get("spiders", [])
+
+    def schedule(
+        self,
+        *,
+        project: str,
+        spider: str,
+        job_id: str,
+        settings: dict[str, str] | None = None,
+        args: dict[str, str] | None = None,
+        version: str | None = None,
+    ) -> str:
+        data: list[tuple[str, str]] = [("project", project), ("spider", spider), ("jobid", job_id)]
+        if version:
+            data.append(("_version", version))
+        data += [("setting", f"{name}={value}") for name, value in (settings or {}).items()]
+        for name, value in (args or {}).items():
+            if name in {"project", "spider", "jobid", "setting", "_version", "priority"}:
+                raise ValueError(f"{name!r} cannot be a spider argument")
+            data.append((name, value))
+        return self._call("POST", "schedule.json", data=data)["jobid"]
+
+    def cancel(self, *, project: str, job_id: str, signal: str = "TERM") -> str | None:
+        return self._call("POST", "cancel.json", data={"project": project, "job": job_id, "signal": signal})[
+            "prevstate"
+        ]
+
+    def list_jobs(self, project: str | None = None) -> dict[str, dict[str, Any]]:
+        """All jobs the node knows, by job id, each with its `state` (pending, running or finished)."""
+        params = {"project": project} if project else {}
+        data = self._call("GET", "listjobs.json", params=params)
+        jobs: dict[str, dict[str, Any]] = {}
+        for state in ("pending", "running", "finished"):
+            for job in data.get(state, []):
+                jobs[job["id"]] = {**job, "state": state}
+        return jobs

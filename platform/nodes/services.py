@@ -1,0 +1,92 @@
+"""Node services: health, capacity, and keeping the built-in project deployed."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from core.errors import NodeUnavailable
+from projects.eggs import builtin_egg
+
+from .client import DaemonStatus, ScrapydClient
+from .models import Node
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NodeLoad:
+    """A node with its current load, as read from daemonstatus.json."""
+
+    node: Node
+    status: DaemonStatus
+
+    @property
+    def free(self) -> int:
+        return self.node.slots - self.status.running - self.status.pending
+
+
+def probe(node: Node) -> DaemonStatus:
+    """Ask a node for its load and record that it answered (or why not)."""
+    try:
+        status = ScrapydClient.for_node(node).daemon_status()
+    except NodeUnavailable as exc:
+        Node.objects.filter(pk=node.pk).update(last_error=exc.message)
+        raise
+    Node.objects.filter(pk=node.pk).update(last_seen_at=timezone.now(), last_error="")
+    return status
+
+
+def choose_node(*, exclude: set[int] | frozenset[int] = frozenset()) -> Node:
+    """The enabled node with the most free slots; raises NodeUnavailable if none answers."""
+    loads: list[NodeLoad] = []
+    errors = []
+    for node in Node.objects.filter(enabled=True).exclude(pk__in=exclude):
+        try:
+            loads.append(NodeLoad(node, probe(node)))
+        except NodeUnavailable as exc:
+            errors.append(exc.message)
+    if not loads:
+        reason = "; ".join(errors) if errors else "no enabled Scrapyd node is registered"
+        raise NodeUnavailable(f"No Scrapyd node available: {reason}")
+    # Most free slots first; on a tie, less queued work; then the first by name (max keeps the first).
+    loads.sort(key=lambda load: load.node.name)
+    return max(loads, key=lambda load: (load.free, -load.status.pending)).node
+
+
+def ensure_builtin(node: Node, *, force: bool = False) -> str:
+    """Upload the built-in project to `node` unless that version is already there; returns the version."""
+    egg = builtin_egg()
+    if node.builtin_version == egg.version and not force:
+        return egg.version
+    client = ScrapydClient.for_node(node)
+    try:
+        present = egg.version in client.list_versions(settings.BUILTIN_PROJECT)
+    except NodeUnavailable as exc:
+        if "not found" not in exc.message:  # a fresh node has no such project yet
+            raise
+        present = False
+    if not present:
+        spiders = client.add_version(settings.BUILTIN_PROJECT, egg.version, egg.data)
+        logger.info("Deployed built-in project %s to node %s (spiders: %s)", egg.version, node.name, spiders)
+    Node.objects.filter(pk=node.pk).update(builtin_version=egg.version)
+    node.builtin_version = egg.version
+    return egg.version
+
+
+def sync_node(node: Node) -> None:
+    """Check a node answers and carries the current built-in project."""
+    probe(node)
+    ensure_builtin(node, force=True)
+
+
+def register_node(*, name: str, url: str, slots: int) -> Node:
+    """Create or update a node by name (used by `make run` for the local node)."""
+    node, _ = Node.objects.update_or_create(name=name, defaults={"url": url, "slots": slots, "enabled": True})
+    # Another registration at the same URL under an old name would double-count the node.
+    Node.objects.filter(Q(url=url) & ~Q(pk=node.pk)).update(enabled=False)
+    return node

@@ -1,0 +1,24 @@
+"""Periodic node upkeep."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+
+from core.errors import NodeUnavailable
+
+from .models import Node
+from .services import sync_node
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(name="nodes.sync_nodes", ignore_result=True, time_limit=120)
+def sync_nodes() -> None:
+    """Probe every enabled node and deploy the built-in project where it is missing."""
+    for node in Node.objects.filter(enabled=True):
+        try:
+            sync_node(node)
+        except NodeUnavailable as exc:
+            logger.warning("Node %s: %s", node.name, exc.message)

@@ -1,0 +1,123 @@
+"""The `query` spider: fetch the configured pages and extract fields with the job's queries."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import scrapy
+from scrapy.exceptions import (
+    CannotResolveHostError,
+    DownloadConnectionRefusedError,
+    DownloadTimeoutError,
+)
+from scrapy.http import Response, TextResponse
+from scrapy.spidermiddlewares.httperror import HttpError
+from twisted.internet.error import (
+    ConnectionRefusedError,
+    DNSLookupError,
+    TCPTimedOutError,
+    TimeoutError,
+)
+from twisted.python.failure import Failure
+
+from spiders.extraction import extract, validate_queries
+
+logger = logging.getLogger(__name__)
+
+# Twisted's errors come from the default HTTP/1.1 handler, Scrapy's from the newer handlers.
+_REFUSED = (ConnectionRefusedError, DownloadConnectionRefusedError)
+_DNS = (DNSLookupError, CannotResolveHostError)
+_TIMEOUT = (TimeoutError, TCPTimedOutError, DownloadTimeoutError)
+
+
+class ConfigError(ValueError):
+    """The spider's `config` argument is missing or invalid."""
+
+
+def parse_config(config: object) -> dict[str, Any]:
+    """Parse and validate the `config` argument (JSON string or dict); raise ConfigError if bad."""
+    if config is None or config == "":
+        raise ConfigError("The query spider needs a 'config' argument (a JSON object)")
+    if isinstance(config, (str, bytes)):
+        try:
+            config = json.loads(config)
+        except ValueError as exc:
+            raise ConfigError(f"The 'config' argument is not valid JSON: {exc}") from None
+    if not isinstance(config, dict):
+        raise ConfigError("The 'config' argument must be a JSON object")
+
+    sources = config.get("source")
+    if isinstance(sources, str):
+        sources = [sources]
+    if not isinstance(sources, list) or not sources:
+        raise ConfigError("config.source must be a URL or a non-empty list of URLs")
+    for source in sources:
+        parts = urlsplit(source) if isinstance(source, str) else None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(f"config.source: not an http(s) URL: {source!r}")
+
+    queries = config.get("queries")
+    errors = validate_queries(queries)
+    if errors:
+        details = "; ".join(f"{path}: {message}" for path, message in errors.items())
+        raise ConfigError(f"Invalid queries in config: {details}")
+    return {**config, "source": sources, "queries": queries}
+
+
+def describe_failure(failure: Failure, url: str) -> str:
+    """Turn a download failure into a short message for people, e.g. "HTTP 404 for <url>"."""
+    error = failure.value
+    if isinstance(error, HttpError):
+        return f"HTTP {error.response.status} for {url}"
+    if isinstance(error, _REFUSED):
+        return f"Connection refused for {url}"
+    if isinstance(error, _DNS):
+        return f"DNS lookup failed for {url}"
+    if isinstance(error, _TIMEOUT):
+        return f"Timeout for {url}"
+    return f"{type(error).__name__}: {error} for {url}"
+
+
+class QuerySpider(scrapy.Spider):
+    """Fetch each source URL and yield one item per page: {"url": ..., **extracted fields}."""
+
+    name = "query"
+
+    def __init__(self, *args: Any, config: object = None, **kwargs: Any) -> None:
+        """Validate the job configuration up front, so a bad job fails before any request."""
+        super().__init__(*args, **kwargs)
+        self.config = parse_config(config)
+        self.queries: list[dict[str, Any]] = self.config["queries"]
+
+    async def start(self) -> AsyncIterator[scrapy.Request]:
+        """Request every source in order; repeats are deliberate, so no dupe filtering."""
+        for url in self.config["source"]:
+            yield scrapy.Request(url, callback=self.parse, errback=self.on_error, dont_filter=True)
+
+    def parse(self, response: Response, **kwargs: Any) -> Any:
+        """Extract the queries' fields from one page."""
+        if not isinstance(response, TextResponse):
+            self.record_error(f"Not a text response for {response.url}")
+            return
+        try:
+            fields = extract(response.selector, self.queries, text=response.text)
+        except ValueError as exc:
+            # An XPath can pass validation and still fail on a page (e.g. a function whose
+            # step never ran on the validation sample): report it like a failed request.
+            self.record_error(f"Extraction failed for {response.url}: {exc}")
+            return
+        yield {"url": response.url, **fields}
+
+    def on_error(self, failure: Failure) -> None:
+        """Log and count a request that did not produce a response."""
+        self.record_error(describe_failure(failure, failure.request.url))
+
+    def record_error(self, message: str) -> None:
+        """Log an error and keep the count and the latest message in the crawl's stats."""
+        logger.error(message)
+        self.crawler.stats.inc_value("query/failed_requests")
+        self.crawler.stats.set_value("query/last_error", message)
