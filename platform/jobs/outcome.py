@@ -22,16 +22,24 @@ _EXCEPTION_NAMES = {
 def _failures(stats: dict[str, Any]) -> list[str]:
     """Human summaries of failed requests found in Scrapy's standard stats."""
     found = []
-    prefix = "httperror/response_ignored_status_count/"
-    for key, count in sorted(stats.items()):
-        if key.startswith(prefix):
-            found.append(f"HTTP {key[len(prefix):]} ×{count}")
+    for code, count in sorted(_status_counts(stats).items()):
+        if code >= 400:
+            found.append(f"HTTP {code} ×{count}")
     prefix = "downloader/exception_type_count/"
     for key, count in sorted(stats.items()):
         if key.startswith(prefix):
             name = key[len(prefix):].rsplit(".", 1)[-1]
             found.append(f"{_EXCEPTION_NAMES.get(name, name)} ×{count}")
     return found
+
+
+def _status_counts(stats: dict[str, Any]) -> dict[int, int]:
+    prefix = "downloader/response_status_count/"
+    counts = {}
+    for key, count in stats.items():
+        if key.startswith(prefix) and key[len(prefix):].isdigit():
+            counts[int(key[len(prefix):])] = int(count)
+    return counts
 
 
 def judge(finish_reason: str, stats: dict[str, Any], *, cancel_requested: bool = False) -> tuple[str, str]:
@@ -43,11 +51,11 @@ def judge(finish_reason: str, stats: dict[str, Any], *, cancel_requested: bool =
         return RunStatus.FAILED, f"The crawl was shut down before it finished (close reason: {finish_reason})"
     if finish_reason != "finished" and finish_reason not in _LIMIT_REASONS:
         return RunStatus.FAILED, f"The crawl closed with reason: {finish_reason}"
-    received = int(stats.get("response_received_count", 0) or 0)
-    ignored = int(stats.get("httperror/response_ignored_count", 0) or 0)
+    # Pages that came back fine (redirects are followed and counted again at their target).
+    good = sum(count for code, count in _status_counts(stats).items() if 200 <= code < 300 or code == 304)
     failures = _failures(stats)
     spider_errors = sum(v for k, v in stats.items() if k.startswith("spider_exceptions/") and isinstance(v, int))
-    if items == 0 and received - ignored <= 0 and (failures or stats.get("query/last_error")):
+    if items == 0 and good == 0 and (failures or stats.get("query/last_error")):
         detail = stats.get("query/last_error") or "; ".join(failures)
         return RunStatus.FAILED, f"No page could be fetched: {detail}"
     if items == 0 and spider_errors:

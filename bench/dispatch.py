@@ -1,0 +1,470 @@
+"""Dispatch latency: the platform's overhead over raw Scrapyd for a one-page job.
+
+What is measured, per repetition:
+
+* platform: from just before `POST /api/v1/jobs/{id}/run` until the run's items have been downloaded
+  (`GET /api/v1/jobs/{id}/download?format=json&run=...`, checked to hold the one expected item). The
+  run is polled every 20 ms with `GET /api/v1/runs/{run_id}` until it is terminal; it must succeed.
+  This is what a user waits for: API → Celery → Scrapyd → crawl → items reported → outcome → file.
+* raw Scrapyd: from just before `schedule.json` on the same local node (same project, egg version,
+  spider and `config` argument, no PLATFORM_REPORT_* setting so the reporting extension is off) until
+  `listjobs.json`, polled every 20 ms, lists the job as finished. That is all raw Scrapyd gives: the
+  process ended, with no outcome, and no items collected (the node has no items_dir).
+
+Why it is fair: both paths run the very same spider on the very same page, served from a local
+fixture server, on the same Scrapyd node (same poll_interval) in the same process tree, polled at the
+same interval; repetitions are interleaved (P, R, P, R, ...) so machine noise hits both alike, and one
+warm-up of each is discarded. The ratio of medians is the platform's cost for what it adds.
+
+Usage: .venv/bin/python bench/dispatch.py [--repeat 15] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import functools
+import http.server
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import requests
+
+REPO = Path(__file__).resolve().parents[1]
+DOC = REPO / "docs" / "benchmarks.md"
+SECTION = "## Dispatch latency (bench/dispatch.py)"
+TARGET_RATIO = 1.25
+POLL = 0.02
+RUN_TIMEOUT = 60.0
+HEALTH_TIMEOUT = 60.0
+STOP_WAIT = 25.0  # runplatform gives its children 15 s to stop
+TERMINAL = {"succeeded", "failed", "cancelled", "lost"}
+# Settings that would point the platform at something outside the temporary data directory.
+ISOLATE_ENV = ("DATABASE_URL", "CELERY_BROKER_URL", "PLATFORM_PUBLIC_URL", "CELERY_TASK_ALWAYS_EAGER", "HOST")
+
+PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>Bench Widget</title></head>
+<body>
+  <h1>Bench Widget</h1>
+  <p>A sturdy widget.</p>
+  <p>Ships in two days.</p>
+  <div class="price">Price: $19.99</div>
+</body></html>
+"""
+QUERIES: list[dict[str, Any]] = [
+    {"name": "title", "type": "xpath", "query": "//title/text()"},
+    {"name": "description", "type": "css", "query": "p::text", "join": True},
+    {"name": "price", "type": "regex", "query": r"\$(\d+\.\d{2})"},
+]
+EXPECTED = {"title": "Bench Widget", "description": "A sturdy widget. Ships in two days.", "price": "19.99"}
+
+
+class BenchError(RuntimeError):
+    """The benchmark cannot go on (the message says why)."""
+
+
+# --- fixtures and processes ---------------------------------------------------------------------------
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        pass
+
+
+def start_fixture_server(root: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
+    """Serve one product page from `root` in a thread; returns the server and the page URL."""
+    site = root / "site"
+    site.mkdir()
+    (site / "page.html").write_text(PAGE, encoding="utf-8")
+    handler = functools.partial(_QuietHandler, directory=str(site))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    threading.Thread(target=server.serve_forever, name="fixture-site", daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/page.html"
+
+
+@dataclass
+class Platform:
+    """`manage.py runplatform` in its own session, with its output in a log file."""
+
+    data_dir: Path
+    port: int = field(default_factory=free_port)
+    scrapyd_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen | None = None
+
+    @property
+    def python(self) -> str:
+        venv = REPO / ".venv" / "bin" / "python"
+        return str(venv) if venv.exists() else sys.executable
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in ISOLATE_ENV}
+        return {**env, "DATA_DIR": str(self.data_dir), "PORT": str(self.port), "SCRAPYD_PORT": str(self.scrapyd_port)}
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "platform.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def scrapyd_url(self) -> str:
+        return f"http://127.0.0.1:{self.scrapyd_port}"
+
+    def start(self) -> None:
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [self.python, "manage.py", "runplatform"],
+                cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+
+    def manage(self, *args: str) -> str:
+        """Run a management command against the same data directory; returns its stdout."""
+        done = subprocess.run(
+            [self.python, "manage.py", *args], cwd=REPO, env=self.env, capture_output=True, text=True, timeout=120
+        )
+        if done.returncode != 0:
+            raise BenchError(f"manage.py {' '.join(args)} failed:\n{done.stderr[-2000:]}")
+        return done.stdout.strip()
+
+    def log_tail(self, lines: int = 40) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return "(no log)"
+
+    def stop(self) -> None:
+        """SIGTERM the supervisor's group, wait, then SIGKILL it and any child it left behind."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        children = _children(self.proc.pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(STOP_WAIT)
+        except subprocess.TimeoutExpired:
+            for pid in [self.proc.pid, *children]:  # each child leads its own session
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of `pid` (Linux /proc; empty elsewhere)."""
+    pids: list[int] = []
+    for path in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            pids += [int(p) for p in path.read_text().split()]
+    return pids
+
+
+# --- API clients ----------------------------------------------------------------------------------------
+def wait_healthy(platform: Platform) -> dict:
+    """Poll /api/v1/health until the platform can run a job (database, broker and a node are ok)."""
+    deadline = time.monotonic() + HEALTH_TIMEOUT
+    body: dict = {}
+    while time.monotonic() < deadline:
+        if platform.proc is not None and platform.proc.poll() is not None:
+            raise BenchError(f"runplatform exited with code {platform.proc.returncode}")
+        with contextlib.suppress(requests.RequestException, ValueError):
+            body = requests.get(f"{platform.url}/api/v1/health", timeout=5).json()
+            essential = body.get("database", {}).get("ok") and body.get("broker", {}).get("ok")
+            if body.get("status") == "ok" or (essential and any(n.get("ok") for n in body.get("nodes", []))):
+                return body
+        time.sleep(0.2)
+    raise BenchError(f"The platform was not healthy after {HEALTH_TIMEOUT:.0f} s: {body}")
+
+
+class Api:
+    """The platform's public API, with one API key and one keep-alive session."""
+
+    def __init__(self, base: str, key: str) -> None:
+        self.base = base + "/api/v1"
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {key}"
+
+    def call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        response = self.session.request(method, self.base + path, timeout=30, **kwargs)
+        if response.status_code >= 400:
+            raise BenchError(f"{method} {path} answered HTTP {response.status_code}: {response.text[:500]}")
+        return response
+
+    def create_job(self, url: str) -> str:
+        body = {"name": "bench dispatch", "source": url, "queries": QUERIES}
+        return self.call("POST", "/jobs", json=body).json()["job_id"]
+
+
+class RawScrapyd:
+    """Scrapyd's own API on the platform's local node, as a raw Scrapyd user would call it."""
+
+    def __init__(self, base: str, config: dict) -> None:
+        self.base = base
+        self.session = requests.Session()
+        self.config = json.dumps(config)
+        self.version = self.call("GET", "listversions.json", params={"project": "builtin"})["versions"][-1]
+
+    def call(self, method: str, endpoint: str, **kwargs: Any) -> dict:
+        data = self.session.request(method, f"{self.base}/{endpoint}", timeout=30, **kwargs).json()
+        if data.get("status") != "ok":
+            raise BenchError(f"Scrapyd {endpoint}: {data}")
+        return data
+
+    def schedule(self) -> str:
+        job_id = uuid.uuid4().hex
+        data = {"project": "builtin", "spider": "query", "jobid": job_id, "_version": self.version, "config": self.config}
+        self.call("POST", "schedule.json", data=data)
+        return job_id
+
+    def state(self, job_id: str) -> str | None:
+        jobs = self.call("GET", "listjobs.json", params={"project": "builtin"})
+        for state in ("pending", "running", "finished"):
+            if any(job["id"] == job_id for job in jobs.get(state, [])):
+                return state
+        return None
+
+
+# --- measurements -------------------------------------------------------------------------------------------
+@dataclass
+class Sample:
+    """One repetition: total seconds and when (seconds after t0) each state was first seen."""
+
+    total: float
+    marks: dict[str, float]
+
+
+def poll_until(read: Callable[[], str], done: Callable[[str], bool], t0: float, marks: dict[str, float]) -> str:
+    """Call `read` every POLL seconds until `done(state)`; records when each state was first seen."""
+    tick = time.perf_counter()
+    while True:
+        state = read()
+        marks.setdefault(state, time.perf_counter() - t0)
+        if done(state):
+            return state
+        if time.perf_counter() - t0 > RUN_TIMEOUT:
+            raise BenchError(f"Still {state!r} after {RUN_TIMEOUT:.0f} s")
+        tick += POLL
+        time.sleep(max(0.0, tick - time.perf_counter()))
+
+
+def check_items(items: Any, url: str) -> None:
+    if not isinstance(items, list) or len(items) != 1:
+        raise BenchError(f"Expected one item, got: {items!r}"[:1000])
+    wanted = {"url": url, **EXPECTED}
+    if any(items[0].get(name) != value for name, value in wanted.items()):
+        raise BenchError(f"Unexpected item {items[0]!r}, wanted {wanted!r}")
+
+
+def measure_platform(api: Api, job_id: str, url: str) -> Sample:
+    """POST run → poll until terminal → download the items."""
+    t0 = time.perf_counter()
+    run = api.call("POST", f"/jobs/{job_id}/run").json()
+    marks = {"POST returned": time.perf_counter() - t0}
+    run_id, last = run["run_id"], run
+
+    def read() -> str:
+        nonlocal last
+        last = api.call("GET", f"/runs/{run_id}").json()
+        return last["status"]
+
+    status = poll_until(read, lambda s: s in TERMINAL, t0, marks)
+    if status != "succeeded":
+        raise BenchError(f"Run {run_id} ended {status}:\n{json.dumps(last, indent=2)}")
+    response = api.call("GET", f"/jobs/{job_id}/download", params={"format": "json", "run": run_id})
+    t1 = time.perf_counter()
+    marks["downloaded"] = t1 - t0
+    check_items(response.json(), url)
+    marks.update(server_phases(last))
+    return Sample(t1 - t0, marks)
+
+
+def server_phases(run: dict) -> dict[str, float]:
+    """Durations from the run's own timestamps (one clock: the platform's)."""
+    times = {k: dt.datetime.fromisoformat(run[k].replace("Z", "+00:00")) for k in ("created_at", "started_at", "finished_at") if run.get(k)}
+    phases: dict[str, float] = {}
+    if "started_at" in times:
+        phases["[server] created→started"] = (times["started_at"] - times["created_at"]).total_seconds()
+    if "finished_at" in times and "started_at" in times:
+        phases["[server] started→finished"] = (times["finished_at"] - times["started_at"]).total_seconds()
+    return phases
+
+
+def measure_raw(raw: RawScrapyd) -> Sample:
+    """schedule.json → poll listjobs.json until the job is finished."""
+    t0 = time.perf_counter()
+    job_id = raw.schedule()
+    marks = {"POST returned": time.perf_counter() - t0}
+    poll_until(lambda: str(raw.state(job_id)), lambda s: s == "finished", t0, marks)
+    total = marks["finished"]
+    return Sample(total, marks)
+
+
+# --- reporting ----------------------------------------------------------------------------------------------
+def summary(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    p90 = ordered[max(0, math.ceil(0.9 * len(ordered)) - 1)]
+    return {"median": statistics.median(ordered), "p90": p90, "min": ordered[0], "max": ordered[-1]}
+
+
+def results_table(platform: list[Sample], raw: list[Sample]) -> str:
+    rows = ["| | median | p90 | min | max |", "|---|---:|---:|---:|---:|"]
+    for name, samples in (("Platform: POST run → items downloaded", platform), ("Raw Scrapyd: schedule.json → finished", raw)):
+        s = summary([sample.total for sample in samples])
+        rows.append(f"| {name} | {s['median']:.3f} s | {s['p90']:.3f} s | {s['min']:.3f} s | {s['max']:.3f} s |")
+    return "\n".join(rows)
+
+
+def phases_table(samples: list[Sample]) -> str:
+    """Median time at which each state was first seen (seconds after t0), in the order seen."""
+    names: dict[str, None] = {}
+    for sample in samples:
+        names.update(dict.fromkeys(sample.marks))
+    order = sorted(names, key=lambda n: (n.startswith("["), statistics.median(s.marks[n] for s in samples if n in s.marks)))
+    rows = ["| first seen | median | min | max | seen in |", "|---|---:|---:|---:|---:|"]
+    for name in order:
+        values = [s.marks[name] for s in samples if name in s.marks]
+        rows.append(f"| {name} | {statistics.median(values):.3f} s | {min(values):.3f} s | {max(values):.3f} s | {len(values)}/{len(samples)} |")
+    return "\n".join(rows)
+
+
+def machine() -> str:
+    versions = ", ".join(f"{name} {metadata.version(name)}" for name in ("scrapy", "scrapyd", "django", "celery"))
+    return f"{len(os.sched_getaffinity(0))} CPUs ({os.uname().sysname} {os.uname().machine}), Python {sys.version.split()[0]}, {versions}"
+
+
+def report(platform: list[Sample], raw: list[Sample]) -> tuple[str, float]:
+    """The Markdown section for docs/benchmarks.md, and the ratio of medians."""
+    ratio = statistics.median(s.total for s in platform) / statistics.median(s.total for s in raw)
+    met = "met" if ratio <= TARGET_RATIO else "NOT met"
+    text = f"""{SECTION}
+
+Median time from `POST /api/v1/jobs/{{id}}/run` until the run's items are downloaded, for a one-page
+job with three queries (xpath, css with join, regex), against raw Scrapyd (`schedule.json` until
+`listjobs.json` shows the job finished) running the same spider on the same page on the same node.
+Raw Scrapyd's "finished" carries no outcome and no items (the node has no `items_dir`); the
+platform's time includes judging the outcome and serving the items. Both are polled every
+{POLL * 1000:.0f} ms; repetitions are interleaved, after one warm-up of each.
+
+- Date: {dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}
+- Machine: {machine()}
+- Repetitions: {len(platform)} of each
+
+{results_table(platform, raw)}
+
+**Ratio of medians: {ratio:.2f}** (target ≤ {TARGET_RATIO}: {met}).
+
+Where the platform's time goes (seconds after the POST, median over the repetitions; states are
+seen by polling, so each is late by up to one poll):
+
+{phases_table(platform)}
+
+Raw Scrapyd, for comparison:
+
+{phases_table(raw)}
+"""
+    return text, ratio
+
+
+DOC_HEADER = """# Benchmarks
+
+Each benchmark compares the platform against a baseline measured in the same run on the same
+machine; re-run one with `.venv/bin/python bench/<name>.py` (it rewrites its own section below).
+"""
+
+
+def write_section(section: str, path: Path = DOC) -> None:
+    """Replace this benchmark's section of `path` (or append it), keeping every other section."""
+    text = path.read_text(encoding="utf-8") if path.exists() else DOC_HEADER
+    start = text.find(SECTION + "\n")
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n" + section
+    else:
+        end = text.find("\n## ", start + len(SECTION))
+        rest = "" if end < 0 else text[end + 1:]
+        text = text[:start] + section + ("\n" + rest if rest else "")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
+
+
+# --- main ---------------------------------------------------------------------------------------------------
+def set_up(platform: Platform, url: str) -> tuple[Api, str, RawScrapyd]:
+    """Start the platform, wait for it, and create an API key and the job."""
+    print(f"Starting the platform on :{platform.port} (Scrapyd :{platform.scrapyd_port}); log: {platform.log_path}")
+    platform.start()
+    wait_healthy(platform)
+    api = Api(platform.url, platform.manage("createapikey", "bench").splitlines()[-1])
+    job_id = api.create_job(url)
+    raw = RawScrapyd(platform.scrapyd_url, {"source": [url], "queries": QUERIES})
+    print(f"Job {job_id}; raw Scrapyd runs use egg version {raw.version}")
+    return api, job_id, raw
+
+
+def benchmark(api: Api, job_id: str, raw: RawScrapyd, url: str, repeat: int) -> tuple[list[Sample], list[Sample]]:
+    """One warm-up of each, then `repeat` interleaved pairs."""
+    measure_platform(api, job_id, url)
+    measure_raw(raw)
+    platform_samples: list[Sample] = []
+    raw_samples: list[Sample] = []
+    for i in range(1, repeat + 1):
+        platform_samples.append(measure_platform(api, job_id, url))
+        raw_samples.append(measure_raw(raw))
+        print(f"  {i:>3}/{repeat}: platform {platform_samples[-1].total:.3f} s, raw {raw_samples[-1].total:.3f} s")
+    return platform_samples, raw_samples
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=15, help="repetitions of each (default 15, at least 10)")
+    parser.add_argument("--no-write", action="store_true", help=f"do not update {DOC.relative_to(REPO)}")
+    args = parser.parse_args(argv)
+    if args.repeat < 10:
+        parser.error("--repeat must be at least 10")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    root = Path(tempfile.mkdtemp(prefix="bench-dispatch-"))
+    server, url = start_fixture_server(root)
+    platform = Platform(root / "data")
+    platform.data_dir.mkdir()
+    try:
+        api, job_id, raw = set_up(platform, url)
+        platform_samples, raw_samples = benchmark(api, job_id, raw, url, args.repeat)
+    except (BenchError, requests.RequestException) as exc:
+        print(f"\nBenchmark failed: {exc}\n--- platform log (tail) ---\n{platform.log_tail()}", file=sys.stderr)
+        return 1
+    finally:
+        platform.stop()
+        server.shutdown()
+        server.server_close()
+        shutil.rmtree(root, ignore_errors=True)
+    section, ratio = report(platform_samples, raw_samples)
+    print("\n" + section)
+    if not args.no_write:
+        write_section(section)
+        print(f"Recorded in {DOC.relative_to(REPO)}")
+    return 0 if ratio <= TARGET_RATIO else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

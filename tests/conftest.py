@@ -1,0 +1,51 @@
+"""Fixtures for every test: users with API keys and API clients that authenticate with them."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from django.conf import settings
+from rest_framework.test import APIClient
+
+from core.models import ApiKey
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # DATA_DIR is a temporary folder made by config.test_settings for this session.
+    if settings.DATA_DIR.name.startswith("platform-test-"):
+        shutil.rmtree(settings.DATA_DIR, ignore_errors=True)
+
+
+def make_client(user) -> APIClient:
+    _, raw = ApiKey.issue(user=user)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    client.raw_key = raw
+    return client
+
+
+@pytest.fixture
+def user(django_user_model):
+    return django_user_model.objects.create_user("alice")
+
+
+@pytest.fixture
+def other_user(django_user_model):
+    return django_user_model.objects.create_user("mallory")
+
+
+@pytest.fixture
+def api(user) -> APIClient:
+    return make_client(user)
+
+
+@pytest.fixture
+def other_api(other_user) -> APIClient:
+    return make_client(other_user)
+
+
+@pytest.fixture
+def items_dir(tmp_path, settings):
+    settings.ITEMS_DIR = tmp_path / "items"
+    return settings.ITEMS_DIR

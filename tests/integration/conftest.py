@@ -1,0 +1,67 @@
+"""Real services for integration tests: the fixture website, Scrapyd nodes and a Celery worker."""
+
+from __future__ import annotations
+
+import pytest
+from django.conf import settings
+
+from nodes.models import Node
+from tests.support import FixtureSite, free_port, start_scrapyd, start_worker
+
+
+@pytest.fixture(scope="session")
+def site():
+    server = FixtureSite()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def refused_url() -> str:
+    """A loopback URL where nothing listens."""
+    return f"http://127.0.0.1:{free_port()}/"
+
+
+@pytest.fixture(scope="session")
+def services_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("services")
+
+
+@pytest.fixture(scope="session")
+def scrapyd_a(services_dir):
+    process, url = start_scrapyd("scrapyd-a", services_dir)
+    yield url
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def scrapyd_b(services_dir):
+    process, url = start_scrapyd("scrapyd-b", services_dir)
+    yield url
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def worker(services_dir, live_server, django_db_setup, django_db_blocker):
+    """A Celery worker process sharing the test database; crawls report to the live server."""
+    database = settings.DATABASES["default"]["NAME"]
+    process = start_worker(services_dir, database_path=str(database), public_url=live_server.url)
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def node_a(transactional_db, scrapyd_a) -> Node:
+    return Node.objects.create(name="node-a", url=scrapyd_a, slots=4)
+
+
+@pytest.fixture
+def node_b(transactional_db, scrapyd_b) -> Node:
+    return Node.objects.create(name="node-b", url=scrapyd_b, slots=4)
+
+
+@pytest.fixture
+def platform(transactional_db, worker, live_server, settings):
+    """The platform as a worker sees it: the test process serves crawl reports through live_server."""
+    settings.PLATFORM_PUBLIC_URL = live_server.url
+    return live_server

@@ -1,0 +1,176 @@
+"""A query job runs on real Scrapyd nodes through a real Celery worker, and its items download."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+import requests
+
+from jobs.models import Job, Run
+from tests.support import wait_until
+
+pytestmark = pytest.mark.integration
+
+QUERIES = [
+    {"name": "name", "type": "xpath", "query": "//h1[@class='name']/text()"},
+    {"name": "description", "type": "css", "query": "div.desc p::text", "join": True},
+    {"name": "price", "type": "regex", "query": r"Price: \$([0-9.]+)"},
+    {"name": "tags", "type": "css", "query": "li.tag::text", "all": True},
+    {"name": "missing", "type": "css", "query": "span.nothing::text"},
+]
+
+
+def expected_item(site_url: str, n: int) -> dict:
+    return {
+        "url": f"{site_url}product{n}.html",
+        "name": f"Widget {n}",
+        "description": f"Made of steel. Size {n}.",
+        "price": f"{n}.50",
+        "tags": [f"a{n}", f"b{n}"],
+        "missing": None,
+    }
+
+
+def create_job(api, source, queries=QUERIES, name="Products") -> dict:
+    response = api.post("/api/v1/jobs", {"name": name, "source": source, "queries": queries}, format="json")
+    assert response.status_code == 201, response.json()
+    return response.json()
+
+
+def run_to_end(api, job_id: str, timeout: float = 90) -> dict:
+    response = api.post(f"/api/v1/jobs/{job_id}/run")
+    assert response.status_code == 202, response.json()
+    run_id = response.json()["run_id"]
+    assert response.json()["status"] == "queued"
+
+    def settled():
+        body = api.get(f"/api/v1/runs/{run_id}").json()
+        return body if body["status"] in {"succeeded", "failed", "cancelled", "lost"} else None
+
+    return wait_until(settled, timeout=timeout, interval=0.2, what=f"run {run_id} to finish")
+
+
+def by_url(items: list[dict]) -> list[dict]:
+    return sorted(items, key=lambda item: item["url"])
+
+
+def test_query_job_runs_on_scrapyd_and_downloads_as_json_and_csv(platform, api, site, node_a):
+    job = create_job(api, [f"{site.url}product{n}.html" for n in (1, 2, 3)])
+
+    run = run_to_end(api, job["job_id"])
+
+    assert run["status"] == "succeeded", run
+    assert run["close_reason"] == "finished"
+    assert run["node"] == "node-a"
+    assert run["scrapyd_job_id"] == run["run_id"].replace("-", "")
+    assert run["items_scraped"] == 3
+    assert run["stats"]["item_scraped_count"] == 3
+    assert run["created_at"] <= run["started_at"] <= run["finished_at"]
+    expected = [expected_item(site.url, n) for n in (1, 2, 3)]
+
+    results = api.get(f"/api/v1/jobs/{job['job_id']}/results").json()
+    assert results["run_id"] == run["run_id"]
+    assert results["count"] == 3
+    assert by_url(results["results"]) == expected
+
+    page = api.get(f"/api/v1/jobs/{job['job_id']}/results?limit=2&offset=2").json()
+    assert len(page["results"]) == 1 and page["next"] is None and page["previous"]
+
+    download = api.get(f"/api/v1/jobs/{job['job_id']}/download?format=json")
+    assert download.status_code == 200
+    assert download["Content-Type"] == "application/json"
+    assert download["Content-Disposition"].startswith('attachment; filename="products-')
+    assert by_url(json.loads(b"".join(download.streaming_content))) == expected
+
+    download = api.get(f"/api/v1/jobs/{job['job_id']}/download?format=csv")
+    assert download["Content-Type"].startswith("text/csv")
+    assert download["Content-Disposition"].endswith('.csv"')
+    rows = list(csv.DictReader(io.StringIO(b"".join(download.streaming_content).decode())))
+    # Flat cells: lists as JSON text, null as an empty cell.
+    for row in rows:
+        row["tags"] = json.loads(row["tags"])
+        row["missing"] = row["missing"] or None
+    assert by_url(rows) == expected
+
+    job_after = api.get(f"/api/v1/jobs/{job['job_id']}").json()
+    assert job_after["status"] == "success" and job_after["results_count"] == 3
+
+
+def test_download_through_a_real_http_server(platform, api, site, node_a, live_server):
+    """The same download over HTTP with an X-API-Key header, streamed by a real server."""
+    job = create_job(api, f"{site.url}product1.html")
+    assert run_to_end(api, job["job_id"])["status"] == "succeeded"
+    response = requests.get(
+        f"{live_server.url}/api/v1/jobs/{job['job_id']}/download",
+        params={"format": "csv"},
+        headers={"X-API-Key": api.raw_key},
+        timeout=30,
+    )
+    assert response.status_code == 200
+    assert list(csv.reader(io.StringIO(response.text)))[0] == ["url", "name", "description", "price", "tags", "missing"]
+
+
+def test_page_returning_404_fails_with_a_clear_reason(platform, api, site, node_a):
+    job = create_job(api, f"{site.url}no-such-page.html")
+    run = run_to_end(api, job["job_id"])
+    assert run["status"] == "failed"
+    assert "HTTP 404" in run["error"], run["error"]
+    assert run["close_reason"] == "finished"
+    assert api.get(f"/api/v1/jobs/{job['job_id']}").json()["status"] == "failed"
+
+
+def test_refused_connection_fails_with_a_clear_reason(platform, api, refused_url, node_a):
+    job = create_job(api, refused_url)
+    run = run_to_end(api, job["job_id"])
+    assert run["status"] == "failed"
+    assert "Connection refused" in run["error"], run["error"]
+
+
+def test_runs_spread_across_two_nodes(platform, api, site, node_a, node_b):
+    job = create_job(api, f"{site.url}product1.html")
+    run_ids = [api.post(f"/api/v1/jobs/{job['job_id']}/run").json()["run_id"] for _ in range(6)]
+
+    def all_settled():
+        runs = [api.get(f"/api/v1/runs/{run_id}").json() for run_id in run_ids]
+        return runs if all(r["status"] in {"succeeded", "failed", "lost"} for r in runs) else None
+
+    runs = wait_until(all_settled, timeout=120, interval=0.3, what="six runs")
+    assert {r["status"] for r in runs} == {"succeeded"}
+    assert {r["node"] for r in runs} == {"node-a", "node-b"}
+
+
+def test_redelivered_dispatch_never_starts_a_second_crawl(platform, api, site, node_a, user):
+    """A worker that scheduled the crawl and died before recording it: the redelivery finds the crawl."""
+    from jobs import services
+    from nodes.client import ScrapydClient
+    from nodes.services import ensure_builtin
+
+    job = create_job(api, f"{site.url}product2.html")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("jobs.tasks.dispatch_run.delay", lambda run_id: None)  # the first delivery "dies"
+        run = services.start_run(job=Job.objects.get(pk=job["job_id"]))
+    version = ensure_builtin(node_a)
+    ScrapydClient.for_node(node_a).schedule(
+        project=run.project,
+        spider=run.spider,
+        job_id=run.scrapyd_job_id,
+        version=version,
+        settings=services._crawl_settings(run),
+        args={"config": json.dumps(run.config)},
+    )
+    Run.objects.filter(pk=run.pk).update(node=node_a)
+
+    services.dispatch(str(run.id))  # the redelivered task
+    services.dispatch(str(run.id))  # and once more for good measure
+
+    run.refresh_from_db()
+    assert run.status in {"pending", "running", "succeeded"}
+    final = wait_until(lambda: (r := Run.objects.get(pk=run.pk)).is_terminal and r, timeout=60, what="the crawl")
+    assert final.status == "succeeded"
+    listing = requests.get(f"{node_a.url}listjobs.json", timeout=10).json()
+    seen = [job for state in ("pending", "running", "finished") for job in listing[state] if job["id"] == run.scrapyd_job_id]
+    assert len(seen) == 1
+    assert final.items_scraped == 1

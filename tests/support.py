@@ -1,0 +1,147 @@
+"""Test helpers: free ports, the fixture website, and real Scrapyd and Celery processes on loopback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+REPO = Path(__file__).resolve().parents[1]
+SITE_DIR = REPO / "tests" / "fixtures" / "site"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], object], *, timeout: float = 60, interval: float = 0.1, what: str = "condition"):
+    """Poll `predicate` until it returns something truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"Timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+class SiteHandler(SimpleHTTPRequestHandler):
+    """Serves tests/fixtures/site, plus `/slow?seconds=N` which answers after N seconds."""
+
+    def do_GET(self) -> None:
+        parts = urlsplit(self.path)
+        if parts.path == "/slow":
+            time.sleep(float(parse_qs(parts.query).get("seconds", ["5"])[0]))
+            body = b"<html><body><h1>slow</h1></body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        super().do_GET()
+
+    def log_message(self, format: str, *args) -> None:
+        pass
+
+
+class FixtureSite:
+    """The fixture website on a free loopback port, in a thread."""
+
+    def __init__(self, directory: Path = SITE_DIR) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), partial(SiteHandler, directory=str(directory)))
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    env.update(extra)
+    return env
+
+
+class Process:
+    """A child process in its own session with its output in a log file; stopped with SIGTERM, then SIGKILL."""
+
+    def __init__(self, name: str, args: list[str], *, env: dict[str, str], cwd: Path, log_dir: Path) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            args, env=env, cwd=cwd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, timeout: float = 15) -> None:
+        if self.alive():
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.log.close()
+
+
+def start_scrapyd(name: str, base_dir: Path, *, max_proc: int = 4) -> tuple[Process, str]:
+    """A real Scrapyd node configured from deploy/scrapyd.conf, as `make run` configures the local one."""
+    from core.management.commands.runplatform import scrapyd_config, wait_for_scrapyd
+
+    node_dir = base_dir / name
+    if node_dir.exists():
+        shutil.rmtree(node_dir)
+    port = free_port()
+    scrapyd_config(node_dir, port=port, max_proc=max_proc)
+    env = child_env()
+    for var in ("PYTHONPATH", "DJANGO_SETTINGS_MODULE", "SCRAPY_SETTINGS_MODULE"):
+        env.pop(var, None)
+    process = Process(name, [sys.executable, "-m", "scrapyd"], env=env, cwd=node_dir, log_dir=base_dir)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_for_scrapyd(url, process.alive)
+    except Exception:
+        print(process.tail())
+        process.stop()
+        raise
+    return process, url
+
+
+def start_worker(base_dir: Path, *, database_path: str, public_url: str) -> Process:
+    """A real Celery worker on the test database and the filesystem broker under DATA_DIR."""
+    env = child_env(
+        PYTHONPATH=os.pathsep.join([str(REPO / "platform"), str(REPO)]),
+        DJANGO_SETTINGS_MODULE="config.settings",
+        DATABASE_URL=f"sqlite:///{database_path}",
+        PLATFORM_PUBLIC_URL=public_url,
+    )
+    args = [sys.executable, "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO", "--concurrency", "2",
+            "--without-gossip", "--without-mingle", "--hostname", f"test-{os.getpid()}@%h"]
+    process = Process("worker", args, env=env, cwd=REPO, log_dir=base_dir)
+    wait_until(lambda: b"ready." in process.log_path.read_bytes() or not process.alive(), timeout=60, what="worker")
+    if not process.alive():
+        raise RuntimeError(f"Celery worker failed to start:\n{process.tail()}")
+    return process
