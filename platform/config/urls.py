@@ -11,7 +11,6 @@ from jobs.views import JobViewSet, RunViewSet
 from nodes.api import NodeViewSet
 
 
-
 class OptionalSlashRouter(SimpleRouter):
     """Routes match with or without a trailing slash (`/api/v1/jobs` and `/api/v1/jobs/`)."""
 

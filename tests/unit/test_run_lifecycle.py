@@ -1,0 +1,125 @@
+"""The run state machine, outcome judging from close reason and stats, and the reconciler's decisions."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from jobs import services
+from jobs.models import TERMINAL, TRANSITIONS, IllegalTransition, Job, Run, RunStatus
+from jobs.outcome import judge
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def run(user) -> Run:
+    job = Job.objects.create(owner=user, name="j", source="https://example.com/", queries=[])
+    return Run.objects.create(owner=user, job=job, project="builtin", spider="query", config=job.spider_config())
+
+
+def test_happy_path(run):
+    run.mark_pending()
+    run.mark_running()
+    run.finish(RunStatus.SUCCEEDED, close_reason="finished", stats={"item_scraped_count": 1})
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCEEDED and run.started_at <= run.finished_at
+
+
+@pytest.mark.parametrize("terminal", sorted(TERMINAL))
+def test_terminal_states_are_final(run, terminal):
+    run.finish(terminal)
+    for target in (RunStatus.PENDING, RunStatus.RUNNING, *TERMINAL):
+        with pytest.raises(IllegalTransition):
+            run._transition(target)
+    assert Run.objects.get(pk=run.pk).status == terminal
+
+
+def test_running_cannot_go_back_to_pending(run):
+    run.mark_running()
+    with pytest.raises(IllegalTransition):
+        run.mark_pending()
+
+
+def test_finish_needs_a_final_status(run):
+    with pytest.raises(IllegalTransition):
+        run.finish(RunStatus.RUNNING)
+
+
+def test_status_cannot_be_written_around_the_transitions(run):
+    loaded = Run.objects.get(pk=run.pk)
+    loaded.status = RunStatus.SUCCEEDED
+    with pytest.raises(IllegalTransition):
+        loaded.save()
+    assert Run.objects.get(pk=run.pk).status == RunStatus.QUEUED
+
+
+def test_a_concurrent_writer_wins_and_the_stale_copy_is_refused(run):
+    stale = Run.objects.get(pk=run.pk)
+    run.mark_running()
+    run.finish(RunStatus.SUCCEEDED)
+    with pytest.raises(IllegalTransition):
+        stale.mark_pending()  # stale still believes it is queued
+    assert stale.status == RunStatus.SUCCEEDED  # and now knows better
+
+
+def test_every_status_has_transitions_defined():
+    assert set(TRANSITIONS) == set(RunStatus.values)
+
+
+@pytest.mark.parametrize(
+    ("reason", "stats", "expected", "error_part"),
+    [
+        ("finished", {"item_scraped_count": 3, "downloader/response_status_count/200": 3}, "succeeded", ""),
+        ("finished", {"downloader/response_status_count/404": 1, "query/last_error": "HTTP 404 for http://x/"}, "failed", "HTTP 404"),
+        ("finished", {"downloader/exception_type_count/twisted.internet.error.ConnectionRefusedError": 2}, "failed", "Connection refused"),
+        ("finished", {"downloader/response_status_count/200": 1}, "succeeded", ""),  # a page with nothing to extract
+        ("finished", {"downloader/response_status_count/200": 1, "downloader/response_status_count/500": 1, "item_scraped_count": 1}, "succeeded", ""),
+        ("finished", {"spider_exceptions/ValueError": 2, "downloader/response_status_count/200": 2}, "failed", "exception"),
+        ("closespider_itemcount", {"item_scraped_count": 10}, "succeeded", ""),
+        ("shutdown", {"item_scraped_count": 1}, "failed", "shut down"),
+        ("memusage_exceeded", {}, "failed", "memusage_exceeded"),
+    ],
+)
+def test_judge(reason, stats, expected, error_part):
+    status, error = judge(reason, stats)
+    assert status == expected
+    assert error_part in error
+
+
+def test_judge_cancelled_when_asked():
+    assert judge("shutdown", {}, cancel_requested=True) == (RunStatus.CANCELLED, "")
+
+
+def test_finished_report_is_idempotent(run):
+    services.record_finished(run, finish_reason="finished", stats={"item_scraped_count": 0})
+    services.record_finished(run, finish_reason="shutdown", stats={})  # a retried or late report
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCEEDED and run.close_reason == "finished"
+
+
+def test_items_lost_in_delivery_fail_the_run(run):
+    services.record_finished(run, finish_reason="finished", stats={"item_scraped_count": 5}, items_lost=2)
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED and "2 item(s)" in run.error
+
+
+def test_reconciler_settles_a_run_that_never_left_the_queue(run, settings, monkeypatch):
+    sent = []
+    monkeypatch.setattr("jobs.tasks.dispatch_run.delay", sent.append)
+    Run.objects.filter(pk=run.pk).update(created_at=timezone.now() - timedelta(hours=1))
+    services.reconcile()
+    assert sent == [str(run.id)]  # first, it is sent again
+    Run.objects.filter(pk=run.pk).update(dispatch_attempts=settings.RUN_DISPATCH_RETRIES)
+    services.reconcile()
+    run.refresh_from_db()
+    assert run.status == RunStatus.LOST and "never dispatched" in run.error
+
+
+def test_reconciler_settles_a_run_whose_node_was_removed(run):
+    run.mark_pending()
+    services.reconcile()
+    run.refresh_from_db()
+    assert run.status == RunStatus.LOST
