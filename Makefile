@@ -36,7 +36,7 @@ bench: install
 	$(BIN)/python bench/dispatch.py
 
 docs: install
-	$(BIN)/python bench/../docs/build_api_reference.py
+	$(BIN)/python manage.py apireference --output docs/api.md
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

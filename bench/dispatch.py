@@ -56,6 +56,8 @@ RUN_TIMEOUT = 60.0
 HEALTH_TIMEOUT = 60.0
 STOP_WAIT = 25.0  # runplatform gives its children 15 s to stop
 TERMINAL = {"succeeded", "failed", "cancelled", "lost"}
+# Order of the rows of the phase tables (platform run statuses and Scrapyd job states, as polled).
+STATE_ORDER = ["POST returned", "queued", "pending", "running", "succeeded", "finished", "downloaded"]
 # Settings that would point the platform at something outside the temporary data directory.
 ISOLATE_ENV = ("DATABASE_URL", "CELERY_BROKER_URL", "PLATFORM_PUBLIC_URL", "CELERY_TASK_ALWAYS_EAGER", "HOST")
 
@@ -139,8 +141,12 @@ class Platform:
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
                 [self.python, "manage.py", "runplatform"],
-                cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                cwd=REPO,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
 
     def manage(self, *args: str) -> str:
@@ -152,10 +158,13 @@ class Platform:
             raise BenchError(f"manage.py {' '.join(args)} failed:\n{done.stderr[-2000:]}")
         return done.stdout.strip()
 
-    def log_tail(self, lines: int = 40) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        return "(no log)"
+    def log_tail(self, lines: int = 60) -> str:
+        """The end of the platform's output, without the access log lines of the polls."""
+        try:
+            text = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no log)"
+        return "\n".join([line for line in text if '"GET /api/v1/runs/' not in line][-lines:])
 
     def stop(self) -> None:
         """SIGTERM the supervisor's group, wait, then SIGKILL it and any child it left behind."""
@@ -235,7 +244,13 @@ class RawScrapyd:
 
     def schedule(self) -> str:
         job_id = uuid.uuid4().hex
-        data = {"project": "builtin", "spider": "query", "jobid": job_id, "_version": self.version, "config": self.config}
+        data = {
+            "project": "builtin",
+            "spider": "query",
+            "jobid": job_id,
+            "_version": self.version,
+            "config": self.config,
+        }
         self.call("POST", "schedule.json", data=data)
         return job_id
 
@@ -303,7 +318,11 @@ def measure_platform(api: Api, job_id: str, url: str) -> Sample:
 
 def server_phases(run: dict) -> dict[str, float]:
     """Durations from the run's own timestamps (one clock: the platform's)."""
-    times = {k: dt.datetime.fromisoformat(run[k].replace("Z", "+00:00")) for k in ("created_at", "started_at", "finished_at") if run.get(k)}
+    times = {
+        k: dt.datetime.fromisoformat(run[k].replace("Z", "+00:00"))
+        for k in ("created_at", "started_at", "finished_at")
+        if run.get(k)
+    }
     phases: dict[str, float] = {}
     if "started_at" in times:
         phases["[server] created→started"] = (times["started_at"] - times["created_at"]).total_seconds()
@@ -331,7 +350,10 @@ def summary(values: list[float]) -> dict[str, float]:
 
 def results_table(platform: list[Sample], raw: list[Sample]) -> str:
     rows = ["| | median | p90 | min | max |", "|---|---:|---:|---:|---:|"]
-    for name, samples in (("Platform: POST run → items downloaded", platform), ("Raw Scrapyd: schedule.json → finished", raw)):
+    for name, samples in (
+        ("Platform: POST run → items downloaded", platform),
+        ("Raw Scrapyd: schedule.json → finished", raw),
+    ):
         s = summary([sample.total for sample in samples])
         rows.append(f"| {name} | {s['median']:.3f} s | {s['p90']:.3f} s | {s['min']:.3f} s | {s['max']:.3f} s |")
     return "\n".join(rows)
@@ -342,17 +364,22 @@ def phases_table(samples: list[Sample]) -> str:
     names: dict[str, None] = {}
     for sample in samples:
         names.update(dict.fromkeys(sample.marks))
-    order = sorted(names, key=lambda n: (n.startswith("["), statistics.median(s.marks[n] for s in samples if n in s.marks)))
+    order = sorted(names, key=lambda n: STATE_ORDER.index(n) if n in STATE_ORDER else len(STATE_ORDER))
     rows = ["| first seen | median | min | max | seen in |", "|---|---:|---:|---:|---:|"]
     for name in order:
         values = [s.marks[name] for s in samples if name in s.marks]
-        rows.append(f"| {name} | {statistics.median(values):.3f} s | {min(values):.3f} s | {max(values):.3f} s | {len(values)}/{len(samples)} |")
+        rows.append(
+            f"| {name} | {statistics.median(values):.3f} s | {min(values):.3f} s | {max(values):.3f} s"
+            f" | {len(values)}/{len(samples)} |"
+        )
     return "\n".join(rows)
 
 
 def machine() -> str:
     versions = ", ".join(f"{name} {metadata.version(name)}" for name in ("scrapy", "scrapyd", "django", "celery"))
-    return f"{len(os.sched_getaffinity(0))} CPUs ({os.uname().sysname} {os.uname().machine}), Python {sys.version.split()[0]}, {versions}"
+    system = os.uname()
+    cpus = len(os.sched_getaffinity(0))
+    return f"{cpus} CPUs ({system.sysname} {system.machine}), Python {sys.version.split()[0]}, {versions}"
 
 
 def report(platform: list[Sample], raw: list[Sample]) -> tuple[str, float]:
@@ -368,7 +395,7 @@ Raw Scrapyd's "finished" carries no outcome and no items (the node has no `items
 platform's time includes judging the outcome and serving the items. Both are polled every
 {POLL * 1000:.0f} ms; repetitions are interleaved, after one warm-up of each.
 
-- Date: {dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}
+- Date: {dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")}
 - Machine: {machine()}
 - Repetitions: {len(platform)} of each
 
@@ -403,7 +430,7 @@ def write_section(section: str, path: Path = DOC) -> None:
         text = text.rstrip("\n") + "\n\n" + section
     else:
         end = text.find("\n## ", start + len(SECTION))
-        rest = "" if end < 0 else text[end + 1:]
+        rest = "" if end < 0 else text[end + 1 :]
         text = text[:start] + section + ("\n" + rest if rest else "")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
@@ -435,30 +462,47 @@ def benchmark(api: Api, job_id: str, raw: RawScrapyd, url: str, repeat: int) -> 
     return platform_samples, raw_samples
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=15, help="repetitions of each (default 15, at least 10)")
     parser.add_argument("--no-write", action="store_true", help=f"do not update {DOC.relative_to(REPO)}")
     args = parser.parse_args(argv)
     if args.repeat < 10:
         parser.error("--repeat must be at least 10")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    return args
+
+
+def run_in_sandbox(repeat: int) -> tuple[list[Sample], list[Sample]] | None:
+    """Fixture site + platform in a temporary directory, always torn down; None if the benchmark failed."""
     root = Path(tempfile.mkdtemp(prefix="bench-dispatch-"))
     server, url = start_fixture_server(root)
     platform = Platform(root / "data")
     platform.data_dir.mkdir()
+    failure: Exception | None = None
     try:
         api, job_id, raw = set_up(platform, url)
-        platform_samples, raw_samples = benchmark(api, job_id, raw, url, args.repeat)
+        return benchmark(api, job_id, raw, url, repeat)
     except (BenchError, requests.RequestException) as exc:
-        print(f"\nBenchmark failed: {exc}\n--- platform log (tail) ---\n{platform.log_tail()}", file=sys.stderr)
-        return 1
+        failure = exc
+        return None
     finally:
         platform.stop()
         server.shutdown()
         server.server_close()
+        if failure is not None:  # after stopping, so the log says how the platform ended
+            code = platform.proc.returncode if platform.proc else None
+            print(f"\nBenchmark failed: {failure}\n--- platform log (exit code {code}) ---", file=sys.stderr)
+            print(platform.log_tail(), file=sys.stderr)
         shutil.rmtree(root, ignore_errors=True)
-    section, ratio = report(platform_samples, raw_samples)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that a SIGTERM cleans up too
+    samples = run_in_sandbox(args.repeat)
+    if samples is None:
+        return 1
+    section, ratio = report(*samples)
     print("\n" + section)
     if not args.no_write:
         write_section(section)

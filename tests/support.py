@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -73,8 +74,12 @@ class FixtureSite:
         self.server.server_close()
 
 
+# Set for this test session by pytest-django and config.test_settings; a child process chooses its own.
+_SESSION_VARS = {"DJANGO_SETTINGS_MODULE", "TEST_DATABASE_PATH", "RUN_REPORT_GRACE"}
+
+
 def child_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST") and k not in _SESSION_VARS}
     env.update(extra)
     return env
 
@@ -84,6 +89,7 @@ class Process:
 
     def __init__(self, name: str, args: list[str], *, env: dict[str, str], cwd: Path, log_dir: Path) -> None:
         self.name = name
+        self.cleanup: Path | None = None  # a folder removed once the process has stopped
         self.log_path = log_dir / f"{name}.log"
         self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
@@ -96,15 +102,17 @@ class Process:
     def tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
-    def stop(self, timeout: float = 15) -> None:
+    def stop(self, timeout: float = 15, sig: int = signal.SIGTERM) -> None:
         if self.alive():
-            os.killpg(self.proc.pid, signal.SIGTERM)
+            os.killpg(self.proc.pid, sig)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         self.log.close()
+        if self.cleanup:
+            shutil.rmtree(self.cleanup, ignore_errors=True)
 
 
 def start_scrapyd(name: str, base_dir: Path, *, max_proc: int = 4) -> tuple[Process, str]:
@@ -145,3 +153,44 @@ def start_worker(base_dir: Path, *, database_path: str, public_url: str) -> Proc
     if not process.alive():
         raise RuntimeError(f"Celery worker failed to start:\n{process.tail()}")
     return process
+
+
+def start_redis(base_dir: Path) -> tuple[Process, str]:
+    """A Redis server from Debian's redis-server package, on a free port, persisting nothing."""
+    port = free_port()
+    args = [shutil.which("redis-server") or "/usr/bin/redis-server", "--port", str(port), "--bind", "127.0.0.1",
+            "--save", "", "--appendonly", "no", "--dir", str(base_dir)]
+    process = Process("redis", args, env=child_env(), cwd=base_dir, log_dir=base_dir)
+    wait_until(lambda: b"Ready to accept connections" in process.log_path.read_bytes() or not process.alive(),
+               timeout=30, what="redis")
+    assert process.alive(), process.tail()
+    return process, f"redis://127.0.0.1:{port}/0"
+
+
+def start_postgres(base_dir: Path) -> tuple[Process, str]:
+    """A PostgreSQL server from Debian's postgresql package in a fresh cluster, on a free port.
+
+    PostgreSQL refuses to run as root: as root, the cluster belongs to the `postgres` user the
+    package creates, and the server runs as that user.
+    """
+    bindir = sorted(Path("/usr/lib/postgresql").glob("*/bin"))[-1]
+    data = Path(tempfile.mkdtemp(prefix="pg-", dir="/tmp"))
+    as_postgres: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(data, "postgres", "postgres")
+        as_postgres = ["runuser", "-u", "postgres", "--"]
+    subprocess.run([*as_postgres, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "platform",
+                    "--no-sync"], check=True, capture_output=True)
+    port = free_port()
+    args = [*as_postgres, str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(data),
+            "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"]
+    process = Process("postgres", args, env=child_env(), cwd=base_dir, log_dir=base_dir)
+    process.cleanup = data
+
+    def ready() -> bool:
+        return subprocess.run([str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)],
+                              capture_output=True).returncode == 0 or not process.alive()
+
+    wait_until(ready, timeout=60, what="postgres")
+    assert process.alive(), process.tail()
+    return process, f"postgresql://platform@127.0.0.1:{port}/postgres"
