@@ -123,3 +123,24 @@ def test_reconciler_settles_a_run_whose_node_was_removed(run):
     services.reconcile()
     run.refresh_from_db()
     assert run.status == RunStatus.LOST
+
+
+def test_dispatch_without_any_node_fails_the_run_with_the_reason(run, settings):
+    from jobs.tasks import dispatch_run
+
+    settings.RUN_DISPATCH_RETRIES = 0
+    dispatch_run.apply(args=[str(run.id)])
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED
+    assert "No Scrapyd node available" in run.error
+    assert run.dispatch_claimed_at is None  # the claim was released
+
+
+def test_dispatch_leaves_settled_or_claimed_runs_alone(run):
+    Run.objects.filter(pk=run.pk).update(dispatch_claimed_at=timezone.now())
+    services.dispatch(str(run.id))  # another delivery holds the claim: no node is even asked
+    run.refresh_from_db()
+    assert run.status == RunStatus.QUEUED and run.dispatch_attempts == 0
+    run.finish(RunStatus.CANCELLED)
+    services.dispatch(str(run.id))
+    assert Run.objects.get(pk=run.pk).status == RunStatus.CANCELLED
