@@ -43,6 +43,9 @@ class ApiKeyScheme(OpenApiAuthenticationExtension):
     target_class = ApiKeyAuthentication
     name = ["BearerAuth", "ApiKeyHeader"]
 
+    def get_security_requirement(self, auto_schema):
+        return [{"BearerAuth": []}, {"ApiKeyHeader": []}]  # either one, not both
+
     def get_security_definition(self, auto_schema):
         return [
             {"type": "http", "scheme": "bearer"},

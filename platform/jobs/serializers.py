@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from core.errors import flatten_details
@@ -58,14 +59,39 @@ def validate_source(source: Any) -> dict[str, str]:
     return {f"source[{i}]": error for i, url in enumerate(source) if (error := url_error(url))}
 
 
+@extend_schema_field(
+    {"oneOf": [{"type": "string", "format": "uri"}, {"type": "array", "items": {"type": "string", "format": "uri"}}]}
+)
+class SourceField(serializers.JSONField):
+    """One URL or a list of URLs."""
+
+
+@extend_schema_field(
+    {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "required": ["name", "type", "query"],
+            "properties": {
+                "name": {"type": "string", "description": "Field name in each item"},
+                "type": {"type": "string", "enum": ["xpath", "css", "regex"]},
+                "query": {"type": "string"},
+                "join": {"oneOf": [{"type": "boolean"}, {"type": "string"}], "description": "Join all matches (with a space, or this separator)"},
+                "all": {"type": "boolean", "description": "The list of all matches"},
+            },
+        },
+    }
+)
+class QueriesField(serializers.JSONField):
+    """A list of extraction queries."""
+
+
 class JobSerializer(serializers.ModelSerializer):
     """A saved query job."""
 
     job_id = serializers.UUIDField(source="id", read_only=True)
-    source = serializers.JSONField(help_text="The URL to scrape, or a list of URLs")
-    queries = serializers.JSONField(
-        help_text='Extraction queries: [{"name", "type": "xpath"|"css"|"regex", "query", "join", "all"}]'
-    )
+    source = SourceField(help_text="The URL to scrape, or a list of URLs")
+    queries = QueriesField(help_text="Extraction queries, applied to every page")
     status = serializers.SerializerMethodField(help_text="idle, running, success or failed (from the latest run)")
     last_run = serializers.DateTimeField(source="last_run_at", read_only=True, allow_null=True, default=None)
     results_count = serializers.IntegerField(read_only=True, allow_null=True, default=None)
@@ -75,7 +101,7 @@ class JobSerializer(serializers.ModelSerializer):
         fields = ["job_id", "name", "source", "queries", "status", "created_at", "updated_at", "last_run", "results_count"]
         read_only_fields = ["created_at", "updated_at"]
 
-    def get_status(self, job: Job) -> str:
+    def get_status(self, job: Job) -> Literal["idle", "running", "success", "failed"]:
         status = getattr(job, "last_run_status", None)
         return JOB_STATUS.get(status, "idle") if status else "idle"
 

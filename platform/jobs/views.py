@@ -19,7 +19,7 @@ from exports.exporters import EXPORTERS, get_exporter, stream_export
 from exports.itemstore import ItemStore
 
 from . import selectors, services
-from .models import Run, RunStatus
+from .models import Job, Run, RunStatus
 from .serializers import ItemsPageSerializer, JobSerializer, RunSerializer
 
 RUN_PARAM = OpenApiParameter("run", OpenApiTypes.UUID, description="A run of this job (default: the latest finished run)")
@@ -29,7 +29,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Create
     """Saved query jobs."""
 
     serializer_class = JobSerializer
-    lookup_value_regex = "[^/]+"
+    queryset = Job.objects.none()  # for the schema; requests use get_queryset
 
     def get_queryset(self):
         return selectors.jobs_for(self.request.user)
@@ -50,7 +50,11 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Create
         return Response(RunSerializer(selectors.get_run(request.user, run.pk)).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(
-        parameters=[RUN_PARAM, OpenApiParameter("limit", int), OpenApiParameter("offset", int)],
+        parameters=[
+            RUN_PARAM,
+            OpenApiParameter("limit", int, description="Items per page (default 50, at most API_MAX_LIMIT: 1000)"),
+            OpenApiParameter("offset", int, description="Items to skip"),
+        ],
         responses={200: ItemsPageSerializer},
     )
     @action(detail=True, methods=["get"])
@@ -108,7 +112,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
 
     serializer_class = RunSerializer
     filterset_class = RunFilter
-    lookup_value_regex = "[^/]+"
+    queryset = Run.objects.none()  # for the schema; requests use get_queryset
 
     def get_queryset(self):
         return selectors.runs_for(self.request.user)

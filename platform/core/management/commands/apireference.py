@@ -113,7 +113,14 @@ class Renderer:
             rows.extend(self.fields(prop, path, writing, seen))
         extra = node.get("additionalProperties")
         if not rows and extra is not None and node.get("type") == "object" and prefix == "":
-            rows.append(("(any key)", self.type_of(extra) if extra else "any JSON", "", "A free-form object."))
+            rows.append(
+                (
+                    "(any key)",
+                    self.type_of(extra) if isinstance(extra, dict) and extra else "any JSON",
+                    "",
+                    "A free-form object.",
+                )
+            )
         return rows
 
     def body(self, content: dict, writing: bool) -> list[str]:
