@@ -14,7 +14,9 @@ What is measured, per repetition:
 Why it is fair: both paths run the very same spider on the very same page, served from a local
 fixture server, on the same Scrapyd node (same poll_interval) in the same process tree, polled at the
 same interval; repetitions are interleaved (P, R, P, R, ...) so machine noise hits both alike, and one
-warm-up of each is discarded. The ratio of medians is the platform's cost for what it adds.
+warm-up of each is discarded. Each repetition starts after an untimed random pause of up to one
+Scrapyd poll_interval: Scrapyd starts pending jobs on a timer, and repetitions at a steady pace would
+otherwise lock to one phase of it, so that one path would always wait less for its crawl to start. The ratio of medians is the platform's cost for what it adds.
 
 Usage: .venv/bin/python bench/dispatch.py [--repeat 15] [--no-write]
 """
@@ -22,6 +24,7 @@ Usage: .venv/bin/python bench/dispatch.py [--repeat 15] [--no-write]
 from __future__ import annotations
 
 import argparse
+import configparser
 import contextlib
 import datetime as dt
 import functools
@@ -29,6 +32,7 @@ import http.server
 import json
 import math
 import os
+import random
 import shutil
 import signal
 import socket
@@ -393,7 +397,9 @@ job with three queries (xpath, css with join, regex), against raw Scrapyd (`sche
 `listjobs.json` shows the job finished) running the same spider on the same page on the same node.
 Raw Scrapyd's "finished" carries no outcome and no items (the node has no `items_dir`); the
 platform's time includes judging the outcome and serving the items. Both are polled every
-{POLL * 1000:.0f} ms; repetitions are interleaved, after one warm-up of each.
+{POLL * 1000:.0f} ms; repetitions are interleaved, after one warm-up of each, and each starts after an
+untimed random pause of up to one Scrapyd poll interval, so that neither path is locked to a lucky
+phase of Scrapyd's poll cycle.
 
 - Date: {dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")}
 - Machine: {machine()}
@@ -449,14 +455,26 @@ def set_up(platform: Platform, url: str) -> tuple[Api, str, RawScrapyd]:
     return api, job_id, raw
 
 
+def scrapyd_poll_interval() -> float:
+    """The node's poll_interval (how often Scrapyd starts pending jobs), from deploy/scrapyd.conf."""
+    config = configparser.ConfigParser(interpolation=None)
+    config.read(REPO / "deploy" / "scrapyd.conf")
+    return config.getfloat("scrapyd", "poll_interval", fallback=5.0)
+
+
 def benchmark(api: Api, job_id: str, raw: RawScrapyd, url: str, repeat: int) -> tuple[list[Sample], list[Sample]]:
     """One warm-up of each, then `repeat` interleaved pairs."""
     measure_platform(api, job_id, url)
     measure_raw(raw)
     platform_samples: list[Sample] = []
     raw_samples: list[Sample] = []
+    jitter = scrapyd_poll_interval()
     for i in range(1, repeat + 1):
+        # A random pause (not timed) before each start spreads the starts over Scrapyd's poll cycle:
+        # at a steady pace they would lock to one phase of it, and one path would wait less every time.
+        time.sleep(random.uniform(0, jitter))
         platform_samples.append(measure_platform(api, job_id, url))
+        time.sleep(random.uniform(0, jitter))
         raw_samples.append(measure_raw(raw))
         print(f"  {i:>3}/{repeat}: platform {platform_samples[-1].total:.3f} s, raw {raw_samples[-1].total:.3f} s")
     return platform_samples, raw_samples
@@ -499,7 +517,11 @@ def run_in_sandbox(repeat: int) -> tuple[list[Sample], list[Sample]] | None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that a SIGTERM cleans up too
-    samples = run_in_sandbox(args.repeat)
+    try:
+        samples = run_in_sandbox(args.repeat)
+    except KeyboardInterrupt:
+        print("\nInterrupted (the platform was stopped and the temporary directory removed).", file=sys.stderr)
+        return 130
     if samples is None:
         return 1
     section, ratio = report(*samples)

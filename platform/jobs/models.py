@@ -86,6 +86,9 @@ class Run(models.Model):
     dispatch_claimed_at = models.DateTimeField(null=True, blank=True, editable=False)
     dispatch_attempts = models.PositiveIntegerField(default=0, editable=False)
     started_at = models.DateTimeField(null=True, blank=True, editable=False)
+    process_ended_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="When the platform first saw the node report the crawl process gone"
+    )
     finished_at = models.DateTimeField(null=True, blank=True, editable=False)
     items_scraped = models.PositiveBigIntegerField(default=0, editable=False)
     close_reason = models.CharField(max_length=100, blank=True, editable=False)

@@ -80,7 +80,7 @@ def dispatch(run_id: str) -> None:
     try:
         # A node given this run before may have it even if we never heard back; if that node
         # cannot be asked, wait for it rather than risk a second crawl elsewhere.
-        if run.node is not None and run.scrapyd_job_id in ScrapydClient.for_node(run.node).list_jobs():
+        if run.node is not None and ScrapydClient.for_node(run.node).job_state(run.scrapyd_job_id) is not None:
             _settle_dispatched(run)
             return
         node = choose_node()
@@ -169,52 +169,36 @@ def reconcile() -> None:
             _settle(run, RunStatus.LOST, "The run was never dispatched to a node")
         elif run.dispatch_claimed_at is None or run.dispatch_claimed_at < stale:
             dispatch_run.delay(str(run.id))  # its message was lost, or its worker died mid-dispatch
-    active = Run.objects.filter(status__in=[RunStatus.PENDING, RunStatus.RUNNING]).select_related("node")
-    by_node: dict[int | None, list[Run]] = {}
-    for run in active:
-        by_node.setdefault(run.node_id, []).append(run)
-    for node_id, runs in by_node.items():
-        if node_id is None:
-            for run in runs:
-                _settle(run, RunStatus.LOST, "The run's node was removed from the registry")
+    for run in Run.objects.filter(status__in=[RunStatus.PENDING, RunStatus.RUNNING]).select_related("node"):
+        if run.node is None:
+            _settle(run, RunStatus.LOST, "The run's node was removed from the registry")
             continue
         try:
-            jobs = ScrapydClient.for_node(runs[0].node).list_jobs()
+            state = ScrapydClient.for_node(run.node).job_state(run.scrapyd_job_id)
         except NodeUnavailable as exc:
             logger.warning("Reconciler: %s", exc.message)
             continue
-        for run in runs:
-            _reconcile_one(run, jobs.get(run.scrapyd_job_id), now)
+        _reconcile_one(run, state, now)
 
 
-def _reconcile_one(run: Run, job: dict | None, now) -> None:
+def _reconcile_one(run: Run, state: str | None, now) -> None:
+    """Act on what the node says of an active run; a crawl's own report always gets a grace period."""
     grace = timedelta(seconds=settings.RUN_REPORT_GRACE)
-    if job is None:
+    if state is None:
         if run.dispatch_claimed_at and now - run.dispatch_claimed_at > grace:
             _settle(run, RunStatus.LOST, f"Node {run.node.name} no longer knows this crawl (was it restarted?)")
-        return
-    if job["state"] == "running" and run.status == RunStatus.PENDING:
+    elif state == "running" and run.status == RunStatus.PENDING:
         record_started(run)
-    elif job["state"] == "finished":
-        ended = _scrapyd_time(job.get("end_time")) or now
-        if now - ended > grace:
+    elif state == "finished":
+        if run.process_ended_at is None:
+            Run.objects.filter(pk=run.pk).update(process_ended_at=now)
+        elif now - run.process_ended_at >= grace:
             _settle(
                 run,
                 RunStatus.FAILED,
                 "The crawl process ended without reporting its outcome (killed, crashed, or could not "
                 "reach the platform); see its log on the node",
             )
-
-
-def _scrapyd_time(value: str | None):
-    if not value:
-        return None
-    try:
-        parsed = timezone.datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    # Scrapyd writes local naive times.
-    return timezone.make_aware(parsed) if timezone.is_naive(parsed) else parsed
 
 
 def _settle(run: Run, status: str, error: str) -> None:

@@ -107,12 +107,6 @@ class ScrapydClient:
             "prevstate"
         ]
 
-    def list_jobs(self, project: str | None = None) -> dict[str, dict[str, Any]]:
-        """All jobs the node knows, by job id, each with its `state` (pending, running or finished)."""
-        params = {"project": project} if project else {}
-        data = self._call("GET", "listjobs.json", params=params)
-        jobs: dict[str, dict[str, Any]] = {}
-        for state in ("pending", "running", "finished"):
-            for job in data.get(state, []):
-                jobs[job["id"]] = {**job, "state": state}
-        return jobs
+    def job_state(self, job_id: str) -> str | None:
+        """pending, running or finished, or None if the node does not know the job (status.json)."""
+        return self._call("GET", "status.json", params={"job": job_id})["currstate"]

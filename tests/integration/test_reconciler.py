@@ -32,7 +32,10 @@ def test_killed_crawl_is_settled_as_failed(platform, user, site, node_a, setting
 
     wait_until(finished_on_node, timeout=30, what="Scrapyd to see the process end")
     settings.RUN_REPORT_GRACE = 0
-    services.reconcile()
+    services.reconcile()  # notes when the process was first seen gone...
+    run.refresh_from_db()
+    assert run.status == RunStatus.RUNNING and run.process_ended_at
+    services.reconcile()  # ...and settles the run once the grace period has passed
     run.refresh_from_db()
     assert run.status == RunStatus.FAILED
     assert "ended without reporting" in run.error
