@@ -180,12 +180,14 @@ BROKER_DIR = DATA_DIR / "broker"
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
 CELERY_BROKER_TRANSPORT_OPTIONS: dict = {}
 if CELERY_BROKER_URL.startswith("filesystem://"):
-    for sub in ("queue", "processed"):
+    for sub in ("queue", "processed", "control"):
         (BROKER_DIR / sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_DIR / "queue"),
         "data_folder_out": str(BROKER_DIR / "queue"),
         "processed_folder": str(BROKER_DIR / "processed"),
+        # Exchange tables; kombu's default is ./control, relative to whatever folder a process starts in.
+        "control_folder": str(BROKER_DIR / "control"),
         "store_processed": False,
         # Default 1 s makes every dispatch wait up to a second; 0.05 s costs ~1% CPU per worker (FACTS.md).
         "polling_interval": env_float("CELERY_BROKER_POLLING_INTERVAL", 0.05),
