@@ -87,3 +87,4 @@ def test_runplatform_serves_a_job_and_stops_on_ctrl_c(backends, tmp_path, site):
     assert code == 0, platform.tail()
     assert "Stopped." in platform.log_path.read_text()
     assert not port_open(port) and not port_open(scrapyd_port)
+    assert not (REPO / "control").exists()  # nothing written outside DATA_DIR (kombu's default folder)
