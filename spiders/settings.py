@@ -1,5 +1,7 @@
 """Scrapy settings of the platform's built-in project (shipped to Scrapyd as an egg)."""
 
+import os
+
 BOT_NAME = "platform"
 SPIDER_MODULES = ["spiders.builtin"]
 NEWSPIDER_MODULE = "spiders.builtin"
@@ -13,14 +15,43 @@ TELNETCONSOLE_ENABLED = False
 REMOTE_CONTROL_ENABLED = False
 
 # Inert until the platform passes PLATFORM_REPORT_URL (and its token) with the job.
-EXTENSIONS = {"spiders.reporting.PlatformReporter": 100}
+EXTENSIONS = {"spiders.reporting.PlatformReporter": 100, "spiders.jobdir.JobdirCleanup": 110}
 
 LOG_LEVEL = "INFO"
 DOWNLOAD_TIMEOUT = 30
 RETRY_TIMES = 1
 FEED_EXPORT_ENCODING = "utf-8"
 
+# Pages past DOWNLOAD_MAXSIZE are dropped (Scrapy's default is 1 GiB), past DOWNLOAD_WARNSIZE logged.
+# The platform passes its own values with every run (-s), from CRAWL_MAX_PAGE_BYTES.
+DOWNLOAD_MAXSIZE = 10 * 1024 * 1024
+DOWNLOAD_WARNSIZE = 1024 * 1024
+
+# Destinations every crawl is refused: private, loopback, link-local (cloud metadata), multicast and
+# reserved networks (spiders.netpolicy), except networks listed here, comma-separated ("127.0.0.0/8").
+# The platform passes its CRAWL_ALLOWED_NETWORKS with every run (-s), which outranks a spider's own
+# settings; the environment variable is the fallback for crawls started by hand (and by tests).
+CRAWL_ALLOWED_NETWORKS = os.environ.get("CRAWL_ALLOWED_NETWORKS", "")
+# Checked before every download, redirects included...
+DOWNLOADER_MIDDLEWARES = {"spiders.netguard.NetPolicyDownloaderMiddleware": 10}
+# ...and again for the address Twisted connects to (DNS rebinding). TWISTED_DNS_RESOLVER replaces
+# DNS_RESOLVER, deprecated in Scrapy 2.19.
+TWISTED_DNS_RESOLVER = "spiders.netguard.NetPolicyResolver"
+# Inert unless a run renders pages: then it aborts Chromium's requests to refused destinations.
+PLAYWRIGHT_ABORT_REQUEST = "spiders.netguard.abort_request"
+
 # One process gains nothing past 16 concurrent requests; the per-domain default of 8 would cap
 # the usual one-site crawl at half of that.
 CONCURRENT_REQUESTS = 16
 CONCURRENT_REQUESTS_PER_DOMAIN = 16
+
+# JavaScript rendering (only when a job asks for it: the platform then passes DOWNLOAD_HANDLERS).
+# Playwright cannot download browsers here; Debian's Chromium is used (the real binary, not the
+# /usr/bin/chromium wrapper script). Playwright adds --no-sandbox and turns background networking off.
+PLAYWRIGHT_BROWSER_TYPE = "chromium"
+PLAYWRIGHT_LAUNCH_OPTIONS = {
+    "executable_path": os.environ.get("PLAYWRIGHT_CHROMIUM_EXECUTABLE_PATH", "/usr/lib/chromium/chromium"),
+    "headless": True,
+    "args": ["--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking", "--disable-sync"],
+}
+PLAYWRIGHT_DEFAULT_NAVIGATION_TIMEOUT = 30_000

@@ -11,9 +11,11 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -40,9 +42,13 @@ def wait_until(predicate: Callable[[], object], *, timeout: float = 60, interval
 
 
 class SiteHandler(SimpleHTTPRequestHandler):
-    """Serves tests/fixtures/site, plus `/slow?seconds=N` which answers after N seconds."""
+    """Serves tests/fixtures/site, plus `/slow?seconds=N` which answers after N seconds.
+
+    Every request is recorded in the server's `hits` as (monotonic time, path): its access log.
+    """
 
     def do_GET(self) -> None:
+        self.server.hits.append((time.monotonic(), self.path))
         parts = urlsplit(self.path)
         if parts.path == "/slow":
             time.sleep(float(parse_qs(parts.query).get("seconds", ["5"])[0]))
@@ -65,9 +71,54 @@ class FixtureSite:
     def __init__(self, directory: Path = SITE_DIR) -> None:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), partial(SiteHandler, directory=str(directory)))
         self.server.daemon_threads = True
+        self.server.hits = []
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
+
+    @property
+    def hits(self) -> list[tuple[float, str]]:
+        return self.server.hits
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class ProxyHandler(BaseHTTPRequestHandler):
+    """A forward HTTP proxy for plain-HTTP requests: fetches the absolute URL it is given."""
+
+    def do_GET(self) -> None:
+        self.server.requests.append((self.path, self.headers.get("Proxy-Authorization")))
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        try:
+            with opener.open(self.path, timeout=10) as upstream:
+                body, status, ctype = upstream.read(), upstream.status, upstream.headers.get("Content-Type", "")
+        except urllib.error.HTTPError as exc:
+            body, status, ctype = exc.read(), exc.code, exc.headers.get("Content-Type", "")
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args) -> None:
+        pass
+
+
+class CountingProxy:
+    """A real HTTP proxy on a free loopback port that records what passes through it."""
+
+    def __init__(self) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), ProxyHandler)
+        self.server.daemon_threads = True
+        self.server.requests = []
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def requests(self) -> list[tuple[str, str | None]]:
+        return self.server.requests
 
     def stop(self) -> None:
         self.server.shutdown()

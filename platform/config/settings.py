@@ -70,10 +70,14 @@ INSTALLED_APPS = [
     "core",
     "nodes",
     "jobs",
+    "exports",
+    "projects",
+    "proxies",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "core.middleware.BodySizeLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -155,6 +159,7 @@ REST_FRAMEWORK = {
     # `?format=` names an export format in this API, not a renderer.
     "URL_FORMAT_OVERRIDE": None,
     "UNAUTHENTICATED_USER": None,
+    "DEFAULT_THROTTLE_CLASSES": ["core.throttling.ApiKeyRateThrottle"],
 }
 API_DEFAULT_LIMIT = env_int("API_DEFAULT_LIMIT", 50)
 API_MAX_LIMIT = env_int("API_MAX_LIMIT", 1000)
@@ -200,7 +205,6 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 120)
-CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 10
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
@@ -224,6 +228,21 @@ RUN_DISPATCH_RETRIES = env_int("RUN_DISPATCH_RETRIES", 5)
 RUN_DISPATCH_TIMEOUT = env_float("RUN_DISPATCH_TIMEOUT", 60.0)
 RUN_REPORT_GRACE = env_float("RUN_REPORT_GRACE", 30.0)
 REPORT_BATCH_SIZE = env_int("REPORT_BATCH_SIZE", 1000)
+# Caps on what a job may ask of one run (a job's max_pages / max_items may only be lower).
+CRAWL_MAX_PAGES = env_int("CRAWL_MAX_PAGES", 100_000)
+CRAWL_MAX_ITEMS = env_int("CRAWL_MAX_ITEMS", 10_000_000)
+RENDER_MAX_PAGES = env_int("RENDER_MAX_PAGES", 4)
+CANCEL_TIMEOUT = env_float("CANCEL_TIMEOUT", 30.0)
+
+# API throttling per API key, counted in a cache all web processes share.
+API_RATE_LIMIT = env_str("API_RATE_LIMIT", "1200/min")
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": env_str("CACHE_URL", "")}
+        if env_str("CACHE_URL", "").startswith(("redis://", "rediss://"))
+        else {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": str(DATA_DIR / "cache")}
+    )
+}
 
 LOGGING = {
     "version": 1,
@@ -232,3 +251,78 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
 }
+
+# --- Projects and deploys -----------------------------------------------------------------------
+# Local paths and file:// git URLs are refused unless this is set (tests set it; never in production).
+GIT_ALLOW_LOCAL = env_bool("GIT_ALLOW_LOCAL", False)
+GIT_CLONE_TIMEOUT = env_float("GIT_CLONE_TIMEOUT", 120.0)
+GIT_MAX_REPO_BYTES = env_int("GIT_MAX_REPO_BYTES", 500 * 1024 * 1024)
+DEPLOY_LIST_TIMEOUT = env_float("DEPLOY_LIST_TIMEOUT", 60.0)
+DEPLOY_TIME_LIMIT = env_int("DEPLOY_TIME_LIMIT", 600)
+EGG_MAX_BYTES = env_int("EGG_MAX_BYTES", 50 * 1024 * 1024)
+EGGS_DIR = Path(env_str("EGGS_DIR", str(DATA_DIR / "eggs"))).resolve()
+DEPLOY_TMP_DIR = DATA_DIR / "tmp" / "deploys"
+SPECTACULAR_SETTINGS.setdefault("ENUM_NAME_OVERRIDES", {}).update(
+    {
+        "DeployStatusEnum": "projects.models.DeployStatus",
+        "DeployTriggerEnum": "projects.models.Trigger",
+        "DeploySourceEnum": "projects.models.Source",
+    }
+)
+
+# --- Exports ------------------------------------------------------------------------------------
+# Result files: written once per run, format and options, kept on local disk for EXPORT_LOCAL_TTL and
+# in the backup store until EXPORT_FILE_TTL (docs/configuration.md, "Exports").
+EXPORT_DIR = Path(env_str("EXPORT_DIR", str(DATA_DIR / "exports"))).resolve()
+EXPORT_TMP_DIR = EXPORT_DIR / ".tmp"
+EXPORT_LOCAL_TTL = env_float("EXPORT_LOCAL_TTL", 2 * 3600.0)
+EXPORT_FILE_TTL = env_float("EXPORT_FILE_TTL", 24 * 3600.0)
+EXPORT_MAX_DOWNLOADS = env_int("EXPORT_MAX_DOWNLOADS", 10)
+EXPORT_EXPIRE_INTERVAL = env_float("EXPORT_EXPIRE_INTERVAL", 60.0)
+EXPORT_TASK_TIME_LIMIT = env_int("EXPORT_TASK_TIME_LIMIT", 3600)
+EXPORT_DOWNLOAD_LEASE = env_float("EXPORT_DOWNLOAD_LEASE", 6 * 3600.0)
+EXPORT_BACKUP = env_str("EXPORT_BACKUP", "file").strip().lower()
+EXPORT_BACKUP_DIR = Path(env_str("EXPORT_BACKUP_DIR", str(DATA_DIR / "exports-backup"))).resolve()
+EXPORT_BACKUP_STORAGE: dict | None = None
+if EXPORT_BACKUP == "file":
+    EXPORT_BACKUP_STORAGE = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(EXPORT_BACKUP_DIR), "base_url": None},
+    }
+elif EXPORT_BACKUP == "s3":
+    if not os.environ.get("EXPORT_S3_BUCKET"):
+        raise RuntimeError("EXPORT_BACKUP=s3 needs EXPORT_S3_BUCKET (and credentials: see docs/configuration.md)")
+    EXPORT_BACKUP_STORAGE = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": os.environ["EXPORT_S3_BUCKET"],
+            "endpoint_url": os.environ.get("EXPORT_S3_ENDPOINT_URL") or None,
+            "region_name": os.environ.get("EXPORT_S3_REGION") or None,
+            # Unset keys fall back to boto3's usual credential chain (environment, instance role).
+            "access_key": os.environ.get("EXPORT_S3_ACCESS_KEY_ID") or None,
+            "secret_key": os.environ.get("EXPORT_S3_SECRET_ACCESS_KEY") or None,
+            "location": env_str("EXPORT_S3_PREFIX", "platform"),
+            "file_overwrite": False,
+            "default_acl": None,
+            "querystring_auth": False,
+            "max_memory_size": 8 * 1024 * 1024,  # a read spools to disk past 8 MB instead of filling memory
+        },
+    }
+elif EXPORT_BACKUP != "none":
+    raise RuntimeError(f"EXPORT_BACKUP must be file, s3 or none, not {EXPORT_BACKUP!r}")
+CELERY_BEAT_SCHEDULE["expire-result-files"] = {"task": "exports.expire_result_files", "schedule": EXPORT_EXPIRE_INTERVAL}
+
+# --- Crawl safety -------------------------------------------------------------------------------
+# Crawls, previews and job validation refuse private, loopback, link-local (cloud metadata),
+# multicast and reserved destinations (spiders/netpolicy.py) except in these networks
+# (comma-separated CIDRs, e.g. "10.1.0.0/16"); runs get it with every job, as Scrapy's setting.
+from spiders.netpolicy import parse_networks  # noqa: E402
+
+CRAWL_ALLOWED_NETWORKS = parse_networks(env_str("CRAWL_ALLOWED_NETWORKS", ""))
+# Resolve source hosts when a job is saved, for an early error (the crawl checks where it connects).
+CRAWL_RESOLVE_SOURCES = env_bool("CRAWL_RESOLVE_SOURCES", True)
+# Per page: larger pages are dropped (Scrapy's DOWNLOAD_MAXSIZE, and previews), slower ones time out.
+CRAWL_MAX_PAGE_BYTES = env_int("CRAWL_MAX_PAGE_BYTES", 10 * 1024 * 1024)
+CRAWL_DOWNLOAD_TIMEOUT = env_float("CRAWL_DOWNLOAD_TIMEOUT", 30.0)
+# Time a query's regular expressions may take on one page (regex queries and XPath re: functions).
+REGEX_TIMEOUT_SECONDS = env_float("REGEX_TIMEOUT_SECONDS", 1.0)

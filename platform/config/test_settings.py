@@ -7,6 +7,13 @@ import tempfile
 os.environ.setdefault("DATA_DIR", tempfile.mkdtemp(prefix="platform-test-"))
 os.environ.setdefault("TEST_DATABASE_PATH", os.path.join(os.environ["DATA_DIR"], "test.sqlite3"))
 os.environ.setdefault("RUN_REPORT_GRACE", "5")
+# Fixture sites and proxies listen on loopback (crawls started by tests inherit this as well); tests
+# of refusals override CRAWL_ALLOWED_NETWORKS to an empty allow-list.
+os.environ.setdefault("CRAWL_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128")
+# Unit tests never touch the network, DNS included (tests of the check turn it on with a stub resolver).
+os.environ.setdefault("CRAWL_RESOLVE_SOURCES", "0")
+# Tests deploy from git repositories they make on disk (the worker started by integration tests inherits this).
+os.environ.setdefault("GIT_ALLOW_LOCAL", "1")
 
 from .settings import *  # noqa: E402,F403
 

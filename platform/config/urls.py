@@ -9,6 +9,7 @@ from core.views import HealthView
 from jobs import reports
 from jobs.views import JobViewSet, RunViewSet
 from nodes.api import NodeViewSet
+from projects.views import ProjectViewSet
 
 
 class OptionalSlashRouter(SimpleRouter):
@@ -23,6 +24,7 @@ router = OptionalSlashRouter()
 router.register("jobs", JobViewSet, basename="job")
 router.register("runs", RunViewSet, basename="run")
 router.register("nodes", NodeViewSet, basename="node")
+router.register("projects", ProjectViewSet, basename="project")
 
 internal = [
     path("runs/<uuid:run_id>/started", reports.started),
@@ -36,6 +38,7 @@ urlpatterns = [
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/v1/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api/v1/internal/", include(internal)),
+    path("api/v1/", include("exports.urls")),
     path("api/v1/", include(router.urls)),
 ]
 

@@ -73,18 +73,31 @@ def items_to_table(items: list[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
+def _merge_types(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
+    """The type both `a` and `b` cast to without loss: equal, null beside anything, numbers, lists of those."""
+    if a == b:
+        return a
+    if pa.types.is_null(a) or pa.types.is_null(b):
+        return b if pa.types.is_null(a) else a
+    numeric = (pa.types.is_integer, pa.types.is_floating)
+    if any(f(a) for f in numeric) and any(f(b) for f in numeric):
+        return pa.float64() if pa.types.is_floating(a) or pa.types.is_floating(b) else pa.int64()
+    if pa.types.is_list(a) and pa.types.is_list(b):  # e.g. a segment whose lists were all empty: list<null>
+        value = _merge_types(a.value_type, b.value_type)
+        return pa.list_(value) if value is not None else None
+    return None
+
+
 def _unify_field(name: str, fields: list[pa.Field]) -> pa.Field:
     """The one type a column takes across segments (see the module docstring)."""
     if any(is_json_field(f) for f in fields):
         return pa.field(name, pa.string(), metadata=JSON_META)
-    types = {f.type for f in fields if not pa.types.is_null(f.type)}
-    if not types:
-        return pa.field(name, pa.null())
-    if len(types) == 1:
-        return pa.field(name, types.pop())
-    if all(pa.types.is_integer(t) or pa.types.is_floating(t) for t in types):
-        return pa.field(name, pa.float64() if any(pa.types.is_floating(t) for t in types) else pa.int64())
-    return pa.field(name, pa.string(), metadata=JSON_META)
+    merged: pa.DataType | None = pa.null()
+    for field in fields:
+        merged = _merge_types(merged, field.type)
+        if merged is None:
+            return pa.field(name, pa.string(), metadata=JSON_META)
+    return pa.field(name, merged)
 
 
 def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
@@ -116,13 +129,15 @@ class ItemStore:
             return []
         return sorted(p for p in self.path.iterdir() if p.suffix == ".parquet")
 
-    def append(self, seq: int, items: list[dict[str, Any]]) -> bool:
-        """Store batch number `seq`; False if that batch was stored before (a retried delivery)."""
-        final = self.path / f"{seq:010d}.parquet"
+    def append(self, seq: int, items: list[dict[str, Any]], *, part: int = 0) -> bool:
+        """Store batch number `seq` of crawl part `part` (a resumed crawl adds parts to one result);
+        False if that batch was stored before (a retried delivery)."""
+        name = f"{part:04d}-{seq:010d}"
+        final = self.path / f"{name}.parquet"
         if final.exists():
             return False
         self.path.mkdir(parents=True, exist_ok=True)
-        tmp = self.path / f".{seq:010d}.{uuid.uuid4().hex}.tmp"
+        tmp = self.path / f".{name}.{uuid.uuid4().hex}.tmp"
         try:
             pq.write_table(items_to_table(items), tmp, compression="zstd")
             try:
@@ -137,11 +152,13 @@ class ItemStore:
         return sum(pq.ParquetFile(p).metadata.num_rows for p in self.segments())
 
     def schema(self) -> pa.Schema:
-        by_name: dict[str, list[pa.Field]] = {}
+        # Unified as segments are read (the merge is pairwise), so memory does not grow with their number.
+        unified: dict[str, pa.Field] = {}
         for path in self.segments():
             for field in pq.read_schema(path):
-                by_name.setdefault(field.name, []).append(field)
-        return pa.schema([_unify_field(name, fields) for name, fields in by_name.items()])
+                seen = unified.get(field.name)
+                unified[field.name] = _unify_field(field.name, [field] if seen is None else [seen, field])
+        return pa.schema(list(unified.values()))
 
     def batches(self, *, batch_rows: int = READ_BATCH_ROWS, offset: int = 0, limit: int | None = None) -> Iterator[pa.RecordBatch]:
         """Stream record batches with the unified schema, optionally from `offset` for `limit` rows."""

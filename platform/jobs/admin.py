@@ -1,6 +1,26 @@
-from django.contrib import admin
+"""Admin for jobs (queries inline; run, pause, resume, cancel) and runs (status, stats, log, items)."""
 
-from .models import Job, Run
+from __future__ import annotations
+
+import json
+
+from django.contrib import admin, messages
+from django.utils.html import format_html
+
+from core.errors import PlatformError
+from exports.itemstore import ItemStore
+
+from . import control, logs, services
+from .models import Job, Query, Run, Trigger
+
+ADMIN_ITEMS = 20
+ADMIN_LOG_LINES = 100
+
+
+class QueryInline(admin.TabularInline):
+    model = Query
+    fields = ["position", "name", "type", "query", "join", "all"]
+    extra = 1
 
 
 class RunInline(admin.TabularInline):
@@ -11,26 +31,85 @@ class RunInline(admin.TabularInline):
     can_delete = False
     show_change_link = True
     ordering = ["-created_at"]
+    max_num = 0
 
-    def has_add_permission(self, request, obj=None):
-        return False
+
+def _each(modeladmin, request, queryset, operation, done: str) -> None:
+    for obj in queryset:
+        try:
+            operation(obj)
+            modeladmin.message_user(request, f"{obj}: {done}")
+        except PlatformError as exc:
+            modeladmin.message_user(request, f"{obj}: {exc.message}", level=messages.ERROR)
 
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
-    list_display = ["name", "owner", "created_at", "updated_at"]
+    list_display = ["name", "owner", "rate_limit", "paused", "created_at", "updated_at"]
     search_fields = ["name"]
-    list_filter = ["owner"]
-    inlines = [RunInline]
+    list_filter = ["paused", "owner"]
+    readonly_fields = ["paused", "created_at", "updated_at"]
+    inlines = [QueryInline, RunInline]
+    actions = ["run_now", "pause", "resume"]
+
+    @admin.action(description="Run now")
+    def run_now(self, request, queryset):
+        _each(self, request, queryset, lambda job: services.start_run(job=job, trigger=Trigger.ADMIN), "run started")
+
+    @admin.action(description="Pause (the running crawl, else the schedule)")
+    def pause(self, request, queryset):
+        _each(self, request, queryset, lambda job: control.pause_job(job=job), "pausing")
+
+    @admin.action(description="Resume")
+    def resume(self, request, queryset):
+        _each(self, request, queryset, lambda job: control.resume_job(job=job), "resumed")
 
 
 @admin.register(Run)
 class RunAdmin(admin.ModelAdmin):
-    list_display = ["id", "job", "status", "node", "created_at", "finished_at", "items_scraped"]
-    list_filter = ["status", "node"]
+    list_display = ["id", "job", "status", "node", "created_at", "finished_at", "items_scraped", "partial"]
+    list_filter = ["status", "node", "trigger"]
     search_fields = ["id", "job__name"]
-    readonly_fields = [f.name for f in Run._meta.fields]
     date_hierarchy = "created_at"
+    actions = ["cancel"]
+    fieldsets = [
+        (None, {"fields": ["job", "status", "error", "close_reason", "node", "scrapyd_job", "trigger", "partial"]}),
+        ("Times", {"fields": ["created_at", "started_at", "finished_at"]}),
+        ("Results", {"fields": ["items_scraped", "result_count", "first_items"]}),
+        ("Crawl", {"fields": ["pretty_stats", "log_tail", "pretty_config"]}),
+    ]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in Run._meta.fields] + ["scrapyd_job", "first_items", "pretty_stats", "log_tail", "pretty_config"]
 
     def has_add_permission(self, request):
         return False
+
+    @admin.action(description="Cancel")
+    def cancel(self, request, queryset):
+        _each(self, request, queryset, lambda run: control.cancel_run(run=run), "cancelling")
+
+    @admin.display(description="Scrapyd job")
+    def scrapyd_job(self, run: Run) -> str:
+        return f"{run.project}/{run.spider}/{run.scrapyd_job_id}"
+
+    @admin.display(description="Stats")
+    def pretty_stats(self, run: Run) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(run.stats, indent=2, sort_keys=True))
+
+    @admin.display(description="Configuration")
+    def pretty_config(self, run: Run) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(run.config, indent=2))
+
+    @admin.display(description=f"First {ADMIN_ITEMS} items")
+    def first_items(self, run: Run) -> str:
+        items = list(ItemStore(run.result_key).rows(limit=ADMIN_ITEMS))
+        return format_html("<pre>{}</pre>", json.dumps(items, indent=2, ensure_ascii=False, default=str))
+
+    @admin.display(description=f"Log (last {ADMIN_LOG_LINES} lines)")
+    def log_tail(self, run: Run) -> str:
+        try:
+            text = logs.read_log(run, {"tail": str(ADMIN_LOG_LINES)}).data.decode(errors="replace")
+        except PlatformError as exc:
+            text = f"({exc.message})"
+        return format_html("<pre style='max-height:30em;overflow:auto'>{}</pre>", text)

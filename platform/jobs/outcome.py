@@ -42,12 +42,16 @@ def _status_counts(stats: dict[str, Any]) -> dict[int, int]:
     return counts
 
 
-def judge(finish_reason: str, stats: dict[str, Any], *, cancel_requested: bool = False) -> tuple[str, str]:
+def judge(
+    finish_reason: str, stats: dict[str, Any], *, cancel_requested: bool = False, pause_requested: bool = False
+) -> tuple[str, str]:
     """Return (status, error) for a crawl that closed with `finish_reason` and `stats`."""
     items = int(stats.get("item_scraped_count", 0) or 0)
     if finish_reason in _CANCEL_REASONS:
         if cancel_requested:
             return RunStatus.CANCELLED, ""
+        if pause_requested:
+            return RunStatus.PAUSED, ""
         return RunStatus.FAILED, f"The crawl was shut down before it finished (close reason: {finish_reason})"
     if finish_reason != "finished" and finish_reason not in _LIMIT_REASONS:
         return RunStatus.FAILED, f"The crawl closed with reason: {finish_reason}"

@@ -15,7 +15,7 @@ from django.views.decorators.http import require_POST
 
 from core.errors import PlatformError, error_body
 
-from . import services
+from . import lifecycle
 from .models import Run
 
 
@@ -60,7 +60,7 @@ def reporting_view(handler):
 
 @reporting_view
 def started(request: HttpRequest, run: Run) -> dict:
-    services.record_started(run)
+    lifecycle.record_started(run)
     return {"ok": True, "status": run.status}
 
 
@@ -73,7 +73,7 @@ def items(request: HttpRequest, run: Run) -> dict:
     length = int(request.headers.get("Content-Length") or 0)
     if length > settings.INGEST_MAX_BATCH_BYTES:
         raise PlatformError(f"A batch may be at most {settings.INGEST_MAX_BATCH_BYTES} bytes")
-    stored = services.record_items(run, seq, request.read(settings.INGEST_MAX_BATCH_BYTES))
+    stored = lifecycle.record_items(run, seq, request.read(settings.INGEST_MAX_BATCH_BYTES))
     return {"ok": True, "stored": stored}
 
 
@@ -81,7 +81,7 @@ def items(request: HttpRequest, run: Run) -> dict:
 def finished(request: HttpRequest, run: Run) -> dict:
     data = _json_body(request)
     stats = data.get("stats") if isinstance(data.get("stats"), dict) else {}
-    services.record_finished(
+    lifecycle.record_finished(
         run,
         finish_reason=str(data.get("finish_reason") or "unknown"),
         stats=stats,

@@ -8,16 +8,32 @@ from django.db.models import OuterRef, QuerySet, Subquery
 
 from core.errors import NotFound
 
-from .models import TERMINAL, Job, Run
+from .models import TERMINAL, Job, Run, RunStatus
+
+# Job status as users of hosted scrapers know it (seed 002), from the latest run and the job's state.
+_ACTIVE_STATUS = {RunStatus.QUEUED: "running", RunStatus.PENDING: "running", RunStatus.RUNNING: "running"}
+_OUTCOME_STATUS = {RunStatus.SUCCEEDED: "success", RunStatus.FAILED: "failed", RunStatus.LOST: "failed"}
+
+
+def job_status(job: Job) -> str:
+    """running, paused, scheduled (waiting for its schedule), success or failed (the latest run), or idle."""
+    latest = getattr(job, "last_run_status", None)
+    if latest in _ACTIVE_STATUS:
+        return "running"
+    if latest == RunStatus.PAUSED or job.paused:
+        return "paused"
+    if getattr(job, "is_scheduled", False):
+        return "scheduled"
+    return _OUTCOME_STATUS.get(latest, "idle")
 
 
 def jobs_for(user) -> QuerySet[Job]:
     runs = Run.objects.filter(job=OuterRef("pk")).order_by("-created_at")
     finished = runs.filter(status__in=TERMINAL)
-    return Job.objects.filter(owner=user).annotate(
+    return Job.objects.filter(owner=user).prefetch_related("queries").annotate(
         last_run_at=Subquery(runs.values("created_at")[:1]),
         last_run_status=Subquery(runs.values("status")[:1]),
-        results_count=Subquery(finished.values("items_scraped")[:1]),
+        results_count=Subquery(finished.values("result_count")[:1]),
     )
 
 
@@ -36,6 +52,7 @@ def get_job(user, job_id) -> Job:
 
 
 def runs_for(user) -> QuerySet[Run]:
+    """The caller's runs, newest first."""
     return Run.objects.filter(owner=user).select_related("node", "job")
 
 

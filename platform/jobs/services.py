@@ -1,9 +1,8 @@
-"""Services for jobs and runs: every write and side effect of the run lifecycle lives here."""
+"""Services for jobs and runs: saving jobs, starting runs and dispatching them to nodes."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from datetime import timedelta
 from typing import Any
@@ -13,50 +12,90 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from core.errors import NodeUnavailable, ValidationFailed
-from exports.itemstore import ItemStore
+from core.errors import Conflict
 from nodes.client import ScrapydClient
+from nodes.models import Node
 from nodes.services import choose_node, ensure_builtin
 
-from .models import ACTIVE, IllegalTransition, Job, Run, RunStatus
-from .outcome import judge
+from .crawl import crawl_settings, spider_arguments
+from .models import ACTIVE, IllegalTransition, Job, Query, Run, RunStatus, Trigger
 
 logger = logging.getLogger(__name__)
 
 QUERY_SPIDER = "query"
+JOB_FIELDS = ("name", "source", "rate_limit", "render_config", "proxy_config", "item_selector", "follow",
+              "max_pages", "max_depth", "max_items")
 
 
-def create_job(*, owner, name: str, source: Any, queries: list[dict]) -> Job:
+def _set_queries(job: Job, queries: list[dict[str, Any]]) -> None:
+    job.queries.all().delete()
+    Query.objects.bulk_create(
+        Query(job=job, position=i, name=q["name"], type=q["type"], query=q["query"],
+              join=q.get("join", False), all=q.get("all", False))
+        for i, q in enumerate(queries)
+    )
+
+
+@transaction.atomic
+def create_job(*, owner, queries: list[dict[str, Any]], **fields: Any) -> Job:
     """Save a new query job (input already validated by the serializer)."""
-    return Job.objects.create(owner=owner, name=name, source=source, queries=queries)
+    job = Job.objects.create(owner=owner, **{k: v for k, v in fields.items() if k in JOB_FIELDS})
+    _set_queries(job, queries)
+    return job
 
 
-def start_run(*, job: Job) -> Run:
+@transaction.atomic
+def update_job(*, job: Job, queries: list[dict[str, Any]] | None = None, **fields: Any) -> Job:
+    """Change a job; runs already started keep the configuration they started with."""
+    for name, value in fields.items():
+        if name in JOB_FIELDS:
+            setattr(job, name, value)
+    job.save()
+    if queries is not None:
+        _set_queries(job, queries)
+    return job
+
+
+def delete_job(*, job: Job) -> None:
+    """Delete a job with its runs and items; refused while a run is active."""
+    from exports.itemstore import ItemStore
+
+    if job.runs.filter(status__in=ACTIVE).exists():
+        raise Conflict("The job has an active run; cancel it first")
+    keys = {run.result_key for run in job.runs.all()}
+    job.delete()
+    for key in keys:
+        ItemStore(key).delete()
+
+
+def start_run(*, job: Job, trigger: str = Trigger.API) -> Run:
     """Create a queued run of `job` and have a worker dispatch it once the run is committed."""
-    from .tasks import dispatch_run  # tasks import services: import here to keep the graph acyclic
-
     with transaction.atomic():
-        run = Run.objects.create(
-            owner=job.owner,
-            job=job,
-            project=settings.BUILTIN_PROJECT,
-            spider=QUERY_SPIDER,
-            config=job.spider_config(),
-        )
-        transaction.on_commit(lambda: dispatch_run.delay(str(run.id)))
+        run = Run(owner=job.owner, job=job, project=settings.BUILTIN_PROJECT, spider=QUERY_SPIDER,
+                  config=job.spider_config(), trigger=trigger)
+        # A crawl's JOBDIR lives on its node, relative to Scrapyd's folder: pause and resume use it.
+        run.jobdir = f"jobdirs/{run.id.hex}"
+        run.save()
+        _enqueue(run)
     return run
 
 
-def report_url(run: Run) -> str:
-    return f"{settings.PLATFORM_PUBLIC_URL}/api/v1/internal/runs/{run.id}/"
+def start_continuation(*, paused: Run) -> Run:
+    """Resume a paused crawl: a new run on the same node, from the same JOBDIR, into the same result."""
+    with transaction.atomic():
+        run = Run.objects.create(
+            owner=paused.owner, job=paused.job, project=paused.project, spider=paused.spider, config=paused.config,
+            trigger=Trigger.RESUME, parent_id=paused.result_key, part=paused.part + 1, jobdir=paused.jobdir,
+            node=paused.node, version=paused.version, result_count=paused.result_count,
+        )
+        _enqueue(run)
+    return run
 
 
-def _crawl_settings(run: Run) -> dict[str, str]:
-    return {
-        "PLATFORM_REPORT_URL": report_url(run),
-        "PLATFORM_REPORT_TOKEN": run.report_token(),
-        "PLATFORM_REPORT_BATCH_SIZE": str(settings.REPORT_BATCH_SIZE),
-    }
+def _enqueue(run: Run) -> None:
+    from .tasks import dispatch_run  # tasks import services: import here to keep the graph acyclic
+
+    transaction.on_commit(lambda: dispatch_run.delay(str(run.id)))
 
 
 def dispatch(run_id: str) -> None:
@@ -65,6 +104,7 @@ def dispatch(run_id: str) -> None:
     The Scrapyd job id is the run's own id, and a node that was given this run before is asked
     whether it has it before anything is scheduled, so a redelivered task never starts a second crawl.
     A claim with a lease (the task time limit) keeps two live deliveries from dispatching at once.
+    A resumed crawl goes back to the node that holds its JOBDIR.
     """
     run = Run.objects.filter(pk=run_id).select_related("node").first()
     if run is None or run.status != RunStatus.QUEUED:
@@ -80,32 +120,34 @@ def dispatch(run_id: str) -> None:
     try:
         # A node given this run before may have it even if we never heard back; if that node
         # cannot be asked, wait for it rather than risk a second crawl elsewhere.
-        if run.node is not None and ScrapydClient.for_node(run.node).job_state(run.scrapyd_job_id) is not None:
-            _settle_dispatched(run)
+        client = ScrapydClient.for_node(run.node) if run.node else None
+        if client and client.job_state(run.scrapyd_job_id) is not None:
+            _settle_dispatched(run, run.node)
             return
-        node = choose_node()
+        node = run.node if run.part and run.node else choose_node()  # a resumed crawl stays on its node
+        args = spider_arguments(run)
         version = ensure_builtin(node)
         Run.objects.filter(pk=run.pk).update(node=node, version=version)
         ScrapydClient.for_node(node).schedule(
-            project=run.project,
-            spider=run.spider,
-            job_id=run.scrapyd_job_id,
-            version=version,
-            settings=_crawl_settings(run),
-            args={"config": json.dumps(run.config)},
+            project=run.project, spider=run.spider, job_id=run.scrapyd_job_id, version=version,
+            settings=crawl_settings(run), args=args,
         )
     except Exception:
         # Release the claim so that a retry can go ahead (it checks the node first).
         Run.objects.filter(pk=run.pk, dispatch_claimed_at=now).update(dispatch_claimed_at=None)
         raise
     logger.info("Run %s dispatched to node %s", run.id, node.name)
-    _settle_dispatched(run)
+    _settle_dispatched(run, node)
 
 
-def _settle_dispatched(run: Run) -> None:
-    # The crawl may already have reported that it started (or finished): then there is nothing to do.
-    with contextlib.suppress(IllegalTransition):
+def _settle_dispatched(run: Run, node: Node) -> None:
+    try:
         run.mark_pending()
+    except IllegalTransition:
+        # The crawl already reported it started or finished: nothing to do. Unless the run was
+        # cancelled while it was being dispatched: then stop the crawl it just got.
+        if run.status == RunStatus.CANCELLED:
+            ScrapydClient.for_node(node).cancel(project=run.project, job_id=run.scrapyd_job_id, signal="KILL")
 
 
 def fail_dispatch(run_id: str, error: str) -> None:
@@ -114,100 +156,3 @@ def fail_dispatch(run_id: str, error: str) -> None:
     if run is not None and run.status == RunStatus.QUEUED:
         with contextlib.suppress(IllegalTransition):
             run.finish(RunStatus.FAILED, error=f"Could not dispatch the run: {error}")
-
-
-# --- reports from the crawl (spiders/reporting.py) ---------------------------------------------------
-def record_started(run: Run) -> None:
-    """The crawl process is up."""
-    if run.status in (RunStatus.QUEUED, RunStatus.PENDING):
-        with contextlib.suppress(IllegalTransition):
-            run.mark_running()
-
-
-def record_items(run: Run, seq: int, body: bytes) -> int:
-    """Store one batch of items (NDJSON); returns how many were new."""
-    if run.is_terminal:
-        raise IllegalTransition(f"Run is {run.status}; it takes no more items")
-    items = []
-    for number, line in enumerate(body.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except ValueError:
-            raise ValidationFailed(f"Line {number} of the batch is not JSON") from None
-        if not isinstance(item, dict):
-            raise ValidationFailed(f"Line {number} of the batch is not a JSON object")
-        items.append(item)
-    if not items or not ItemStore(run.id).append(seq, items):
-        return 0
-    Run.objects.filter(pk=run.pk).update(items_scraped=F("items_scraped") + len(items))
-    return len(items)
-
-
-def record_finished(run: Run, *, finish_reason: str, stats: dict, items_lost: int = 0) -> None:
-    """The crawl closed: settle the run from its own close reason and stats."""
-    run.refresh_from_db()
-    if run.is_terminal:
-        return  # a retried report, or a run the reconciler settled meanwhile
-    status, error = judge(finish_reason, stats)
-    if items_lost and status == RunStatus.SUCCEEDED:
-        status, error = RunStatus.FAILED, f"{items_lost} item(s) could not be delivered to the platform"
-    run.finish(status, close_reason=finish_reason, stats=stats, error=error)
-    logger.info("Run %s %s (%s, %s items)", run.id, run.status, finish_reason, run.items_scraped)
-
-
-# --- reconciliation ---------------------------------------------------------------------------------
-def reconcile() -> None:
-    """Settle runs the reports did not: lost messages, forgotten jobs, crawls that died silently."""
-    from .tasks import dispatch_run
-
-    now = timezone.now()
-    stale = now - timedelta(seconds=settings.RUN_DISPATCH_TIMEOUT)
-    for run in Run.objects.filter(status=RunStatus.QUEUED, created_at__lt=stale):
-        if run.dispatch_attempts >= settings.RUN_DISPATCH_RETRIES:
-            _settle(run, RunStatus.LOST, "The run was never dispatched to a node")
-        elif run.dispatch_claimed_at is None or run.dispatch_claimed_at < stale:
-            dispatch_run.delay(str(run.id))  # its message was lost, or its worker died mid-dispatch
-    for run in Run.objects.filter(status__in=[RunStatus.PENDING, RunStatus.RUNNING]).select_related("node"):
-        if run.node is None:
-            _settle(run, RunStatus.LOST, "The run's node was removed from the registry")
-            continue
-        try:
-            state = ScrapydClient.for_node(run.node).job_state(run.scrapyd_job_id)
-        except NodeUnavailable as exc:
-            logger.warning("Reconciler: %s", exc.message)
-            continue
-        _reconcile_one(run, state, now)
-
-
-def _reconcile_one(run: Run, state: str | None, now) -> None:
-    """Act on what the node says of an active run; a crawl's own report always gets a grace period."""
-    grace = timedelta(seconds=settings.RUN_REPORT_GRACE)
-    if state is None:
-        if run.dispatch_claimed_at and now - run.dispatch_claimed_at > grace:
-            _settle(run, RunStatus.LOST, f"Node {run.node.name} no longer knows this crawl (was it restarted?)")
-    elif state == "running" and run.status == RunStatus.PENDING:
-        record_started(run)
-    elif state == "finished":
-        if run.process_ended_at is None:
-            Run.objects.filter(pk=run.pk).update(process_ended_at=now)
-        elif now - run.process_ended_at >= grace:
-            _settle(
-                run,
-                RunStatus.FAILED,
-                "The crawl process ended without reporting its outcome (killed, crashed, or could not "
-                "reach the platform); see its log on the node",
-            )
-
-
-def _settle(run: Run, status: str, error: str) -> None:
-    try:
-        run.finish(status, error=error)
-        logger.warning("Run %s settled as %s: %s", run.id, status, error)
-    except IllegalTransition:
-        pass
-
-
-def active_runs_count(job: Job) -> int:
-    return job.runs.filter(status__in=ACTIVE).count()

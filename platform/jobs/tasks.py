@@ -8,7 +8,8 @@ from django.conf import settings
 from core.errors import NodeUnavailable
 from core.models import Heartbeat
 
-from . import services
+from . import lifecycle, services
+from .crawl import RunConfigError
 
 
 @shared_task(bind=True, name="jobs.dispatch_run", ignore_result=True, max_retries=None)
@@ -16,6 +17,8 @@ def dispatch_run(self, run_id: str) -> None:
     """Dispatch a queued run to a Scrapyd node; retried with backoff while no node can take it."""
     try:
         services.dispatch(run_id)
+    except RunConfigError as exc:
+        services.fail_dispatch(run_id, exc.message)  # retrying would not help
     except NodeUnavailable as exc:
         if self.request.retries >= settings.RUN_DISPATCH_RETRIES:
             services.fail_dispatch(run_id, exc.message)
@@ -27,4 +30,12 @@ def dispatch_run(self, run_id: str) -> None:
 def reconcile_runs() -> None:
     """Settle runs whose reports never came (beat, every RECONCILE_INTERVAL seconds)."""
     Heartbeat.beat("reconciler")
-    services.reconcile()
+    lifecycle.reconcile()
+
+
+@shared_task(name="jobs.force_cancel", ignore_result=True, time_limit=60)
+def force_cancel(run_id: str) -> None:
+    """Kill a crawl that did not stop within CANCEL_TIMEOUT of a graceful cancel."""
+    from . import control
+
+    control.force_cancel(run_id)

@@ -2,30 +2,32 @@
 
 from __future__ import annotations
 
-from django.http import StreamingHttpResponse
-from django.utils.http import content_disposition_header
-from django.utils.text import slugify
+from django.http import HttpResponse, StreamingHttpResponse
 from django_filters import rest_framework as filters
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import mixins, status, viewsets
+from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
 from core.pagination import clamp_limit
-from exports.exporters import EXPORTERS, get_exporter, stream_export
 from exports.itemstore import ItemStore
+from exports.responses import DOWNLOAD_RESPONSES, EXPORT_PARAMETERS, export_request, export_response
 
-from . import selectors, services
+from . import control, logs, preview, selectors, services
 from .models import Job, Run, RunStatus
-from .serializers import ItemsPageSerializer, JobSerializer, RunSerializer
+from .serializers import ItemsPageSerializer, JobSerializer, JobStatusSerializer, PreviewSerializer, RunSerializer
 
 RUN_PARAM = OpenApiParameter("run", OpenApiTypes.UUID, description="A run of this job (default: the latest finished run)")
 
 
-class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet):
+def _run_response(request: Request, run: Run | None, code: int = status.HTTP_202_ACCEPTED) -> Response:
+    return Response(RunSerializer(selectors.get_run(request.user, run.pk)).data, status=code)
+
+
+class JobViewSet(viewsets.ModelViewSet):
     """Saved query jobs."""
 
     serializer_class = JobSerializer
@@ -38,16 +40,57 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Create
         return selectors.get_job(self.request.user, self.kwargs["pk"])
 
     def perform_create(self, serializer: JobSerializer) -> None:
-        data = serializer.validated_data
-        job = services.create_job(owner=self.request.user, name=data["name"], source=data["source"], queries=data["queries"])
+        job = services.create_job(owner=self.request.user, **serializer.validated_data)
         serializer.instance = selectors.get_job(self.request.user, job.pk)
+
+    def perform_update(self, serializer: JobSerializer) -> None:
+        job = services.update_job(job=serializer.instance, **serializer.validated_data)
+        serializer.instance = selectors.get_job(self.request.user, job.pk)
+
+    def perform_destroy(self, instance: Job) -> None:
+        services.delete_job(job=instance)
+
+    @extend_schema(responses={200: JobStatusSerializer(many=True)})
+    @action(detail=False, methods=["get"])
+    def status(self, request: Request) -> Response:
+        """Every job with its status, last run and result count."""
+        jobs = self.get_queryset()
+        return Response({"jobs": JobStatusSerializer(jobs, many=True).data, "count": len(jobs)})
 
     @extend_schema(request=None, responses={202: RunSerializer})
     @action(detail=True, methods=["post"])
     def run(self, request: Request, pk: str) -> Response:
         """Start a run of the job now."""
-        run = services.start_run(job=self.get_object())
-        return Response(RunSerializer(selectors.get_run(request.user, run.pk)).data, status=status.HTTP_202_ACCEPTED)
+        return _run_response(request, services.start_run(job=self.get_object()))
+
+    @extend_schema(request=None, responses={202: RunSerializer, 200: JobSerializer})
+    @action(detail=True, methods=["post"])
+    def pause(self, request: Request, pk: str) -> Response:
+        """Pause the job's running crawl (resumable), or its schedule when nothing runs."""
+        run = control.pause_job(job=self.get_object())
+        if run is not None:
+            return _run_response(request, run)
+        return Response(JobSerializer(self.get_object()).data)
+
+    @extend_schema(request=None, responses={202: RunSerializer, 200: JobSerializer})
+    @action(detail=True, methods=["post"])
+    def resume(self, request: Request, pk: str) -> Response:
+        """Continue the job's paused crawl where it stopped, or re-enable its schedule."""
+        run = control.resume_job(job=self.get_object())
+        if run is not None:
+            return _run_response(request, run)
+        return Response(JobSerializer(self.get_object()).data)
+
+    @extend_schema(
+        parameters=[OpenApiParameter("status", str, many=True), OpenApiParameter("limit", int), OpenApiParameter("offset", int)],
+        responses={200: RunSerializer(many=True)},
+    )
+    @action(detail=True, methods=["get"])
+    def runs(self, request: Request, pk: str) -> Response:
+        """The job's runs, newest first."""
+        runs = RunFilter(request.query_params, selectors.runs_for(request.user).filter(job=self.get_object())).qs
+        page = self.paginate_queryset(runs)
+        return self.get_paginated_response(RunSerializer(page, many=True).data)
 
     @extend_schema(
         parameters=[
@@ -60,10 +103,9 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Create
     @action(detail=True, methods=["get"])
     def results(self, request: Request, pk: str) -> Response:
         """A page of the items of the job's latest finished run (or of `?run=`)."""
-        job = self.get_object()
-        run = selectors.results_run(request.user, job, request.query_params.get("run"))
+        run = selectors.results_run(request.user, self.get_object(), request.query_params.get("run"))
         limit, offset = clamp_limit(request)
-        store = ItemStore(run.id)
+        store = ItemStore(run.result_key)
         count = store.count()
         url = request.build_absolute_uri()
         next_url = replace_query_param(url, "offset", offset + limit) if offset + limit < count else None
@@ -78,24 +120,26 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Create
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("format", str, enum=list(EXPORTERS), description="Export format (default json)"),
+            *EXPORT_PARAMETERS,
             RUN_PARAM,
         ],
-        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
+        responses=DOWNLOAD_RESPONSES,
     )
     @action(detail=True, methods=["get"])
     def download(self, request: Request, pk: str) -> StreamingHttpResponse:
         """Download the items of the job's latest finished run (or of `?run=`) as a file."""
         job = self.get_object()
-        exporter = get_exporter(request.query_params.get("format", "json"))
+        exporter, options = export_request(request)
         run = selectors.results_run(request.user, job, request.query_params.get("run"))
-        store = ItemStore(run.id)
-        response = StreamingHttpResponse(
-            stream_export(exporter, store.schema(), store.batches()), content_type=exporter.content_type
-        )
-        filename = f"{slugify(job.name)[:80] or 'job'}-{run.id.hex[:8]}.{exporter.extension}"
-        response["Content-Disposition"] = content_disposition_header(as_attachment=True, filename=filename)
-        return response
+        return export_response(run, exporter, options)
+
+    @extend_schema(request=PreviewSerializer, responses={200: OpenApiTypes.OBJECT})
+    @action(detail=False, methods=["post"])
+    def preview(self, request: Request) -> Response:
+        """Apply queries to a URL (fetched now, with the crawl's safety rules) or to HTML, without saving."""
+        serializer = PreviewSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        return Response(preview.preview(**serializer.validated_data))
 
 
 class RunFilter(filters.FilterSet):
@@ -107,7 +151,7 @@ class RunFilter(filters.FilterSet):
         fields = ["status", "job_id"]
 
 
-class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class RunViewSet(viewsets.ReadOnlyModelViewSet):
     """Runs of the caller's jobs, newest first."""
 
     serializer_class = RunSerializer
@@ -119,3 +163,26 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
 
     def get_object(self):
         return selectors.get_run(self.request.user, self.kwargs["pk"])
+
+    @extend_schema(request=None, responses={202: RunSerializer})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str) -> Response:
+        """Cancel the run: gracefully, then by force after CANCEL_TIMEOUT; its items are kept."""
+        return _run_response(request, control.cancel_run(run=self.get_object()))
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("tail", int, description="The last N lines (default 200, at most 10000)"),
+            OpenApiParameter("offset", int, description="First byte of a range (instead of tail)"),
+            OpenApiParameter("length", int, description="Bytes of the range (at most 1 MiB)"),
+        ],
+        responses={(200, "text/plain"): OpenApiTypes.STR},
+    )
+    @action(detail=True, methods=["get"])
+    def log(self, request: Request, pk: str) -> HttpResponse:
+        """The run's Scrapy log, read from its node: the tail, or a byte range."""
+        chunk = logs.read_log(self.get_object(), request.query_params)
+        response = HttpResponse(chunk.data, content_type="text/plain; charset=utf-8")
+        response["X-Log-Size"] = str(chunk.size)
+        response["X-Log-Range"] = f"{chunk.start}-{chunk.start + len(chunk.data)}"
+        return response

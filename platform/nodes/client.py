@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import requests
 from django.conf import settings
@@ -20,6 +21,15 @@ class ScrapydError(NodeUnavailable):
 
     code = "node_error"
     status_code = 502
+
+
+@dataclass(frozen=True)
+class LogChunk:
+    """Part of a crawl's log: its bytes, where they start, and the log's whole size."""
+
+    data: bytes
+    start: int
+    size: int
 
 
 @dataclass(frozen=True)
@@ -40,9 +50,9 @@ class ScrapydClient:
         self.timeout = settings.SCRAPYD_TIMEOUT if timeout is None else timeout
 
     @classmethod
-    def for_node(cls, node) -> ScrapydClient:
+    def for_node(cls, node, *, timeout: float | None = None) -> ScrapydClient:
         auth = (node.username, node.password) if node.username else None
-        return cls(node.url, auth=auth)
+        return cls(node.url, auth=auth, timeout=timeout)
 
     def _call(self, method: str, endpoint: str, **kwargs: Any) -> dict:
         url = self.base_url + endpoint
@@ -66,6 +76,12 @@ class ScrapydClient:
 
     def list_versions(self, project: str) -> list[str]:
         return self._call("GET", "listversions.json", params={"project": project})["versions"]
+
+    def list_projects(self) -> list[str]:
+        return self._call("GET", "listprojects.json")["projects"]
+
+    def delete_version(self, project: str, version: str) -> None:
+        self._call("POST", "delversion.json", data={"project": project, "version": version})
 
     def list_spiders(self, project: str, version: str | None = None) -> list[str]:
         params = {"project": project}
@@ -110,3 +126,29 @@ class ScrapydClient:
     def job_state(self, job_id: str) -> str | None:
         """pending, running or finished, or None if the node does not know the job (status.json)."""
         return self._call("GET", "status.json", params={"job": job_id})["currstate"]
+
+    def log(self, *, project: str, spider: str, job_id: str, start: int | None = None, end: int | None = None) -> LogChunk:
+        """Bytes `start`..`end` (inclusive; from the end when `start` is negative) of a crawl's log."""
+        url = f"{self.base_url}logs/{quote(project)}/{quote(spider)}/{quote(job_id)}.log"
+        headers = {}
+        if start is not None and start < 0:
+            headers["Range"] = f"bytes={start}"  # a suffix range: the last -start bytes
+        elif start is not None:
+            headers["Range"] = f"bytes={start}-" if end is None else f"bytes={start}-{end}"
+        try:
+            response = requests.get(url, headers=headers, auth=self.auth, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise NodeUnavailable(f"Scrapyd at {self.base_url} is unreachable: {exc.__class__.__name__}") from exc
+        if response.status_code == 404:
+            raise ScrapydError("The node has no log for this crawl")
+        if response.status_code == 416:  # the range starts past the end
+            return LogChunk(b"", 0, int(response.headers.get("Content-Range", "*/0").rsplit("/", 1)[-1] or 0))
+        if response.status_code not in (200, 206):
+            raise ScrapydError(f"Scrapyd answered HTTP {response.status_code} for the log")
+        total = len(response.content)
+        first = 0
+        if response.status_code == 206:
+            span, _, size = response.headers.get("Content-Range", "").removeprefix("bytes ").partition("/")
+            first = int(span.split("-")[0])
+            total = int(size) if size.isdigit() else first + len(response.content)
+        return LogChunk(response.content, first, total)

@@ -79,9 +79,12 @@ def ensure_builtin(node: Node, *, force: bool = False) -> str:
 
 
 def sync_node(node: Node) -> None:
-    """Check a node answers and carries the current built-in project."""
+    """Check a node answers and carries the current built-in project and every project's current version."""
+    from projects.services import ensure_versions  # projects builds on nodes: import here to keep the graph acyclic
+
     probe(node)
     ensure_builtin(node, force=True)
+    ensure_versions(node)
 
 
 def register_node(*, name: str, url: str, slots: int) -> Node:

@@ -1,1 +1,1 @@
-"""Code that runs on the nodes: building eggs of Scrapy projects."""
+"""Users' Scrapy projects: git deploys, eggs, versions on the nodes, spider discovery."""

@@ -28,11 +28,16 @@ class Egg:
     data: bytes
 
 
-def _package_files(package_dir: Path) -> list[tuple[str, bytes]]:
+def _package_files(package_dir: Path, *, data_files: bool = False) -> list[tuple[str, bytes]]:
     root = package_dir.parent
     files = []
     for path in sorted(package_dir.rglob("*")):
-        if not path.is_file() or path.suffix not in {".py", ".json", ".txt", ".cfg"}:
+        if path.is_symlink() or not path.is_file():
+            continue
+        if data_files:
+            if path.suffix in {".pyc", ".pyo"} or any(p.startswith(".") for p in path.relative_to(root).parts):
+                continue
+        elif path.suffix not in {".py", ".json", ".txt", ".cfg"}:
             continue
         if _SKIP_DIRS.intersection(path.relative_to(root).parts):
             continue
@@ -40,9 +45,11 @@ def _package_files(package_dir: Path) -> list[tuple[str, bytes]]:
     return files
 
 
-def build_egg(package_dir: Path, *, name: str, settings_module: str) -> Egg:
+def build_egg(package_dir: Path, *, name: str, settings_module: str, data_files: bool = False) -> Egg:
     """Zip `package_dir` into an egg whose version is a digest of its content."""
-    files = _package_files(package_dir)
+    # `data_files`: every file of the package (templates, data a user's spiders read) but compiled
+    # files and dotfiles; otherwise only .py/.json/.txt/.cfg. Symlinks never go in.
+    files = _package_files(package_dir, data_files=data_files)
     digest = hashlib.sha256()
     for rel, content in files:
         digest.update(rel.encode() + b"\0" + hashlib.sha256(content).digest())

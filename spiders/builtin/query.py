@@ -9,10 +9,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import scrapy
+from parsel import Selector, SelectorList
 from scrapy.exceptions import (
     CannotResolveHostError,
     DownloadConnectionRefusedError,
     DownloadTimeoutError,
+    IgnoreRequest,
 )
 from scrapy.http import Response, TextResponse
 from scrapy.spidermiddlewares.httperror import HttpError
@@ -25,6 +27,7 @@ from twisted.internet.error import (
 from twisted.python.failure import Failure
 
 from spiders.extraction import extract, validate_queries
+from spiders.proxying import ProxyRotation, playwright_meta
 
 logger = logging.getLogger(__name__)
 
@@ -62,10 +65,25 @@ def parse_config(config: object) -> dict[str, Any]:
 
     queries = config.get("queries")
     errors = validate_queries(queries)
+    for key in ("item_selector", "follow"):
+        if config.get(key) is not None:
+            errors.update(validate_locator(config[key], key))
     if errors:
         details = "; ".join(f"{path}: {message}" for path, message in errors.items())
         raise ConfigError(f"Invalid queries in config: {details}")
     return {**config, "source": sources, "queries": queries}
+
+
+def validate_locator(locator: object, path: str) -> dict[str, str]:
+    """An item selector or a follow query: an XPath or CSS query (validated like a query)."""
+    if not isinstance(locator, dict) or locator.get("type") not in ("xpath", "css"):
+        return {f"{path}.type": "Must be one of: xpath, css"}
+    errors = validate_queries([{"name": "locator", "type": locator["type"], "query": locator.get("query")}])
+    return {f"{path}.query": message for key, message in errors.items() if key.endswith(".query")}
+
+
+def select(selector: Selector, locator: dict[str, str]) -> SelectorList:
+    return selector.xpath(locator["query"]) if locator["type"] == "xpath" else selector.css(locator["query"])
 
 
 def describe_failure(failure: Failure, url: str) -> str:
@@ -79,6 +97,9 @@ def describe_failure(failure: Failure, url: str) -> str:
         return f"DNS lookup failed for {url}"
     if isinstance(error, _TIMEOUT):
         return f"Timeout for {url}"
+    if isinstance(error, IgnoreRequest):
+        # Says why itself, e.g. "Refused by crawl policy: 10.0.0.1 is in a private network".
+        return f"{error} for {url}"
     return f"{type(error).__name__}: {error} for {url}"
 
 
@@ -87,30 +108,53 @@ class QuerySpider(scrapy.Spider):
 
     name = "query"
 
-    def __init__(self, *args: Any, config: object = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, config: object = None, proxies: object = None, **kwargs: Any) -> None:
         """Validate the job configuration up front, so a bad job fails before any request."""
         super().__init__(*args, **kwargs)
         self.config = parse_config(config)
         self.queries: list[dict[str, Any]] = self.config["queries"]
+        self.proxies = ProxyRotation.from_argument(proxies)
+        self.render: dict[str, Any] | None = self.config.get("render") or None
 
     async def start(self) -> AsyncIterator[scrapy.Request]:
-        """Request every source in order; repeats are deliberate, so no dupe filtering."""
+        """Request every source in order (a resumed crawl's dupe filter skips those already fetched)."""
         for url in self.config["source"]:
-            yield scrapy.Request(url, callback=self.parse, errback=self.on_error, dont_filter=True)
+            yield self.make_request(url)
+
+    def make_request(self, url: str) -> scrapy.Request:
+        """A request with the job's rendering, proxy and rate-limit slot applied."""
+        meta: dict[str, Any] = {}
+        if self.config.get("rate_limit"):
+            # One download slot for the whole job, so DOWNLOAD_DELAY paces the job, not each host.
+            meta["download_slot"] = "job"
+        proxy = self.proxies.next() if self.proxies else None
+        if proxy is not None:
+            meta["proxy"] = proxy.url
+        if self.render:
+            meta.update(playwright_meta(self.render, proxy))
+        return scrapy.Request(url, callback=self.parse, errback=self.on_error, meta=meta)
 
     def parse(self, response: Response, **kwargs: Any) -> Any:
-        """Extract the queries' fields from one page."""
+        """Extract the queries' fields from one page (or from each item node), then follow links."""
         if not isinstance(response, TextResponse):
             self.record_error(f"Not a text response for {response.url}")
             return
         try:
-            fields = extract(response.selector, self.queries, text=response.text)
+            if self.config.get("item_selector"):
+                for node in select(response.selector, self.config["item_selector"]):
+                    yield {"url": response.url, **extract(node, self.queries, text=node.get())}
+            else:
+                yield {"url": response.url, **extract(response.selector, self.queries, text=response.text)}
         except ValueError as exc:
             # An XPath can pass validation and still fail on a page (e.g. a function whose
             # step never ran on the validation sample): report it like a failed request.
             self.record_error(f"Extraction failed for {response.url}: {exc}")
             return
-        yield {"url": response.url, **fields}
+        if self.config.get("follow"):
+            for href in select(response.selector, self.config["follow"]).getall():
+                href = href.strip()
+                if href and not href.startswith(("javascript:", "mailto:", "#")):
+                    yield self.make_request(response.urljoin(href))
 
     def on_error(self, failure: Failure) -> None:
         """Log and count a request that did not produce a response."""

@@ -34,8 +34,9 @@ def expected_item(site_url: str, n: int) -> dict:
     }
 
 
-def create_job(api, source, queries=QUERIES, name="Products") -> dict:
-    response = api.post("/api/v1/jobs", {"name": name, "source": source, "queries": queries}, format="json")
+def create_job(api, source, queries=QUERIES, name="Products", **extra) -> dict:
+    body = {"name": name, "source": source, "queries": queries, "rate_limit": 0, **extra}
+    response = api.post("/api/v1/jobs", body, format="json")
     assert response.status_code == 201, response.json()
     return response.json()
 
@@ -46,11 +47,16 @@ def run_to_end(api, job_id: str, timeout: float = 90) -> dict:
     run_id = response.json()["run_id"]
     assert response.json()["status"] == "queued"
 
-    def settled():
-        body = api.get(f"/api/v1/runs/{run_id}").json()
-        return body if body["status"] in {"succeeded", "failed", "cancelled", "lost"} else None
+    last = {}
 
-    return wait_until(settled, timeout=timeout, interval=0.2, what=f"run {run_id} to finish")
+    def settled():
+        last.update(api.get(f"/api/v1/runs/{run_id}").json())
+        return dict(last) if last["status"] in {"succeeded", "failed", "cancelled", "lost"} else None
+
+    try:
+        return wait_until(settled, timeout=timeout, interval=0.2, what=f"run {run_id} to finish")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the run: {last}") from None
 
 
 def by_url(items: list[dict]) -> list[dict]:
@@ -145,6 +151,7 @@ def test_runs_spread_across_two_nodes(platform, api, site, node_a, node_b):
 def test_redelivered_dispatch_never_starts_a_second_crawl(platform, api, site, node_a, user):
     """A worker that scheduled the crawl and died before recording it: the redelivery finds the crawl."""
     from jobs import services
+    from jobs.crawl import crawl_settings, spider_arguments
     from nodes.client import ScrapydClient
     from nodes.services import ensure_builtin
 
@@ -158,8 +165,8 @@ def test_redelivered_dispatch_never_starts_a_second_crawl(platform, api, site, n
         spider=run.spider,
         job_id=run.scrapyd_job_id,
         version=version,
-        settings=services._crawl_settings(run),
-        args={"config": json.dumps(run.config)},
+        settings=crawl_settings(run),
+        args=spider_arguments(run),
     )
     Run.objects.filter(pk=run.pk).update(node=node_a)
 

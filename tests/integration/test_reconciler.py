@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import requests
 
-from jobs import services
-from jobs.models import Job, Run, RunStatus
+from jobs import lifecycle, services
+from jobs.models import Job, Query, Run, RunStatus
 from tests.support import wait_until
 
 pytestmark = pytest.mark.integration
@@ -14,7 +14,9 @@ pytestmark = pytest.mark.integration
 
 def _job(user, url: str) -> Job:
     queries = [{"name": "h", "type": "css", "query": "h1::text"}]
-    return Job.objects.create(owner=user, name="slow", source=url, queries=queries)
+    job = Job.objects.create(owner=user, name="slow", source=url, rate_limit=0)
+    Query.objects.create(job=job, **queries[0])
+    return job
 
 
 def test_killed_crawl_is_settled_as_failed(platform, user, site, node_a, settings):
@@ -32,10 +34,10 @@ def test_killed_crawl_is_settled_as_failed(platform, user, site, node_a, setting
 
     wait_until(finished_on_node, timeout=30, what="Scrapyd to see the process end")
     settings.RUN_REPORT_GRACE = 0
-    services.reconcile()  # notes when the process was first seen gone...
+    lifecycle.reconcile()  # notes when the process was first seen gone...
     run.refresh_from_db()
     assert run.status == RunStatus.RUNNING and run.process_ended_at
-    services.reconcile()  # ...and settles the run once the grace period has passed
+    lifecycle.reconcile()  # ...and settles the run once the grace period has passed
     run.refresh_from_db()
     assert run.status == RunStatus.FAILED
     assert "ended without reporting" in run.error
@@ -52,7 +54,7 @@ def test_crawl_the_node_does_not_know_is_lost(platform, user, site, node_a, sett
     ghost.refresh_from_db()
     ghost.mark_pending()
     settings.RUN_REPORT_GRACE = 0
-    services.reconcile()
+    lifecycle.reconcile()
     ghost.refresh_from_db()
     assert ghost.status == RunStatus.LOST
     assert "no longer knows" in ghost.error

@@ -63,6 +63,7 @@ def test_runplatform_serves_a_job_and_stops_on_ctrl_c(backends, tmp_path, site):
             "name": "Products",
             "source": [f"{site.url}product1.html", f"{site.url}product2.html"],
             "queries": [{"name": "name", "type": "xpath", "query": "//h1/text()"}],
+            "rate_limit": 0,
         }).json()
         run = requests.post(f"{base}/jobs/{job['job_id']}/run", headers=headers, timeout=10)
         assert run.status_code == 202

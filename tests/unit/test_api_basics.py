@@ -8,6 +8,7 @@ from rest_framework.test import APIClient
 
 from core.errors import flatten_details
 from core.models import ApiKey, hash_key
+from exports.exporters import EXPORTERS
 from jobs.models import Job
 
 pytestmark = pytest.mark.django_db
@@ -163,7 +164,7 @@ def test_unknown_download_format_lists_the_formats(api):
     job_id = api.post("/api/v1/jobs", VALID, format="json").json()["job_id"]
     response = api.get(f"/api/v1/jobs/{job_id}/download?format=xml")
     assert response.status_code == 400
-    assert response.json()["details"] == {"format": "Must be one of: json, csv"}
+    assert response.json()["details"] == {"format": f"Must be one of: {', '.join(EXPORTERS)}"}
 
 
 def test_results_of_a_job_without_finished_runs_is_404(api):

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
+from lxml import etree
 from parsel import Selector
 
-from spiders.extraction import MAX_QUERIES, extract, validate_queries
+from spiders import extraction
+from spiders.extraction import (
+    EXSLT_REGEXP,
+    MAX_QUERIES,
+    REGEX_TIMEOUT_SECONDS,
+    ExtractionError,
+    extract,
+    validate_queries,
+)
 
 PAGE = """<html><head><title>  Café Menu  </title></head><body>
 <h1 class="title main">Daily <b>specials</b></h1>
@@ -319,3 +329,127 @@ def test_validated_queries_run() -> None:
         "b": "Espresso/Crème brûlée",
         "c": "item",
     }
+
+
+# --- Untrusted patterns: bounded in time and size ------------------------------------------------
+
+CATASTROPHIC = "(a+)+$"
+HOSTILE_TEXT = "a" * 100_000 + "!"
+HOSTILE_PAGE = f"<html><head><title>{CATASTROPHIC}</title></head><body><p>{HOSTILE_TEXT}</p></body></html>"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        pytest.param(q("x", "regex", CATASTROPHIC), id="regex"),
+        pytest.param(q("x", "xpath", f"//p[re:test(., '{CATASTROPHIC}')]/text()"), id="re:test"),
+        pytest.param(q("x", "xpath", f"re:match(//p, '{CATASTROPHIC}')", all=True), id="re:match"),
+        pytest.param(q("x", "xpath", f"re:match(//p, '{CATASTROPHIC}', 'g')"), id="re:match-g"),
+        pytest.param(q("x", "xpath", f"re:replace(//p, '{CATASTROPHIC}', 'gi', 'b')"), id="re:replace"),
+        pytest.param(q("x", "xpath", "//p[re:test(., string(//title))]/text()"), id="pattern-from-page"),
+    ],
+)
+def test_catastrophic_pattern_times_out(query: dict[str, Any]) -> None:
+    """(a+)+$ on a 100 KB page ends after the time limit with a clear error, not in hours."""
+    assert validate_queries([query]) == {}
+    started = time.monotonic()
+    with pytest.raises(ExtractionError) as info:
+        extract(Selector(text=HOSTILE_PAGE), [query], text=HOSTILE_PAGE)
+    # Unbounded, this runs for ages; bounded, it ends after about a second (slack for a busy machine).
+    assert time.monotonic() - started < 5
+    assert str(info.value) == "Query 'x': regular expression timed out after 1.0 s"
+    assert isinstance(info.value, ValueError)  # the spider reports it as "Extraction failed for <url>"
+    assert REGEX_TIMEOUT_SECONDS == 1.0
+
+
+def test_regex_timeout_is_a_keyword() -> None:
+    """extract(..., regex_timeout=) sets the limit, per query and for all of an XPath's regexes."""
+    page = "<html><body>" + f"<p>{'a' * 30_000}!</p>" * 40 + "</body></html>"
+    for query in (q("x", "regex", CATASTROPHIC), q("x", "xpath", f"//p[re:test(., '{CATASTROPHIC}')]")):
+        started = time.monotonic()
+        with pytest.raises(ExtractionError, match=r"^Query 'x': regular expression timed out after 0.2 s$"):
+            extract(Selector(text=page), [query], text=page, regex_timeout=0.2)
+        # One budget for the whole XPath evaluation: 40 nodes do not take 40 times 0.2 s.
+        assert time.monotonic() - started < 4
+
+
+@pytest.mark.parametrize(
+    ("pattern", "message"),
+    [
+        ("(?:a{65535}){65535}", "too large once its repetitions are expanded (at most 10000 elements)"),
+        ("(?:[ab]{1000}){1000}", "too large once its repetitions are expanded (at most 10000 elements)"),
+        ("(" * 2000 + ")" * 2000, "too deeply nested"),
+        ("a{4294967296}", "the repetition number is too large"),
+    ],
+)
+def test_patterns_too_costly_to_compile_are_refused(pattern: str, message: str) -> None:
+    """The `regex` engine expands nested repeats when compiling: such patterns are refused unbuilt."""
+    assert validate_queries([q("x", "regex", pattern)]) == {
+        "queries[0].query": f"Invalid regular expression: {message}"
+    }
+    xpath = q("x", "xpath", f"//p[re:test(., '{pattern}')]")
+    assert validate_queries([xpath]) == {
+        "queries[0].query": f"Invalid XPath: Invalid regular expression in XPath: {message}"
+    }
+
+
+def test_bad_patterns_from_pages_fail_the_page() -> None:
+    """A pattern an XPath takes from the page is checked too: the page fails, the process survives."""
+    page = "<html><head><title>(?:a{65535}){65535}</title></head><body><p>a</p></body></html>"
+    with pytest.raises(ValueError, match="too large once its repetitions are expanded"):
+        extract(Selector(text=page), [q("x", "xpath", "//p[re:test(., string(//title))]")])
+
+
+def test_usual_patterns_still_compile() -> None:
+    """Realistic patterns stay well within the size cap."""
+    queries = [
+        q("a", "regex", r"(\d{4})-(\d{2})-(\d{2})"),
+        q("b", "regex", r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,255}\.[A-Za-z]{2,24}"),
+        q("c", "regex", r"(?:<td[^>]*>.*?</td>\s*){50}"),
+        q("d", "regex", "x" * 9_000),
+    ]
+    assert validate_queries(queries) == {}
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "re:test(//li[1], 'ESP', 'i')",
+        "re:test(//li[1], 'ESP')",
+        "re:test(//nothing, '^$')",
+        "re:match(//p[@class='note'], '(\\d+)-(\\d+)')",
+        "re:match(//p[@class='note'], '(\\d+)-(\\d+)', 'g')",
+        "re:match(//p[@class='note'], '\\d+', 'g')",
+        "re:match(//p[@class='note'], 'zzz')",
+        "re:match(//h1, 'DAILY (.+)', 'i')",
+        "re:match(1.5, '.*')",
+        "re:replace(//p[@class='note'], '\\d', 'g', '#')",
+        "re:replace(//p[@class='note'], '(\\d+)', '', '<\\1>')",
+        "re:replace(//li/@data-price, '\\.', '', ',')",
+        "//li[re:test(@data-price, '^[34]')]/text()",
+    ],
+)
+def test_bounded_exslt_functions_agree_with_lxml(expression: str) -> None:
+    """The bounded re:test, re:match and re:replace give what lxml's own give."""
+    selector = Selector(text=PAGE)
+    ours = selector.xpath(expression).getall()
+    namespace = etree.FunctionNamespace(EXSLT_REGEXP)
+    saved = dict(namespace.items())
+    assert saved, "the bounded functions are registered"
+    namespace.clear()
+    try:
+        lxmls = Selector(text=PAGE).xpath(expression).getall()
+    finally:
+        namespace.update(saved)
+    assert ours == lxmls
+
+
+def test_without_bounded_exslt_functions_xpath_regexes_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Should lxml stop calling the bounded functions, XPath regex functions are refused instead."""
+    monkeypatch.setattr(extraction, "_exslt_bounded", lambda: False)
+    refused = "XPath regular-expression functions are not allowed; use a regex query"
+    for expression in ("//li[re:test(., 'a')]", "re:match(//p, 'x')", "re : replace(//p, 'a', '', 'b')"):
+        assert validate_queries([q("x", "xpath", expression)]) == {"queries[0].query": refused}
+        with pytest.raises(ExtractionError, match=f"^Query 'x': {refused}$"):
+            extract(Selector(text=PAGE), [q("x", "xpath", expression)])
+    assert validate_queries([q("x", "xpath", "//li[has-class('item')]")]) == {}

@@ -101,7 +101,7 @@ def test_csv_export_has_every_column_and_flat_cells(store):
 def test_unknown_format_is_a_validation_error():
     with pytest.raises(ValidationFailed) as info:
         get_exporter("xml")
-    assert info.value.details == {"format": "Must be one of: json, csv"}
+    assert info.value.details == {"format": "Must be one of: json, jsonl, csv, xlsx, parquet, sql"}
 
 
 def test_builtin_egg_is_reproducible_and_ships_the_package_only():

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from jobs import services
+from jobs import lifecycle, services
 from jobs.models import TERMINAL, TRANSITIONS, IllegalTransition, Job, Run, RunStatus
 from jobs.outcome import judge
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def run(user) -> Run:
-    job = Job.objects.create(owner=user, name="j", source="https://example.com/", queries=[])
+    job = Job.objects.create(owner=user, name="j", source="https://example.com/")
     return Run.objects.create(owner=user, job=job, project="builtin", spider="query", config=job.spider_config())
 
 
@@ -94,14 +94,14 @@ def test_judge_cancelled_when_asked():
 
 
 def test_finished_report_is_idempotent(run):
-    services.record_finished(run, finish_reason="finished", stats={"item_scraped_count": 0})
-    services.record_finished(run, finish_reason="shutdown", stats={})  # a retried or late report
+    lifecycle.record_finished(run, finish_reason="finished", stats={"item_scraped_count": 0})
+    lifecycle.record_finished(run, finish_reason="shutdown", stats={})  # a retried or late report
     run.refresh_from_db()
     assert run.status == RunStatus.SUCCEEDED and run.close_reason == "finished"
 
 
 def test_items_lost_in_delivery_fail_the_run(run):
-    services.record_finished(run, finish_reason="finished", stats={"item_scraped_count": 5}, items_lost=2)
+    lifecycle.record_finished(run, finish_reason="finished", stats={"item_scraped_count": 5}, items_lost=2)
     run.refresh_from_db()
     assert run.status == RunStatus.FAILED and "2 item(s)" in run.error
 
@@ -110,17 +110,17 @@ def test_reconciler_settles_a_run_that_never_left_the_queue(run, settings, monke
     sent = []
     monkeypatch.setattr("jobs.tasks.dispatch_run.delay", sent.append)
     Run.objects.filter(pk=run.pk).update(created_at=timezone.now() - timedelta(hours=1))
-    services.reconcile()
+    lifecycle.reconcile()
     assert sent == [str(run.id)]  # first, it is sent again
     Run.objects.filter(pk=run.pk).update(dispatch_attempts=settings.RUN_DISPATCH_RETRIES)
-    services.reconcile()
+    lifecycle.reconcile()
     run.refresh_from_db()
     assert run.status == RunStatus.LOST and "never dispatched" in run.error
 
 
 def test_reconciler_settles_a_run_whose_node_was_removed(run):
     run.mark_pending()
-    services.reconcile()
+    lifecycle.reconcile()
     run.refresh_from_db()
     assert run.status == RunStatus.LOST
 

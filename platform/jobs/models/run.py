@@ -1,4 +1,4 @@
-"""Saved jobs and their runs. A run's status moves only through its transition methods."""
+"""Runs: one execution of a job on a node. Status moves only through the transition methods."""
 
 from __future__ import annotations
 
@@ -14,31 +14,7 @@ from django.utils import timezone
 
 from core.errors import Conflict
 
-
-class Job(models.Model):
-    """A saved configuration: source URLs and the queries the built-in query spider applies to them."""
-
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs")
-    name = models.CharField(max_length=200)
-    source = models.JSONField(help_text="One URL, or a list of URLs")
-    queries = models.JSONField(default=list)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        ordering = ["-created_at"]
-
-    def __str__(self) -> str:
-        return self.name
-
-    @property
-    def source_urls(self) -> list[str]:
-        return [self.source] if isinstance(self.source, str) else list(self.source)
-
-    def spider_config(self) -> dict[str, Any]:
-        """The configuration a run carries to the query spider (a snapshot, so later edits do not leak in)."""
-        return {"source": self.source_urls, "queries": self.queries}
+from .job import Job
 
 
 class RunStatus(models.TextChoices):
@@ -49,9 +25,11 @@ class RunStatus(models.TextChoices):
     FAILED = "failed"
     CANCELLED = "cancelled"
     LOST = "lost"
+    PAUSED = "paused"
 
 
-TERMINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.LOST})
+# Final for the run itself; a paused run's crawl goes on in a new run (`resume`) from its JOBDIR.
+TERMINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.LOST, RunStatus.PAUSED})
 ACTIVE = frozenset({RunStatus.QUEUED, RunStatus.PENDING, RunStatus.RUNNING})
 
 # A crawl can report it started before the dispatcher recorded `pending`, and can report its end
@@ -68,6 +46,13 @@ class IllegalTransition(Conflict):
     """A status change the state machine does not allow."""
 
     code = "illegal_transition"
+
+
+class Trigger(models.TextChoices):
+    API = "api"
+    ADMIN = "admin"
+    SCHEDULE = "schedule"
+    RESUME = "resume"
 
 
 class Run(models.Model):
@@ -94,6 +79,19 @@ class Run(models.Model):
     close_reason = models.CharField(max_length=100, blank=True, editable=False)
     stats = models.JSONField(default=dict, blank=True, editable=False)
     error = models.TextField(blank=True, editable=False)
+    trigger = models.CharField(max_length=16, choices=Trigger.choices, default=Trigger.API, editable=False)
+    # A resumed crawl is a chain of runs sharing the first run's JOBDIR, node and item store.
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="continuations", editable=False
+    )
+    part = models.PositiveIntegerField(default=0, editable=False)
+    jobdir = models.CharField(max_length=200, blank=True, editable=False)
+    result_count = models.PositiveBigIntegerField(
+        default=0, editable=False, help_text="Items in this run's result (all parts of a resumed crawl)"
+    )
+    cancel_requested_at = models.DateTimeField(null=True, blank=True, editable=False)
+    pause_requested_at = models.DateTimeField(null=True, blank=True, editable=False)
+    partial = models.BooleanField(default=False, editable=False, help_text="Stopped before the crawl was done")
 
     class Meta:
         ordering = ["-created_at"]
@@ -110,6 +108,11 @@ class Run(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL
+
+    @property
+    def result_key(self) -> uuid.UUID:
+        """The item store of this run: shared by every part of a resumed crawl."""
+        return self.parent_id or self.id
 
     def report_token(self) -> str:
         """Secret the crawl presents when it reports back; valid for this run only."""
@@ -158,11 +161,17 @@ class Run(models.Model):
         stats: dict | None = None,
         error: str = "",
         finished_at: datetime | None = None,
+        partial: bool = False,
     ) -> None:
         """Settle the run in a terminal state."""
         if status not in TERMINAL:
             raise IllegalTransition(f"{status} is not a final status")
-        fields: dict[str, Any] = {"finished_at": finished_at or timezone.now(), "close_reason": close_reason, "error": error}
+        fields: dict[str, Any] = {
+            "finished_at": finished_at or timezone.now(),
+            "close_reason": close_reason,
+            "error": error,
+            "partial": partial,
+        }
         if stats is not None:
             fields["stats"] = stats
         if self.started_at is None and status != RunStatus.LOST and stats and stats.get("start_time"):

@@ -1,0 +1,15 @@
+from django.contrib import admin
+
+from .models import ResultFile
+
+
+@admin.register(ResultFile)
+class ResultFileAdmin(admin.ModelAdmin):
+    list_display = ["id", "filename", "owner", "format", "status", "size", "downloads_counter", "created_at", "expires_at"]
+    list_filter = ["status", "format"]
+    search_fields = ["id", "filename", "run__id"]
+    readonly_fields = [f.name for f in ResultFile._meta.fields]
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request):
+        return False

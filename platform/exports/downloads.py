@@ -1,0 +1,96 @@
+"""Serving result files: claim a download, stream the bytes from local disk or the backup, release it."""
+
+from __future__ import annotations
+
+import base64
+import logging
+from typing import BinaryIO
+
+from django.utils import timezone
+
+from . import storage
+from .errors import FileDisabled, FileExpired, FileNotReady, FileOveruse, StorageUnavailable
+from .models import FileStatus, ResultFile
+
+logger = logging.getLogger(__name__)
+CHUNK = 3 << 18  # 768 KiB: a multiple of 3, so base64 chunks concatenate into valid base64
+ENCODINGS = ("base64",)
+
+
+def _refuse(file: ResultFile) -> None:
+    """Raise the error that says why `file` cannot be downloaded now."""
+    if file.status == FileStatus.PENDING:
+        raise FileNotReady("The file is still being written; try again shortly", details={"status": file.status})
+    if file.status == FileStatus.FAILED:
+        raise FileNotReady(f"The file could not be written: {file.error}", details={"status": file.status})
+    if file.status == FileStatus.DISABLED:
+        raise FileDisabled("The file was deleted")
+    if file.status == FileStatus.OVERUSE:
+        raise FileOveruse(f"The file was already downloaded {file.max_downloads} times, its maximum",
+                          details={"status": file.status})
+    raise FileExpired("The file has expired", details={"status": FileStatus.EXPIRED})
+
+
+class FileStream:
+    """An iterator over a result file's bytes (base64-encoded if asked) that releases its download when closed."""
+
+    def __init__(self, file: ResultFile, handle: BinaryIO, source: str, encoding: str | None) -> None:
+        self.file = file
+        self.handle = handle
+        self.source = source
+        self.encoding = encoding
+        self.closed = False
+
+    @property
+    def length(self) -> int | None:
+        if self.file.size is None:
+            return None
+        return 4 * -(-self.file.size // 3) if self.encoding == "base64" else self.file.size
+
+    def __iter__(self) -> FileStream:
+        return self
+
+    def __next__(self) -> bytes:
+        chunk = self.handle.read(CHUNK)
+        if not chunk:
+            self.close()
+            raise StopIteration
+        return base64.b64encode(chunk) if self.encoding == "base64" else chunk
+
+    def close(self) -> None:
+        """Called by the server when the response ends, completed or not; safe to call twice."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.handle.close()
+        finally:
+            self.file.release_download()
+
+
+def open_download(*, file: ResultFile, encoding: str | None = None) -> FileStream:
+    """Count a download of `file` and open its bytes: the local copy, else the backup copy."""
+    if file.status == FileStatus.ENABLED and file.expires_at <= timezone.now():
+        raise FileExpired("The file has expired", details={"status": FileStatus.EXPIRED})
+    if file.status != FileStatus.ENABLED or not file.claim_download():
+        _refuse(file)
+    # Claimed: the sweeper leaves both copies alone until the stream is closed.
+    if file.local_name:
+        try:
+            return FileStream(file, open(storage.local_path(file.local_name), "rb"), "local", encoding)  # noqa: SIM115
+        except FileNotFoundError:
+            logger.warning("Local copy of result file %s is missing; trying the backup", file.id)
+    if not file.remote_name:
+        file.release_download(undo=True)
+        raise FileExpired("The file is no longer stored", details={"status": FileStatus.EXPIRED})
+    try:
+        handle = storage.open_backup(file.remote_name)
+    except FileNotFoundError:
+        file.release_download(undo=True)
+        logger.error("Backup copy of result file %s is missing", file.id)
+        raise FileExpired("The file is no longer stored", details={"status": FileStatus.EXPIRED}) from None
+    except Exception as exc:
+        file.release_download(undo=True)
+        logger.exception("Could not read result file %s from the backup store", file.id)
+        raise StorageUnavailable("The backup store could not be read; try again later") from exc
+    return FileStream(file, handle, "remote", encoding)

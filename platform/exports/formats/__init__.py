@@ -1,0 +1,1 @@
+"""One module per family of export formats; `exports.exporters` keeps the registry."""

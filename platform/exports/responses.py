@@ -1,0 +1,44 @@
+"""Streamed export downloads, shared by `GET /jobs/{id}/download` and `GET /runs/{id}/download`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import StreamingHttpResponse
+from django.utils.http import content_disposition_header
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter
+from rest_framework.request import Request
+
+from jobs.models import Run
+
+from .exporters import EXPORTERS, get_exporter, stream_export
+from .formats.base import ESCAPE_FORMULAS, Exporter
+from .formats.sql import SqlExporter
+from .services import export_filename, run_items
+
+EXPORT_PARAMETERS = [
+    OpenApiParameter("format", str, enum=list(EXPORTERS), description="Export format (default json)"),
+    OpenApiParameter("escape_formulas", bool, description=f"csv, xlsx: {ESCAPE_FORMULAS.help} (default true)"),
+    OpenApiParameter("dialect", str, enum=list(SqlExporter.options["dialect"].choices),
+                     description="sql: dialect of the dump (default sqlite)"),
+    OpenApiParameter("table", str, description="sql: name of the table the dump creates (default items)"),
+]
+DOWNLOAD_RESPONSES = {(200, "application/octet-stream"): OpenApiTypes.BINARY}
+
+
+def export_request(request: Request) -> tuple[type[Exporter], dict[str, Any]]:
+    """The exporter and its options asked for in the query string (validated)."""
+    exporter = get_exporter(request.query_params.get("format", "json"))
+    return exporter, exporter.clean_options(request.query_params)
+
+
+def export_response(run: Run, exporter: type[Exporter], options: dict[str, Any]) -> StreamingHttpResponse:
+    """The run's items streamed in a format, as a file attachment; memory stays flat at any size."""
+    store = run_items(run)
+    response = StreamingHttpResponse(
+        stream_export(exporter, store.schema(), store.batches(), options), content_type=exporter.content_type
+    )
+    filename = export_filename(run, exporter.extension)
+    response["Content-Disposition"] = content_disposition_header(as_attachment=True, filename=filename)
+    return response

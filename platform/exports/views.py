@@ -1,0 +1,113 @@
+"""Exports API: streamed downloads of a run, result files (request, list, download, delete)."""
+
+from __future__ import annotations
+
+from django.http import StreamingHttpResponse
+from django.utils.http import content_disposition_header
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from core.errors import ValidationFailed
+from jobs import selectors as job_selectors
+
+from . import downloads, selectors, services
+from .responses import DOWNLOAD_RESPONSES, EXPORT_PARAMETERS, export_request, export_response
+from .serializers import ExportRequestSerializer, ResultFileSerializer
+
+RUN_ID = OpenApiParameter("run_id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="A run")
+FILE_ID = OpenApiParameter("file_id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="A result file")
+
+
+class RunDownloadView(APIView):
+    """Streamed download of a run's items."""
+
+    @extend_schema(operation_id="runs_download", parameters=[RUN_ID, *EXPORT_PARAMETERS], responses=DOWNLOAD_RESPONSES)
+    def get(self, request: Request, run_id: str) -> StreamingHttpResponse:
+        """Download the items of a run as a file, in any format, streamed at any size."""
+        exporter, options = export_request(request)
+        run = job_selectors.get_run(request.user, run_id)
+        return export_response(run, exporter, options)
+
+
+class RunExportsView(APIView):
+    """Result files of a run."""
+
+    @extend_schema(operation_id="runs_exports_list", parameters=[RUN_ID], responses={200: ResultFileSerializer(many=True)})
+    def get(self, request: Request, run_id: str) -> Response:
+        """The run's result files, newest first (live and past ones)."""
+        run = job_selectors.get_run(request.user, run_id)
+        files = selectors.files_of_run(request.user, run)
+        return Response(ResultFileSerializer(files, many=True, context={"request": request}).data)
+
+    @extend_schema(
+        operation_id="runs_exports_create",
+        parameters=[RUN_ID],
+        request=ExportRequestSerializer,
+        responses={202: ResultFileSerializer, 200: ResultFileSerializer},
+    )
+    def post(self, request: Request, run_id: str) -> Response:
+        """Export the run's items to a result file: 202 while it is written (poll `GET /files/{id}/info`).
+
+        Asking again for the same run, format and options gives the same file while it lives (200 once written).
+        """
+        run = job_selectors.get_run(request.user, run_id)
+        serializer = ExportRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        file, _ = services.request_export(run=run, fmt=data.pop("format"), options=data)
+        code = status.HTTP_200_OK if file.status == "enabled" else status.HTTP_202_ACCEPTED
+        return Response(ResultFileSerializer(file, context={"request": request}).data, status=code)
+
+
+ENCODING_PARAM = OpenApiParameter("encoding", str, enum=list(downloads.ENCODINGS), description="base64: the file base64-encoded")
+
+
+class FileView(APIView):
+    """One result file's bytes."""
+
+    @extend_schema(
+        operation_id="files_download",
+        parameters=[FILE_ID, ENCODING_PARAM],
+        responses={
+            **DOWNLOAD_RESPONSES,
+            403: OpenApiResponse(description="`overuse`: downloaded `max_downloads` times"),
+            409: OpenApiResponse(description="`not_ready`: still being written, or failed"),
+            410: OpenApiResponse(description="`expired` or `disabled`: gone from both stores"),
+            503: OpenApiResponse(description="`storage_unavailable`: the backup store could not be read"),
+        },
+    )
+    def get(self, request: Request, file_id: str) -> StreamingHttpResponse:
+        """Download a result file. `X-Source` says where it came from: `local` disk or the `remote` backup."""
+        encoding = request.query_params.get("encoding") or None
+        if encoding not in (None, *downloads.ENCODINGS):
+            raise ValidationFailed("Unknown encoding", details={"encoding": "Must be one of: " + ", ".join(downloads.ENCODINGS)})
+        file = selectors.get_file(request.user, file_id)
+        stream = downloads.open_download(file=file, encoding=encoding)
+        content_type = "text/plain; charset=us-ascii" if encoding else file.content_type
+        response = StreamingHttpResponse(stream, content_type=content_type)
+        filename = f"{file.filename}.b64" if encoding else file.filename
+        response["Content-Disposition"] = content_disposition_header(as_attachment=True, filename=filename)
+        response["X-Source"] = stream.source
+        if stream.length is not None:
+            response["Content-Length"] = str(stream.length)
+        return response
+
+    @extend_schema(operation_id="files_delete", parameters=[FILE_ID], responses={204: None})
+    def delete(self, request: Request, file_id: str) -> Response:
+        """Delete a result file: its status becomes `disabled` and its copies are removed."""
+        services.disable_file(file=selectors.get_file(request.user, file_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class FileInfoView(APIView):
+    """One result file's description."""
+
+    @extend_schema(operation_id="files_info", parameters=[FILE_ID], responses={200: ResultFileSerializer})
+    def get(self, request: Request, file_id: str) -> Response:
+        """A result file: its status, size, checksum, downloads and expiry."""
+        file = selectors.get_file(request.user, file_id)
+        return Response(ResultFileSerializer(file, context={"request": request}).data)

@@ -1,0 +1,78 @@
+"""What a run tells its crawl: Scrapy settings and spider arguments, from the run's configuration.
+
+Settings go through Scrapyd's `schedule.json` as `-s` overrides. Everything a job can change about a
+crawl is derived here, in one place, and bounded by the platform's own limits.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.conf import settings
+from proxies.models import pool
+
+from core.errors import PlatformError
+
+from .models import Run
+
+
+class RunConfigError(PlatformError):
+    """The run cannot start as configured (for example, no proxy for its country any more)."""
+
+    code = "run_config_error"
+
+
+def report_url(run: Run) -> str:
+    return f"{settings.PLATFORM_PUBLIC_URL}/api/v1/internal/runs/{run.id}/"
+
+
+def crawl_settings(run: Run) -> dict[str, str]:
+    """Scrapy settings for the crawl of `run`."""
+    config = run.config
+    values: dict[str, Any] = {
+        "PLATFORM_REPORT_URL": report_url(run),
+        "PLATFORM_REPORT_TOKEN": run.report_token(),
+        "PLATFORM_REPORT_BATCH_SIZE": settings.REPORT_BATCH_SIZE,
+        "CRAWL_ALLOWED_NETWORKS": ",".join(str(net) for net in settings.CRAWL_ALLOWED_NETWORKS),
+        "DOWNLOAD_MAXSIZE": settings.CRAWL_MAX_PAGE_BYTES,
+        "DOWNLOAD_TIMEOUT": settings.CRAWL_DOWNLOAD_TIMEOUT,
+        "CLOSESPIDER_PAGECOUNT": min(config.get("max_pages") or settings.CRAWL_MAX_PAGES, settings.CRAWL_MAX_PAGES),
+        "CLOSESPIDER_ITEMCOUNT": min(config.get("max_items") or settings.CRAWL_MAX_ITEMS, settings.CRAWL_MAX_ITEMS),
+    }
+    if config.get("follow"):
+        values["DEPTH_LIMIT"] = config.get("max_depth") or 1
+    if run.jobdir:
+        values["JOBDIR"] = run.jobdir
+    rate = config.get("rate_limit")
+    if rate:
+        # With one download slot for the job (the spider sets it), this delay is the job's pace.
+        values["DOWNLOAD_DELAY"] = 60.0 / rate
+        values["RANDOMIZE_DOWNLOAD_DELAY"] = False
+        values["AUTOTHROTTLE_ENABLED"] = False
+    if config.get("render"):
+        handler = "scrapy_playwright.handler.ScrapyPlaywrightDownloadHandler"
+        values["DOWNLOAD_HANDLERS"] = json.dumps({"http": handler, "https": handler})
+        values["PLAYWRIGHT_ABORT_REQUEST"] = "spiders.netguard.abort_request"
+        values["PLAYWRIGHT_MAX_PAGES_PER_CONTEXT"] = settings.RENDER_MAX_PAGES
+        values["CONCURRENT_REQUESTS"] = settings.RENDER_MAX_PAGES
+    return {name: str(value) for name, value in values.items()}
+
+
+def spider_arguments(run: Run) -> dict[str, str]:
+    """Spider arguments: the job configuration and, when it uses proxies, the proxies chosen now.
+
+    Proxy credentials are resolved at dispatch and never stored with the run.
+    """
+    args = {"config": json.dumps(run.config)}
+    proxy = run.config.get("proxy")
+    if proxy:
+        country = proxy.get("geo_targeting") or None
+        proxies = pool(country)
+        if not proxies:
+            where = f" in {country}" if country else ""
+            raise RunConfigError(f"No enabled proxy{where} in the proxy pool")
+        args["proxies"] = json.dumps(
+            {"rotation": proxy.get("rotation_strategy", "round-robin"), "urls": [p.url_with_credentials() for p in proxies]}
+        )
+    return args

@@ -1,0 +1,299 @@
+"""Fetch one page for the platform itself (query previews), under the crawl's destination policy.
+
+The connection resolves the host itself (with a time limit), refuses it if any address is blocked,
+connects to the addresses it checked and checks the peer once more before a byte is sent; every
+redirect is judged again before it is followed. No proxy from the environment is used, and a
+watchdog bounds the whole fetch, slow-dripping servers included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urljoin, urlsplit
+
+from rest_framework import status
+from urllib3 import HTTPConnectionPool, HTTPSConnectionPool, Timeout
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    NameResolutionError,
+    NewConnectionError,
+    ReadTimeoutError,
+    SSLError,
+)
+from urllib3.util import connection as urllib3_connection
+
+from core.errors import PlatformError, ValidationFailed
+from spiders.netpolicy import NetPolicy, ResolveError
+
+DEFAULT_MAX_BYTES = 5 * 1024 * 1024
+REDIRECTS = (301, 302, 303, 307, 308)
+USER_AGENT = "Mozilla/5.0 (compatible; scrapy-platform preview)"
+_CHUNK = 64 * 1024
+# Characters left as they are when a URL's path and query are sent (everything else is escaped).
+_URL_SAFE = "/?:@!$&'()*+,;=-._~%[]"
+
+
+class FetchFailed(PlatformError):
+    """The page could not be fetched: network error, timeout, HTTP error status, or too large."""
+
+    status_code = status.HTTP_502_BAD_GATEWAY
+    code = "fetch_failed"
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """A fetched page: final URL (after redirects), status, headers and decoded text."""
+
+    url: str
+    status: int
+    headers: dict[str, str]
+    text: str
+
+
+class _Refused(Exception):
+    """The policy refused where a connection was going (raised before any request byte is sent)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _Deadline:
+    """Ends the fetch after `seconds`: shuts the open connection down to unblock a read in progress."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+        self.expired = False
+        self._connections: list[HTTPConnection] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._timer.cancel()
+
+    def left(self) -> float:
+        return max(0.0, self.end - time.monotonic())
+
+    def watch(self, connection: HTTPConnection) -> None:
+        with self._lock:
+            self._connections.append(connection)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for connection in self._connections:
+                sock = getattr(connection, "sock", None)
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
+
+
+class _GuardedConnectionMixin:
+    """Connect only to addresses the policy allows, resolved once, and check the peer after connecting."""
+
+    host: str
+    port: int
+    timeout: Any
+    source_address: Any
+    socket_options: Any
+
+    def __init__(self, *args: Any, policy: NetPolicy, deadline: _Deadline, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.policy = policy
+        self.deadline = deadline
+
+    def _new_conn(self) -> socket.socket:
+        policy = dataclasses.replace(
+            self.policy, resolve_timeout=max(0.1, min(self.policy.resolve_timeout, self.deadline.left()))
+        )
+        try:
+            addresses = policy.resolve(self.host, self.port)
+        except ResolveError as exc:
+            raise NameResolutionError(self.host, self, socket.gaierror(str(exc))) from exc  # type: ignore[arg-type]
+        reason = policy.addresses_error(self.host, addresses)
+        if reason:
+            raise _Refused(reason)
+        error: OSError | None = None
+        for address in addresses:
+            try:
+                sock = urllib3_connection.create_connection(
+                    (str(address), self.port),
+                    self.timeout,
+                    source_address=self.source_address,
+                    socket_options=self.socket_options,
+                )
+                break
+            except TimeoutError as exc:
+                raise ConnectTimeoutError(self, f"Connection to {self.host} timed out") from exc
+            except OSError as exc:
+                error = exc
+        else:
+            raise NewConnectionError(self, f"Failed to establish a new connection: {error}")  # type: ignore[arg-type]
+        # What the socket is actually connected to, whatever resolved or routed it there.
+        reason = policy.ip_error(sock.getpeername()[0])
+        if reason:
+            sock.close()
+            raise _Refused(reason)
+        self.deadline.watch(self)  # type: ignore[arg-type]
+        return sock
+
+
+class _GuardedHTTPConnection(_GuardedConnectionMixin, HTTPConnection):
+    pass
+
+
+class _GuardedHTTPSConnection(_GuardedConnectionMixin, HTTPSConnection):
+    pass
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _GuardedHTTPConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _GuardedHTTPSConnection
+
+    def _validate_conn(self, conn: Any) -> None:
+        # Certificates are not verified, as Scrapy does not verify them: a preview fetches what a
+        # run would. (urllib3 would warn about it on every request.)
+        if conn.is_closed:
+            conn.connect()
+
+
+def _open(url: str, *, policy: NetPolicy, deadline: _Deadline, timeout: float) -> tuple[HTTPConnectionPool, Any]:
+    """Send a GET for `url` (already judged); return its one-connection pool and the streaming response."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if not host.isascii():
+        host = host.encode("idna").decode("ascii")
+    https = parts.scheme.lower() == "https"
+    pool_cls = _HTTPSPool if https else _HTTPPool
+    extra: dict[str, Any] = {"cert_reqs": "CERT_NONE"} if https else {}
+    pool = pool_cls(
+        host,
+        parts.port or (443 if https else 80),
+        timeout=Timeout(connect=timeout, read=timeout),
+        maxsize=1,
+        retries=False,
+        policy=policy,
+        deadline=deadline,
+        **extra,
+    )
+    target = quote(parts.path or "/", safe=_URL_SAFE) + (f"?{quote(parts.query, safe=_URL_SAFE)}" if parts.query else "")
+    return pool, pool.urlopen(
+        "GET",
+        target,
+        headers={"User-Agent": USER_AGENT, "Accept": "text/html,application/xhtml+xml,*/*;q=0.8"},
+        redirect=False,
+        retries=False,
+        preload_content=False,
+        decode_content=True,
+        assert_same_host=False,
+    )
+
+
+def _charset(content_type: str) -> str:
+    for param in content_type.split(";")[1:]:
+        name, _, value = param.strip().partition("=")
+        if name.strip().lower() == "charset" and value.strip():
+            return value.strip().strip("\"'")
+    return "utf-8"
+
+
+def _decode(body: bytes, content_type: str) -> str:
+    try:
+        return body.decode(_charset(content_type), errors="replace")
+    except LookupError:
+        return body.decode("utf-8", errors="replace")
+
+
+def _read(response: Any, max_bytes: int) -> bytes:
+    """Read the (decompressed) body, refusing it past `max_bytes` without reading on."""
+    length = response.headers.get("Content-Length", "")
+    if length.isdigit() and int(length) > max_bytes:
+        raise FetchFailed(f"Page larger than {max_bytes} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.stream(_CHUNK, decode_content=True):
+        size += len(chunk)
+        if size > max_bytes:
+            raise FetchFailed(f"Page larger than {max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _network_error(exc: Exception, url: str, deadline: _Deadline) -> FetchFailed:
+    """Turn a urllib3 or socket error into FetchFailed with a message for people."""
+    host = urlsplit(url).hostname
+    # urllib3's NewConnectionError (and so NameResolutionError) subclasses ConnectTimeoutError.
+    if isinstance(exc, NameResolutionError) and not deadline.expired:
+        return FetchFailed(f"Cannot resolve {host}")
+    if isinstance(exc, NewConnectionError) and not deadline.expired:
+        return FetchFailed(f"Cannot connect to {host}: {str(exc).split(': ', 1)[-1]}")
+    if deadline.expired or isinstance(exc, (ReadTimeoutError, ConnectTimeoutError, TimeoutError)):
+        return FetchFailed(f"Timed out fetching {url} (limit {deadline.seconds:g} s)")
+    if isinstance(exc, SSLError):
+        return FetchFailed(f"TLS error with {host}: {exc}")
+    return FetchFailed(f"Fetching {url} failed: {exc}")
+
+
+def _refused(url: str, reason: str, first_url: str) -> ValidationFailed:
+    detail = reason if url == first_url else f"Redirected to {url}: {reason}"
+    return ValidationFailed("This URL cannot be fetched", details={"url": detail})
+
+
+def fetch(
+    url: str,
+    *,
+    policy: NetPolicy,
+    timeout: float = 10,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_redirects: int = 5,
+) -> FetchResult:
+    """Fetch `url` with GET, following up to `max_redirects` redirects, within `timeout` seconds in all.
+
+    Raises ValidationFailed (400) when the policy refuses the URL or a redirect, and FetchFailed
+    (502) for network errors, timeouts, HTTP statuses of 400 and up, and pages over `max_bytes`.
+    """
+    current = url
+    with _Deadline(timeout) as deadline:
+        for _hop in range(max_redirects + 1):
+            reason = policy.url_error(current)
+            if reason:
+                raise _refused(current, reason, url)
+            try:
+                pool, response = _open(current, policy=policy, deadline=deadline, timeout=timeout)
+                try:
+                    location = response.headers.get("Location")
+                    if response.status in REDIRECTS and location:
+                        current = urljoin(current, location.strip().replace(" ", "%20"))
+                        continue
+                    if response.status >= 400:
+                        raise FetchFailed(f"HTTP {response.status} from {current}")
+                    body = _read(response, max_bytes)
+                finally:
+                    response.close()
+                    pool.close()
+            except _Refused as exc:
+                raise _refused(current, exc.reason, url) from None
+            except (HTTPError, OSError) as exc:
+                raise _network_error(exc, current, deadline) from None
+            if deadline.expired:
+                raise FetchFailed(f"Timed out fetching {current} (limit {timeout:g} s)")
+            headers = dict(response.headers.items())
+            return FetchResult(current, response.status, headers, _decode(body, headers.get("Content-Type", "")))
+    raise FetchFailed(f"Too many redirects (more than {max_redirects}) from {url}")

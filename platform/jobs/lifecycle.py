@@ -1,0 +1,125 @@
+"""The run lifecycle after dispatch: what crawls report, and the reconciler for what they do not."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import F
+from django.utils import timezone
+
+from core.errors import NodeUnavailable, ValidationFailed
+from exports.itemstore import ItemStore
+from nodes.client import ScrapydClient
+
+from .models import IllegalTransition, Run, RunStatus
+from .outcome import judge
+
+logger = logging.getLogger(__name__)
+
+
+# --- reports from the crawl (spiders/reporting.py) ---
+def record_started(run: Run) -> None:
+    """The crawl process is up."""
+    if run.status in (RunStatus.QUEUED, RunStatus.PENDING):
+        with contextlib.suppress(IllegalTransition):
+            run.mark_running()
+
+
+def record_items(run: Run, seq: int, body: bytes) -> int:
+    """Store one batch of items (NDJSON); returns how many were new."""
+    if run.is_terminal:
+        raise IllegalTransition(f"Run is {run.status}; it takes no more items")
+    items = []
+    for number, line in enumerate(body.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError:
+            raise ValidationFailed(f"Line {number} of the batch is not JSON") from None
+        if not isinstance(item, dict):
+            raise ValidationFailed(f"Line {number} of the batch is not a JSON object")
+        items.append(item)
+    if not items or not ItemStore(run.result_key).append(seq, items, part=run.part):
+        return 0
+    Run.objects.filter(pk=run.pk).update(
+        items_scraped=F("items_scraped") + len(items), result_count=F("result_count") + len(items)
+    )
+    return len(items)
+
+
+def record_finished(run: Run, *, finish_reason: str, stats: dict, items_lost: int = 0) -> None:
+    """The crawl closed: settle the run from its own close reason and stats."""
+    run.refresh_from_db()
+    if run.is_terminal:
+        return  # a retried report, or a run the reconciler settled meanwhile
+    status, error = judge(
+        finish_reason,
+        stats,
+        cancel_requested=run.cancel_requested_at is not None,
+        pause_requested=run.pause_requested_at is not None,
+    )
+    if items_lost and status == RunStatus.SUCCEEDED:
+        status, error = RunStatus.FAILED, f"{items_lost} item(s) could not be delivered to the platform"
+    partial = status in (RunStatus.CANCELLED, RunStatus.PAUSED) or finish_reason != "finished"
+    run.finish(status, close_reason=finish_reason, stats=stats, error=error, partial=partial)
+    logger.info("Run %s %s (%s, %s items)", run.id, run.status, finish_reason, run.items_scraped)
+
+
+# --- reconciliation ---------------------------------------------------------------------------------
+def reconcile() -> None:
+    """Settle runs the reports did not: lost messages, forgotten jobs, crawls that died silently."""
+    from .tasks import dispatch_run
+
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.RUN_DISPATCH_TIMEOUT)
+    for run in Run.objects.filter(status=RunStatus.QUEUED, created_at__lt=stale):
+        if run.dispatch_attempts >= settings.RUN_DISPATCH_RETRIES:
+            _settle(run, RunStatus.LOST, "The run was never dispatched to a node")
+        elif run.dispatch_claimed_at is None or run.dispatch_claimed_at < stale:
+            dispatch_run.delay(str(run.id))  # its message was lost, or its worker died mid-dispatch
+    for run in Run.objects.filter(status__in=[RunStatus.PENDING, RunStatus.RUNNING]).select_related("node"):
+        if run.node is None:
+            _settle(run, RunStatus.LOST, "The run's node was removed from the registry")
+            continue
+        try:
+            state = ScrapydClient.for_node(run.node).job_state(run.scrapyd_job_id)
+        except NodeUnavailable as exc:
+            logger.warning("Reconciler: %s", exc.message)
+            continue
+        _reconcile_one(run, state, now)
+
+
+def _reconcile_one(run: Run, state: str | None, now) -> None:
+    """Act on what the node says of an active run; a crawl's own report always gets a grace period."""
+    grace = timedelta(seconds=settings.RUN_REPORT_GRACE)
+    if state is None:
+        if run.dispatch_claimed_at and now - run.dispatch_claimed_at > grace:
+            _settle(run, RunStatus.LOST, f"Node {run.node.name} no longer knows this crawl (was it restarted?)")
+    elif state == "running" and run.status == RunStatus.PENDING:
+        record_started(run)
+    elif state == "finished":
+        if run.process_ended_at is None:
+            Run.objects.filter(pk=run.pk).update(process_ended_at=now)
+        elif now - run.process_ended_at >= grace and run.cancel_requested_at:
+            _settle(run, RunStatus.CANCELLED, "")  # killed after its graceful stop timed out
+        elif now - run.process_ended_at >= grace:
+            _settle(
+                run,
+                RunStatus.FAILED,
+                "The crawl process ended without reporting its outcome (killed, crashed, or could not "
+                "reach the platform); see its log on the node",
+            )
+
+
+def _settle(run: Run, status: str, error: str) -> None:
+    try:
+        run.finish(status, error=error, partial=status == RunStatus.CANCELLED and run.items_scraped > 0)
+        logger.warning("Run %s settled as %s: %s", run.id, status, error)
+    except IllegalTransition:
+        pass
+

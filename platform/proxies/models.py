@@ -1,0 +1,53 @@
+"""The proxy pool. Credentials never leave the platform except to the crawl that uses them."""
+
+from __future__ import annotations
+
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from django.core.exceptions import ValidationError
+from django.db import models
+
+
+def validate_proxy_url(value: str) -> None:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.path not in ("", "/"):
+        raise ValidationError("A proxy URL is http(s)://host:port, without credentials (set them apart)")
+
+
+class Proxy(models.Model):
+    """An HTTP proxy with the country its exits are in."""
+
+    url = models.CharField(max_length=300, validators=[validate_proxy_url], help_text="http://host:port")
+    country = models.CharField(max_length=2, blank=True, help_text="ISO 3166 code of the exit country, e.g. US")
+    username = models.CharField(max_length=200, blank=True)
+    password = models.CharField(max_length=200, blank=True)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        verbose_name_plural = "proxies"
+
+    def __str__(self) -> str:
+        return f"{self.url} ({self.country or 'any'})"
+
+    def save(self, *args, **kwargs) -> None:
+        self.country = self.country.upper()
+        super().save(*args, **kwargs)
+
+    def url_with_credentials(self) -> str:
+        """The URL a crawl connects through (Scrapy and Playwright read credentials from it)."""
+        if not self.username:
+            return self.url
+        parts = urlsplit(self.url)
+        userinfo = f"{quote(self.username, safe='')}:{quote(self.password, safe='')}"
+        netloc = f"{userinfo}@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def pool(country: str | None = None) -> list[Proxy]:
+    """Enabled proxies, of one exit country if given."""
+    proxies = Proxy.objects.filter(enabled=True)
+    if country:
+        proxies = proxies.filter(country=country.upper())
+    return list(proxies)

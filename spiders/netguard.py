@@ -1,0 +1,254 @@
+"""Crawl-side enforcement of the destination policy (spiders.netpolicy), for any spider.
+
+Three parts, all driven by the setting CRAWL_ALLOWED_NETWORKS (comma-separated CIDRs, default ""),
+which the add-on NetGuard puts in place in any project (ADDONS = {"spiders.netguard.NetGuard": 0}):
+- NetPolicyDownloaderMiddleware judges every request before it is downloaded, redirects included
+  (Scrapy sends a redirect's new request through the downloader middlewares again), so a refusal
+  comes with a clear reason;
+- NetPolicyResolver, installed as TWISTED_DNS_RESOLVER, re-judges the address where Twisted
+  connects, which closes the window between that check and the connection (DNS rebinding);
+- abort_request, for PLAYWRIGHT_ABORT_REQUEST, judges what Chromium asks for (it resolves names
+  itself, so the resolver above never sees them).
+Spider code runs in the crawl process and could open sockets of its own: this guards what spiders
+are told to fetch, it is not a sandbox for hostile spider code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from scrapy.exceptions import IgnoreRequest
+from scrapy.resolver import CachingThreadedResolver
+from scrapy.utils.asyncio import run_in_thread
+from scrapy.utils.misc import load_object
+from twisted.internet.error import DNSLookupError
+
+from spiders.netpolicy import NetPolicy
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Sequence
+
+    from scrapy import Request
+    from scrapy.crawler import Crawler
+    from scrapy.http import Response
+    from scrapy.settings import BaseSettings
+    from twisted.internet.defer import Deferred
+
+logger = logging.getLogger(__name__)
+
+SETTING = "CRAWL_ALLOWED_NETWORKS"
+REFUSED_PREFIX = "Refused by crawl policy"
+_CACHE_SIZE = 10_000
+
+# The policy of the crawl running in this process, for abort_request: Playwright calls it with the
+# browser's request only, so it cannot read the crawler's settings itself. Strict until set.
+_active = NetPolicy()
+
+
+def policy_from_settings(settings: BaseSettings) -> NetPolicy:
+    """Build the policy from CRAWL_ALLOWED_NETWORKS (a string, as `-s` passes it, or a list)."""
+    return NetPolicy.from_spec(settings.get(SETTING) or "")
+
+
+def activate(policy: NetPolicy) -> None:
+    """Make `policy` the one abort_request applies in this process."""
+    global _active
+    if policy != _active:
+        _browser_verdicts.clear()
+    _active = policy
+
+
+def active_policy() -> NetPolicy:
+    """Return the policy abort_request applies."""
+    return _active
+
+
+class CrawlPolicyRefused(IgnoreRequest):
+    """A request refused by the destination policy; str() is "Refused by crawl policy: <reason>"."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"{REFUSED_PREFIX}: {reason}")
+        self.reason = reason
+
+
+class _HostVerdicts:
+    """Bounded memo of host -> refusal reason (or None), so each host is resolved once per crawl.
+
+    Safe to keep: the resolver re-checks the address actually connected to.
+    """
+
+    def __init__(self, size: int = _CACHE_SIZE) -> None:
+        self._size = size
+        self._verdicts: OrderedDict[tuple[str, int | None], str | None] = OrderedDict()
+
+    def get(self, key: tuple[str, int | None]) -> tuple[bool, str | None]:
+        if key in self._verdicts:
+            self._verdicts.move_to_end(key)
+            return True, self._verdicts[key]
+        return False, None
+
+    def put(self, key: tuple[str, int | None], verdict: str | None) -> None:
+        self._verdicts[key] = verdict
+        if len(self._verdicts) > self._size:
+            self._verdicts.popitem(last=False)
+
+    def clear(self) -> None:
+        self._verdicts.clear()
+
+
+_browser_verdicts = _HostVerdicts()
+
+
+def _host_port(url: str) -> tuple[str, int | None]:
+    parts = urlsplit(url)
+    return parts.hostname or "", parts.port
+
+
+class NetPolicyDownloaderMiddleware:
+    """Refuse requests to blocked destinations with IgnoreRequest("Refused by crawl policy: ...")."""
+
+    def __init__(self, crawler: Crawler) -> None:
+        self.crawler = crawler
+        self.policy = policy_from_settings(crawler.settings)
+        self._verdicts = _HostVerdicts()
+        activate(self.policy)
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> NetPolicyDownloaderMiddleware:
+        return cls(crawler)
+
+    async def process_request(self, request: Request) -> None:
+        """Judge the URL, then (for a host name) what it resolves to, off the reactor thread."""
+        reason = self.policy.url_error(request.url)
+        if reason is None:
+            reason = await self._resolved_error(request.url)
+        if reason is not None:
+            self.refuse(request, reason)
+
+    async def process_response(self, request: Request, response: Response) -> Response:
+        """Refuse a response whose URL differs from the request's and is refused.
+
+        Only a download handler that follows redirects itself (scrapy-playwright: Chromium does)
+        yields such a response; its content must not reach the spider.
+        """
+        if response.url != request.url:
+            reason = self.policy.url_error(response.url, max_length=None)
+            if reason is None:
+                reason = await self._resolved_error(response.url)
+            if reason is not None:
+                self.refuse(request, f"{reason} (redirected to {response.url})")
+        return response
+
+    async def _resolved_error(self, url: str) -> str | None:
+        key = _host_port(url)
+        known, reason = self._verdicts.get(key)
+        if not known:
+            # An unresolvable host passes: the download then fails with Scrapy's own DNS error.
+            reason = await run_in_thread(self.policy.resolve_error, *key, allow_unresolvable=True)
+            self._verdicts.put(key, reason)
+        return reason
+
+    def refuse(self, request: Request, reason: str) -> None:
+        """Count, log and raise the refusal."""
+        if self.crawler.stats is not None:
+            self.crawler.stats.inc_value("netpolicy/refused")
+        logger.warning("%s: %s for %s", REFUSED_PREFIX, reason, request.url)
+        raise CrawlPolicyRefused(reason)
+
+
+class NetPolicyResolver(CachingThreadedResolver):
+    """Scrapy's default resolver (cached, IPv4, DNS_TIMEOUT) that fails names resolving to blocked addresses.
+
+    Twisted's HTTP/1.1 client, proxy connections included, asks it for every connection, IP literals
+    too, so the address checked is the address connected to.
+    """
+
+    def __init__(self, reactor: Any, cache_size: int, timeout: float, policy: NetPolicy | None = None) -> None:
+        super().__init__(reactor, cache_size, timeout)
+        self.policy = policy or NetPolicy()
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler, reactor: Any) -> NetPolicyResolver:
+        # Scrapy passes its CrawlerProcess here: process-wide settings, `-s` options included.
+        resolver = super().from_crawler(crawler, reactor)
+        resolver.policy = policy_from_settings(crawler.settings)
+        activate(resolver.policy)
+        return resolver
+
+    def getHostByName(self, name: str, timeout: Sequence[int] = ()) -> Deferred[str]:  # noqa: N802 - Twisted's API
+        return super().getHostByName(name, timeout).addCallback(self._check, name)
+
+    def _check(self, address: str, name: str) -> str:
+        reason = self.policy.ip_error(address)
+        if reason:
+            logger.warning("%s: not connecting to %s: %s", REFUSED_PREFIX, name, reason)
+            raise DNSLookupError(f"{name}: {REFUSED_PREFIX.lower()}: {reason}")
+        return address
+
+
+class NetGuard:
+    """Scrapy add-on enabling the middleware, resolver and browser predicate in any project's crawl.
+
+    Set with a higher priority than a project's or a spider's own settings, which cannot turn them off.
+    """
+
+    RESOLVER = "spiders.netguard.NetPolicyResolver"
+
+    @classmethod
+    def update_pre_crawler_settings(cls, settings: BaseSettings) -> None:
+        # The resolver is installed on the reactor from the process's settings, before any crawler.
+        settings.set("TWISTED_DNS_RESOLVER", cls.RESOLVER, priority="cmdline")
+
+    def update_settings(self, settings: BaseSettings) -> None:
+        settings.set_in_component_priority_dict("DOWNLOADER_MIDDLEWARES", NetPolicyDownloaderMiddleware, 10)
+        settings.set("TWISTED_DNS_RESOLVER", self.RESOLVER, priority="cmdline")
+        # A project's own predicate (say, one that skips images) still applies, after the policy.
+        other = settings.get("PLAYWRIGHT_ABORT_REQUEST")
+        own = other in (None, "", abort_request, "spiders.netguard.abort_request")
+        predicate = abort_request if own else _also(load_object(other))
+        settings.set("PLAYWRIGHT_ABORT_REQUEST", predicate, priority="cmdline")
+
+
+def _also(other: Callable[[Any], Any]) -> Callable[[Any], Awaitable[bool]]:
+    """abort_request, then `other` (sync or async) for what the policy lets through."""
+
+    async def abort(request: Any) -> bool:
+        if await abort_request(request):
+            return True
+        verdict = other(request)
+        return bool(await verdict if inspect.isawaitable(verdict) else verdict)
+
+    return abort
+
+
+# Schemes Chromium serves without a network connection.
+_LOCAL_SCHEMES = ("data", "blob", "about")
+
+
+async def abort_request(request: Any) -> bool:
+    """PLAYWRIGHT_ABORT_REQUEST predicate: True for browser requests to refused destinations.
+
+    Playwright calls it for navigations and subresources, but not for the hops of a redirect that
+    Chromium follows by itself (see docs/configuration.md, "Crawl safety").
+    """
+    url: str = request.url
+    if url.split(":", 1)[0].lower() in _LOCAL_SCHEMES:
+        return False
+    policy = active_policy()
+    # Pages may ask for long subresource URLs; the length cap is for what users submit.
+    reason = policy.url_error(url, max_length=None)
+    if reason is None:
+        key = _host_port(url)
+        known, reason = _browser_verdicts.get(key)
+        if not known:
+            reason = await asyncio.to_thread(policy.resolve_error, *key, allow_unresolvable=True)
+            _browser_verdicts.put(key, reason)
+    if reason is None:
+        return False
+    logger.warning("%s: aborted browser request: %s for %s", REFUSED_PREFIX, reason, url)
+    return True

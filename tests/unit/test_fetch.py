@@ -1,0 +1,312 @@
+"""Tests for jobs.fetch: the platform's own page fetches obey the crawl policy at every hop.
+
+Every server here listens on 127.0.0.1; names resolve through stub resolvers, and a guard fails the
+test on any connection to another address.
+"""
+
+from __future__ import annotations
+
+import gzip
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit
+
+import pytest
+
+from core.errors import ValidationFailed
+from jobs import fetch as fetch_module
+from jobs.fetch import FetchFailed, FetchResult, fetch
+from spiders.netpolicy import NetPolicy, parse_networks
+
+SITE_ONLY = NetPolicy(parse_networks("127.0.0.1/32"))
+STRICT = NetPolicy()
+BOMB = gzip.compress(b"\0" * (50 * 1024 * 1024), compresslevel=9)
+
+
+@pytest.fixture(autouse=True)
+def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[object]]:
+    """Fail on connections to anything but 127.0.0.1, and on DNS lookups of names."""
+    real_connect = socket.socket.connect
+    real_getaddrinfo = socket.getaddrinfo
+    attempts: list[object] = []
+
+    def connect(self: socket.socket, address: Any) -> None:
+        attempts.append(address)
+        if not (isinstance(address, tuple) and address[0] == "127.0.0.1"):
+            raise AssertionError(f"a test tried to connect to {address}")
+        real_connect(self, address)
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        return real_getaddrinfo(host, *args, **{**kwargs, "flags": socket.AI_NUMERICHOST})
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    yield attempts
+    assert all(address[0] == "127.0.0.1" for address in attempts)  # type: ignore[index]
+
+
+class Site:
+    """A loopback site whose paths misbehave on demand; records every request path."""
+
+    def __init__(self) -> None:
+        self.hits: list[str] = []
+        site = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                site.hits.append(self.path)
+                parts = urlsplit(self.path)
+                query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+                getattr(self, "route_" + parts.path.strip("/"), self.route_page)(query)
+
+            def send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+                self.send_response(status)
+                for name, value in {"Content-Length": str(len(body)), **(headers or {})}.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def route_page(self, query: dict[str, str]) -> None:
+                body = "<html><title>Café</title></html>".encode(query.get("encoding", "iso-8859-1"))
+                content_type = query.get("type", "text/html; charset=iso-8859-1")
+                self.send(200, body, {"Content-Type": content_type, "X-Fixture": "yes"})
+
+            def route_redirect(self, query: dict[str, str]) -> None:
+                self.send(int(query.get("code", 302)), b"", {"Location": query["to"]})
+
+            def route_loop(self, query: dict[str, str]) -> None:
+                self.send(302, b"", {"Location": "/loop"})
+
+            def route_status(self, query: dict[str, str]) -> None:
+                self.send(int(query["code"]), b"nope")
+
+            def route_big(self, query: dict[str, str]) -> None:
+                self.send(200, b"x" * int(query["n"]), {"Content-Type": "text/plain"})
+
+            def route_chunked(self, query: dict[str, str]) -> None:
+                self.send_response(200)
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                chunk = b"y" * 10_000
+                try:
+                    for _ in range(int(query["n"]) // len(chunk)):
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    self.wfile.write(b"0\r\n\r\n")
+                except OSError:
+                    pass
+
+            def route_bomb(self, query: dict[str, str]) -> None:
+                self.send(200, BOMB, {"Content-Encoding": "gzip", "Content-Type": "text/html"})
+
+            def route_slow(self, query: dict[str, str]) -> None:
+                time.sleep(float(query["s"]))
+                self.send(200, b"late")
+
+            def route_drip(self, query: dict[str, str]) -> None:
+                # A header byte every 0.1 s: no single read ever times out.
+                try:
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Drip: ")
+                    for _ in range(200):
+                        self.wfile.write(b"a")
+                        self.wfile.flush()
+                        time.sleep(0.1)
+                except OSError:
+                    pass
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+
+
+@pytest.fixture
+def site() -> Iterator[Site]:
+    fixture = Site()
+    thread = threading.Thread(target=fixture.server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield fixture
+    fixture.server.shutdown()
+    fixture.server.server_close()
+    thread.join(5)
+
+
+def refusal(info: pytest.ExceptionInfo[ValidationFailed]) -> str:
+    assert info.value.code == "validation_error" and info.value.status_code == 400
+    return info.value.details["url"]  # type: ignore[index]
+
+
+def test_fetches_and_decodes(site: Site) -> None:
+    """A page comes back with its status, headers and text decoded by the response charset."""
+    result = fetch(f"{site.url}/page", policy=SITE_ONLY)
+    assert result == FetchResult(f"{site.url}/page", 200, result.headers, "<html><title>Café</title></html>")
+    assert result.headers["X-Fixture"] == "yes"
+
+
+@pytest.mark.parametrize(
+    ("query", "text"),
+    [
+        ({"encoding": "utf-8", "type": "text/html"}, "<html><title>Café</title></html>"),
+        ({"encoding": "utf-8", "type": "text/html; charset=nonsense"}, "<html><title>Café</title></html>"),
+        ({"encoding": "iso-8859-1", "type": "text/html"}, "<html><title>Caf\ufffd</title></html>"),
+        ({"encoding": "utf-8", "type": 'text/html; charset="UTF-8"'}, "<html><title>Café</title></html>"),
+    ],
+)
+def test_charset_fallback(site: Site, query: dict[str, str], text: str) -> None:
+    """Without a usable charset the body is UTF-8, undecodable bytes replaced."""
+    assert fetch(f"{site.url}/page?encoding={query['encoding']}&type={quote(query['type'])}", policy=SITE_ONLY).text == text
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://127.0.0.1:{port}/page", "127.0.0.1 is in a loopback network"),
+        ("http://2130706433:{port}/page", "127.0.0.1 is in a loopback network"),
+        ("http://0x7f.1:{port}/page", "127.0.0.1 is in a loopback network"),
+        ("http://[::ffff:127.0.0.1]:{port}/", "::ffff:127.0.0.1 embeds 127.0.0.1, which is in a loopback network"),
+        ("http://169.254.169.254/latest/meta-data/", "169.254.169.254 is in a link-local network"),
+        ("http://[fd00:ec2::254]/", "fd00:ec2::254 is in a unique local network"),
+        ("http://metadata.google.internal/", "metadata.google.internal is a link-local host name"),
+        ("http://localhost:{port}/", "localhost is a loopback host name"),
+        ("http://10.0.0.1/", "10.0.0.1 is in a private network"),
+        ("ftp://example.com/", "Only http and https URLs can be crawled"),
+        ("file:///etc/passwd", "Only http and https URLs can be crawled"),
+        ("javascript:alert(1)", "Only http and https URLs can be crawled"),
+        ("http://user@127.0.0.1@example.com/", "Must not contain a user name or password"),
+    ],
+)
+def test_refused_before_connecting(site: Site, loopback_only: list[object], url: str, reason: str) -> None:
+    """Hostile URLs are refused (400) before any connection is made."""
+    with pytest.raises(ValidationFailed) as info:
+        fetch(url.format(port=site.port), policy=STRICT)
+    assert refusal(info) == reason
+    assert loopback_only == []
+    assert site.hits == []
+
+
+@pytest.mark.parametrize(
+    ("target", "reason"),
+    [
+        ("http://169.254.169.254/latest/meta-data/", "169.254.169.254 is in a link-local network"),
+        ("http://127.0.0.2:{port}/page", "127.0.0.2 is in a loopback network"),
+        ("http://[::1]:{port}/page", "::1 is in a loopback network"),
+        ("file:///etc/passwd", "Only http and https URLs can be crawled"),
+    ],
+)
+def test_redirects_are_judged_again(site: Site, loopback_only: list[object], target: str, reason: str) -> None:
+    """A redirect from an allowed page to a blocked address is refused before it is followed."""
+    target = target.format(port=site.port)
+    with pytest.raises(ValidationFailed) as info:
+        fetch(f"{site.url}/redirect?to={quote(target, safe='')}", policy=SITE_ONLY)
+    assert refusal(info) == f"Redirected to {target}: {reason}"
+    assert len(site.hits) == 1
+    assert loopback_only == [("127.0.0.1", site.port)]
+
+
+def test_follows_allowed_redirects_and_stops_loops(site: Site) -> None:
+    """Relative and absolute redirects within the policy are followed, up to max_redirects."""
+    first = f"{site.url}/redirect?code=301&to={quote(site.url + '/redirect?to=/page', safe='')}"
+    result = fetch(first, policy=SITE_ONLY)
+    assert (result.url, result.status) == (f"{site.url}/page", 200)
+    with pytest.raises(FetchFailed, match="Too many redirects \\(more than 3\\)"):
+        fetch(f"{site.url}/loop", policy=SITE_ONLY, max_redirects=3)
+    assert site.hits[-4:] == ["/loop"] * 4
+
+
+def test_name_resolved_once_and_connected_to_as_checked(site: Site) -> None:
+    """The connection resolves the name itself and refuses a blocked answer (DNS rebinding)."""
+    answers = iter([["93.184.215.14"], ["127.0.0.1"]])
+    rebinding = NetPolicy(resolver=lambda host, port, timeout: next(answers))
+    # The early check sees a public address...
+    assert rebinding.resolve_error("rebind.test") is None
+    # ...the fetch, which resolves again when it connects, gets loopback and refuses it unconnected.
+    with pytest.raises(ValidationFailed) as info:
+        fetch(f"http://rebind.test:{site.port}/page", policy=rebinding)
+    assert refusal(info) == "rebind.test resolves to 127.0.0.1, which is in a loopback network"
+    assert site.hits == []
+    named = NetPolicy(parse_networks("127.0.0.1/32"), resolver=lambda host, port, timeout: ["127.0.0.1"])
+    assert fetch(f"http://site.test:{site.port}/page", policy=named).status == 200
+
+
+def test_peer_is_checked_after_connecting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """If the socket ends up connected elsewhere than checked, nothing is sent to it."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    received: list[bytes] = []
+
+    def accept() -> None:
+        conn, _ = listener.accept()
+        conn.settimeout(1)
+        try:
+            received.append(conn.recv(1024))
+        except OSError:
+            received.append(b"<timeout>")
+        conn.close()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    port = listener.getsockname()[1]
+    real_create = fetch_module.urllib3_connection.create_connection
+    # Stands in for a NAT, transparent proxy or resolver trick: asked for 127.0.0.2, lands on 127.0.0.1.
+    monkeypatch.setattr(
+        fetch_module.urllib3_connection,
+        "create_connection",
+        lambda address, *args, **kwargs: real_create(("127.0.0.1", port), *args, **kwargs),
+    )
+    policy = NetPolicy(parse_networks("127.0.0.2/32"), resolver=lambda host, port, timeout: ["127.0.0.2"])
+    with pytest.raises(ValidationFailed) as info:
+        fetch(f"http://guarded.test:{port}/", policy=policy)
+    assert refusal(info) == "127.0.0.1 is in a loopback network"
+    thread.join(5)
+    listener.close()
+    assert received == [b""]  # connected, then closed without a request
+
+
+@pytest.mark.parametrize("path", ["/big?n=200000", "/chunked?n=200000", "/bomb"])
+def test_size_cap(site: Site, path: str) -> None:
+    """Bodies past max_bytes (declared, streamed or decompressed) are refused without reading on."""
+    started = time.monotonic()
+    with pytest.raises(FetchFailed, match="^Page larger than 100000 bytes$") as info:
+        fetch(f"{site.url}{path}", policy=SITE_ONLY, max_bytes=100_000)
+    assert (info.value.status_code, info.value.code) == (502, "fetch_failed")
+    assert time.monotonic() - started < 5
+    assert len(fetch(f"{site.url}/big?n=100000", policy=SITE_ONLY, max_bytes=100_000).text) == 100_000
+
+
+@pytest.mark.parametrize("path", ["/slow?s=5", "/drip"])
+def test_timeout_bounds_the_whole_fetch(site: Site, path: str) -> None:
+    """A slow server, or one dripping bytes so that no read times out, ends at the timeout."""
+    started = time.monotonic()
+    with pytest.raises(FetchFailed, match="^Timed out fetching .* \\(limit 0.5 s\\)$"):
+        fetch(f"{site.url}{path}", policy=SITE_ONLY, timeout=0.5)
+    assert time.monotonic() - started < 3  # the server would go on for 5 s (slow) or 20 s (drip)
+
+
+def test_network_errors(site: Site) -> None:
+    """HTTP errors, refused connections and unresolvable names are 502 fetch_failed."""
+    with pytest.raises(FetchFailed, match=f"^HTTP 404 from {site.url}/status\\?code=404$"):
+        fetch(f"{site.url}/status?code=404", policy=SITE_ONLY)
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    with pytest.raises(FetchFailed, match="^Cannot connect to 127.0.0.1"):
+        fetch(f"http://127.0.0.1:{port}/", policy=SITE_ONLY)
+    with pytest.raises(FetchFailed, match="^Cannot resolve missing.test$"):
+        fetch("http://missing.test/", policy=SITE_ONLY)
+
+
+def test_environment_proxies_are_ignored(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A proxy set in the environment is not used (it would see, and decide, every destination)."""
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9/")
+    assert fetch(f"{site.url}/page", policy=SITE_ONLY).status == 200
