@@ -37,6 +37,7 @@ def crawl_settings(run: Run) -> dict[str, str]:
         "CRAWL_ALLOWED_NETWORKS": ",".join(str(net) for net in settings.CRAWL_ALLOWED_NETWORKS),
         "DOWNLOAD_MAXSIZE": settings.CRAWL_MAX_PAGE_BYTES,
         "DOWNLOAD_TIMEOUT": settings.CRAWL_DOWNLOAD_TIMEOUT,
+        "REGEX_TIMEOUT_SECONDS": settings.REGEX_TIMEOUT_SECONDS,
         "CLOSESPIDER_PAGECOUNT": min(config.get("max_pages") or settings.CRAWL_MAX_PAGES, settings.CRAWL_MAX_PAGES),
         "CLOSESPIDER_ITEMCOUNT": min(config.get("max_items") or settings.CRAWL_MAX_ITEMS, settings.CRAWL_MAX_ITEMS),
     }

@@ -11,6 +11,7 @@ import logging
 import shutil
 import tempfile
 import time
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from django.utils import timezone
 from nodes.models import Node
 
 from .credentials import CredentialsUnreadable
-from .eggs import build_egg
+from .eggs import ReservedPackage, build_egg, with_platform_modules
 from .errors import DeployFailed
 from .gitclient import GitClient, GitCredentials, GitError
 from .models import Deploy, Project, ProjectVersion, Source, Spider, Trigger
@@ -161,6 +162,10 @@ def install_egg(
     existing = ProjectVersion.objects.filter(project=project, version=version).first()
     if existing and existing.egg_sha256 != digest and deploy.source == Source.UPLOAD:
         raise DeployFailed(f"Version {version} already exists with other content: upload it as a new version")
+    try:
+        egg = with_platform_modules(egg)
+    except (ReservedPackage, zipfile.BadZipFile) as exc:
+        raise DeployFailed(f"The egg cannot be deployed: {exc}") from None
     egg_file = work / "project.egg"
     egg_file.write_bytes(egg)
     log(f"Listing spiders (scrapy list with settings {settings_module})")

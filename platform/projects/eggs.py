@@ -74,3 +74,28 @@ def build_egg(package_dir: Path, *, name: str, settings_module: str, data_files:
 def builtin_egg() -> Egg:
     """The platform's own Scrapy project (`spiders/`), as deployed to every node."""
     return build_egg(settings.REPO_DIR / "spiders", name=settings.BUILTIN_PROJECT, settings_module="spiders.settings")
+
+
+# What a third-party crawl needs of the platform (spiders/addon.py enables it per run): added to every
+# deployed egg, so nodes need nothing but Scrapy and Scrapyd installed.
+PLATFORM_MODULES = ("__init__.py", "addon.py", "jobdir.py", "netguard.py", "netpolicy.py", "reporting.py")
+
+
+class ReservedPackage(ValueError):
+    """The project ships a top-level package the platform's crawl modules need the name of."""
+
+
+def with_platform_modules(egg: bytes) -> bytes:
+    """The egg plus the platform's crawl modules as the top-level package `spiders`."""
+    source = zipfile.ZipFile(io.BytesIO(egg))
+    names = source.namelist()
+    if any(name.startswith("spiders/") for name in names):
+        raise ReservedPackage("The project has a top-level package named `spiders`, a name the platform reserves")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as target:
+        for info in source.infolist():
+            target.writestr(info, source.read(info))
+        for module in PLATFORM_MODULES:
+            content = (settings.REPO_DIR / "spiders" / module).read_bytes()
+            target.writestr(zipfile.ZipInfo(f"spiders/{module}", _FIXED_TIME), content, zipfile.ZIP_DEFLATED)
+    return buffer.getvalue()

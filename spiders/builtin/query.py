@@ -26,7 +26,7 @@ from twisted.internet.error import (
 )
 from twisted.python.failure import Failure
 
-from spiders.extraction import extract, validate_queries
+from spiders.extraction import REGEX_TIMEOUT_SECONDS, extract, validate_queries
 from spiders.proxying import ProxyRotation, playwright_meta
 
 logger = logging.getLogger(__name__)
@@ -116,6 +116,10 @@ class QuerySpider(scrapy.Spider):
         self.proxies = ProxyRotation.from_argument(proxies)
         self.render: dict[str, Any] | None = self.config.get("render") or None
 
+    @property
+    def regex_timeout(self) -> float:
+        return self.settings.getfloat("REGEX_TIMEOUT_SECONDS", REGEX_TIMEOUT_SECONDS)
+
     async def start(self) -> AsyncIterator[scrapy.Request]:
         """Request every source in order (a resumed crawl's dupe filter skips those already fetched)."""
         for url in self.config["source"]:
@@ -142,9 +146,9 @@ class QuerySpider(scrapy.Spider):
         try:
             if self.config.get("item_selector"):
                 for node in select(response.selector, self.config["item_selector"]):
-                    yield {"url": response.url, **extract(node, self.queries, text=node.get())}
+                    yield {"url": response.url, **extract(node, self.queries, text=node.get(), regex_timeout=self.regex_timeout)}
             else:
-                yield {"url": response.url, **extract(response.selector, self.queries, text=response.text)}
+                yield {"url": response.url, **extract(response.selector, self.queries, text=response.text, regex_timeout=self.regex_timeout)}
         except ValueError as exc:
             # An XPath can pass validation and still fail on a page (e.g. a function whose
             # step never ran on the validation sample): report it like a failed request.

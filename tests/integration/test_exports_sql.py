@@ -73,7 +73,7 @@ def test_sqlite_reads_back_exactly_the_exported_items(tmp_path, items):
     store = make_store(tmp_path / "items", items, split=3)
     dump = run_export(SqlExporter, store, dialect="sqlite")
     database = tmp_path / "load.sqlite3"
-    # The sqlite3 shell, as a user would load it, when it is installed; Python's sqlite3 otherwise.
+    # Into a database file, through Python's sqlite3 (the same library the sqlite3 shell uses).
     con = sqlite3.connect(database)
     con.executescript(dump.decode())
     cursor = con.execute("SELECT * FROM items")

@@ -15,7 +15,12 @@ class Job(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs")
     name = models.CharField(max_length=200)
-    source = models.JSONField(help_text="One URL, or a list of URLs")
+    source = models.JSONField(default=list, blank=True, help_text="One URL, or a list of URLs (query jobs)")
+    spider = models.ForeignKey(
+        "projects.Spider", null=True, blank=True, on_delete=models.PROTECT, related_name="jobs",
+        help_text="A deployed spider to run instead of the built-in query spider",
+    )
+    arguments = models.JSONField(default=dict, blank=True, help_text="Spider arguments (spider jobs)")
     rate_limit = models.PositiveIntegerField(default=10, help_text="Requests per minute; 0 for no limit")
     render_config = models.JSONField(default=dict, blank=True, help_text="JavaScript rendering in Chromium")
     proxy_config = models.JSONField(default=dict, blank=True, help_text="Proxies from the pool")
@@ -35,6 +40,10 @@ class Job(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def is_spider_job(self) -> bool:
+        return self.spider_id is not None
 
     @property
     def source_urls(self) -> list[str]:

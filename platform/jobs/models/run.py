@@ -60,7 +60,12 @@ class Run(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="runs")
-    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="runs")
+    job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.CASCADE, related_name="runs")
+    deployed_spider = models.ForeignKey(
+        "projects.Spider", null=True, blank=True, on_delete=models.SET_NULL, related_name="runs",
+        help_text="The deployed spider run (empty for the built-in query spider)",
+    )
+    arguments = models.JSONField(default=dict, blank=True, editable=False, help_text="Spider arguments")
     status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED, editable=False)
     node = models.ForeignKey("nodes.Node", null=True, blank=True, on_delete=models.SET_NULL, related_name="runs")
     project = models.CharField(max_length=100, editable=False)
@@ -98,7 +103,7 @@ class Run(models.Model):
         indexes = [models.Index(fields=["status", "created_at"]), models.Index(fields=["job", "-created_at"])]
 
     def __str__(self) -> str:
-        return f"{self.job} / {self.id}"
+        return f"{self.job or self.spider} / {self.id}"
 
     @property
     def scrapyd_job_id(self) -> str:
