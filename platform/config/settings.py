@@ -178,6 +178,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "core.schema.add_error_responses"],
+    "ENUM_NAME_OVERRIDES": {
+        "RunStatusEnum": "jobs.models.RunStatus",
+        "RunTriggerEnum": "jobs.models.Trigger",
+        "FileStatusEnum": "exports.models.FileStatus",
+        "JobStatusEnum": "jobs.selectors.JOB_STATUSES",
+    },
 }
 
 # --- Celery -------------------------------------------------------------------------------------

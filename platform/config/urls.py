@@ -7,7 +7,7 @@ from rest_framework.routers import SimpleRouter
 
 from core.views import HealthView
 from jobs import reports
-from jobs.views import JobViewSet, RunViewSet
+from jobs.views import JobViewSet, RunViewSet, SpiderViewSet
 from nodes.api import NodeViewSet
 from projects.views import ProjectViewSet
 
@@ -24,6 +24,7 @@ router = OptionalSlashRouter()
 router.register("jobs", JobViewSet, basename="job")
 router.register("runs", RunViewSet, basename="run")
 router.register("nodes", NodeViewSet, basename="node")
+router.register("spiders", SpiderViewSet, basename="spider")
 router.register("projects", ProjectViewSet, basename="project")
 
 internal = [
@@ -34,6 +35,7 @@ internal = [
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("scrapyd/", include("projects.scrapydapi")),
     path("api/v1/health", HealthView.as_view(), name="health"),
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/v1/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),

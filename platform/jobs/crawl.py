@@ -45,6 +45,11 @@ def crawl_settings(run: Run) -> dict[str, str]:
         values["DEPTH_LIMIT"] = config.get("max_depth") or 1
     if run.jobdir:
         values["JOBDIR"] = run.jobdir
+    if run.deployed_spider_id is not None:
+        # A third-party project gets the platform's reporting, network policy and JOBDIR cleanup from
+        # the add-on (its egg carries the modules); its own settings stay as they are otherwise.
+        values["ADDONS"] = json.dumps({"spiders.addon.PlatformAddon": 0})
+        return {name: str(value) for name, value in values.items()}
     rate = config.get("rate_limit")
     if rate:
         # With one download slot for the job (the spider sets it), this delay is the job's pace.
@@ -65,6 +70,8 @@ def spider_arguments(run: Run) -> dict[str, str]:
 
     Proxy credentials are resolved at dispatch and never stored with the run.
     """
+    if run.deployed_spider_id is not None:
+        return {name: str(value) for name, value in run.arguments.items()}
     args = {"config": json.dumps(run.config)}
     proxy = run.config.get("proxy")
     if proxy:

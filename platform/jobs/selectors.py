@@ -11,6 +11,7 @@ from core.errors import NotFound
 from .models import TERMINAL, Job, Run, RunStatus
 
 # Job status as users of hosted scrapers know it (seed 002), from the latest run and the job's state.
+JOB_STATUSES = ("idle", "running", "success", "failed", "paused", "scheduled")
 _ACTIVE_STATUS = {RunStatus.QUEUED: "running", RunStatus.PENDING: "running", RunStatus.RUNNING: "running"}
 _OUTCOME_STATUS = {RunStatus.SUCCEEDED: "success", RunStatus.FAILED: "failed", RunStatus.LOST: "failed"}
 

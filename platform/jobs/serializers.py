@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import uuid
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -143,8 +145,13 @@ class JobSerializer(serializers.ModelSerializer):
     """A saved query job."""
 
     job_id = serializers.UUIDField(source="id", read_only=True)
-    source = SourceField(help_text="The URL to scrape, or a list of URLs")
-    queries = QueriesField(source="query_list", help_text="Extraction queries, applied to every page (or item node)")
+    source = SourceField(required=False, help_text="The URL to scrape, or a list of URLs (query jobs)")
+    queries = QueriesField(
+        source="query_list", required=False, help_text="Extraction queries, applied to every page or item node (query jobs)"
+    )
+    spider_id = serializers.UUIDField(required=False, allow_null=True, help_text="A deployed spider (spider jobs)")
+    spider_name = serializers.CharField(required=False, write_only=True, max_length=200, help_text="Or its name")
+    arguments = serializers.JSONField(required=False, help_text="Spider arguments (spider jobs)")
     rate_limit = serializers.IntegerField(
         min_value=0, max_value=MAX_RATE_LIMIT, default=10, help_text="Requests per minute (0: no limit)"
     )
@@ -162,7 +169,7 @@ class JobSerializer(serializers.ModelSerializer):
     class Meta:
         model = Job
         fields = [
-            "job_id", "name", "source", "queries", "rate_limit", "render_config", "proxy_config", "item_selector",
+            "job_id", "name", "spider_id", "spider_name", "arguments", "source", "queries", "rate_limit", "render_config", "proxy_config", "item_selector",
             "follow", "max_pages", "max_depth", "max_items", "status", "paused", "created_at", "updated_at",
             "last_run", "results_count",
         ]
@@ -190,22 +197,77 @@ class JobSerializer(serializers.ModelSerializer):
         except serializers.ValidationError as exc:
             errors.update(flatten_details(exc.detail))
         if isinstance(data, dict):
-            if "source" in data and "source" not in errors:
-                errors.update(validate_source(data["source"]))
-            if "queries" in data and "queries" not in errors:
-                errors.update(validate_queries(data["queries"]))
+            errors.update(self._kind_errors(data, errors, value))
         if errors:
             raise serializers.ValidationError(errors)
         if "query_list" in value:
             value["queries"] = value.pop("query_list")
         return value
 
+    def _kind_errors(self, data: dict, errors: dict[str, str], value: dict) -> dict[str, str]:
+        """A job runs either a deployed spider (with arguments) or the query spider (source and queries)."""
+        found: dict[str, str] = {}
+        spider_job = bool(data.get("spider_id") or data.get("spider_name"))
+        if not spider_job and self.instance is not None and self.partial:
+            spider_job = self.instance.is_spider_job and "source" not in data
+        if spider_job:
+            from projects.services import find_spider
+
+            for key in ("source", "queries"):
+                if data.get(key):
+                    found[key] = "Not for a spider job (it runs a deployed spider)"
+            if "arguments" in data and "arguments" not in errors:
+                found.update(validate_arguments(data["arguments"]))
+            if data.get("spider_id") or data.get("spider_name"):
+                user = self.context["request"].user
+                value["spider"] = find_spider(user, spider_id=data.get("spider_id"), spider_name=data.get("spider_name"))
+                value.pop("spider_id", None)
+                value.pop("spider_name", None)
+            value.setdefault("source", [])
+            value.setdefault("query_list", [])
+            return found
+        required = not self.partial
+        for key, check in (("source", validate_source), ("queries", validate_queries)):
+            if key in data and key not in errors:
+                found.update(check(data[key]))
+            elif required and key not in data:
+                found[key] = "This field is required"
+        if data.get("arguments"):
+            found["arguments"] = "Only for spider jobs"
+        value["spider"] = None
+        value["arguments"] = {}
+        return found
+
+
+BUILTIN_SPIDER_ID = uuid.uuid5(uuid.NAMESPACE_URL, "platform:builtin/query")
+BUILTIN_SPIDER_PATH = "spiders/builtin/query.py"
+
+
+def spider_summary(run: Run) -> dict[str, Any]:
+    """The nested spider of a run: a deployed spider, or the built-in query spider."""
+    spider = run.deployed_spider
+    if spider is not None:
+        return {"id": str(spider.id), "name": spider.name, "repo_path": spider.repo_path, "project": spider.project.name}
+    return {"id": str(BUILTIN_SPIDER_ID), "name": run.spider, "repo_path": BUILTIN_SPIDER_PATH, "project": None}
+
+
+class SpiderSummarySerializer(serializers.Serializer):
+    """A run's spider."""
+
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    repo_path = serializers.CharField()
+    project = serializers.CharField(allow_null=True)
+
 
 class RunSerializer(serializers.ModelSerializer):
     """One execution of a job."""
 
     run_id = serializers.UUIDField(source="id", read_only=True)
-    job_id = serializers.UUIDField(source="job.id", read_only=True)
+    id = serializers.UUIDField(read_only=True)
+    job_id = serializers.UUIDField(read_only=True, allow_null=True)
+    spider_id = serializers.SerializerMethodField()
+    spider = serializers.SerializerMethodField()
     resumed_from = serializers.UUIDField(source="parent_id", read_only=True, allow_null=True)
     node = serializers.CharField(source="node.name", read_only=True, allow_null=True, default=None)
     scrapyd_job_id = serializers.CharField(read_only=True)
@@ -214,12 +276,15 @@ class RunSerializer(serializers.ModelSerializer):
         model = Run
         fields = [
             "run_id",
+            "id",
             "job_id",
+            "spider_id",
+            "spider",
+            "arguments",
             "resumed_from",
             "status",
             "node",
             "project",
-            "spider",
             "version",
             "scrapyd_job_id",
             "created_at",
@@ -236,6 +301,68 @@ class RunSerializer(serializers.ModelSerializer):
             "stats",
         ]
         read_only_fields = fields
+
+    def get_spider_id(self, run: Run) -> str:
+        return spider_summary(run)["id"]
+
+    @extend_schema_field(SpiderSummarySerializer)
+    def get_spider(self, run: Run) -> dict[str, Any]:
+        return spider_summary(run)
+
+
+ARGUMENT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+# Names Scrapyd's schedule.json reads itself, and a name the built-in spider reads as its job.
+RESERVED_ARGUMENTS = frozenset({"project", "spider", "jobid", "setting", "priority", "config", "proxies"})
+MAX_ARGUMENT_LENGTH = 10_000
+
+
+def validate_arguments(arguments: Any, path: str = "arguments") -> dict[str, str]:
+    """Spider arguments: names of letters, digits and _, scalar values. They can never set Scrapy
+    settings, the job id or feed targets: those are separate schedule.json fields we never fill from them."""
+    if not isinstance(arguments, dict):
+        return {path: "Must be an object of argument names to values"}
+    errors = {}
+    for name, value in arguments.items():
+        if not ARGUMENT_NAME.match(str(name)) or name.lower() in RESERVED_ARGUMENTS:
+            errors[f"{path}.{name}"] = "Not an allowed argument name"
+        elif isinstance(value, (dict, list)) or value is None:
+            errors[f"{path}.{name}"] = "Must be a string, number or boolean"
+        elif len(str(value)) > MAX_ARGUMENT_LENGTH:
+            errors[f"{path}.{name}"] = f"At most {MAX_ARGUMENT_LENGTH} characters"
+    return errors
+
+
+class StartRunSerializer(serializers.Serializer):
+    """Start a run of a deployed spider, by id or by name."""
+
+    spider_id = serializers.UUIDField(required=False)
+    spider_name = serializers.CharField(required=False, max_length=200)
+    arguments = serializers.JSONField(required=False, default=dict)
+    version = serializers.CharField(required=False, max_length=100, help_text="Pin a deployed version")
+
+    def validate(self, data: dict) -> dict:
+        if not data.get("spider_id") and not data.get("spider_name"):
+            raise serializers.ValidationError({"spider_id": "Give spider_id or spider_name"})
+        errors = validate_arguments(data.get("arguments", {}))
+        if errors:
+            raise serializers.ValidationError(errors)
+        data["arguments"] = {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in data["arguments"].items()}
+        return data
+
+
+class StartedRunSerializer(serializers.Serializer):
+    run_id = serializers.UUIDField()
+    status = serializers.CharField()
+
+
+class SpiderListSerializer(serializers.Serializer):
+    """A spider that can run: of a deployed project's current version, or the built-in query spider."""
+
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    project = serializers.CharField(allow_null=True)
+    version = serializers.CharField(allow_null=True)
+    repo_path = serializers.CharField()
 
 
 class ItemsPageSerializer(serializers.Serializer):

@@ -23,7 +23,7 @@ from .models import ACTIVE, IllegalTransition, Job, Query, Run, RunStatus, Trigg
 logger = logging.getLogger(__name__)
 
 QUERY_SPIDER = "query"
-JOB_FIELDS = ("name", "source", "rate_limit", "render_config", "proxy_config", "item_selector", "follow",
+JOB_FIELDS = ("name", "source", "spider", "arguments", "rate_limit", "render_config", "proxy_config", "item_selector", "follow",
               "max_pages", "max_depth", "max_items")
 
 
@@ -70,10 +70,29 @@ def delete_job(*, job: Job) -> None:
 
 def start_run(*, job: Job, trigger: str = Trigger.API) -> Run:
     """Create a queued run of `job` and have a worker dispatch it once the run is committed."""
+    if job.is_spider_job:
+        return start_spider_run(owner=job.owner, spider=job.spider, arguments=job.arguments, job=job, trigger=trigger)
     with transaction.atomic():
         run = Run(owner=job.owner, job=job, project=settings.BUILTIN_PROJECT, spider=QUERY_SPIDER,
                   config=job.spider_config(), trigger=trigger)
         # A crawl's JOBDIR lives on its node, relative to Scrapyd's folder: pause and resume use it.
+        run.jobdir = f"jobdirs/{run.id.hex}"
+        run.save()
+        _enqueue(run)
+    return run
+
+
+def start_spider_run(*, owner, spider, arguments: dict[str, str], version: str | None = None,
+                     job: Job | None = None, trigger: str = Trigger.API) -> Run:
+    """Create a queued run of a deployed spider, of its project's current version unless pinned."""
+    from projects.services import current_version
+
+    pinned = version or getattr(current_version(spider.project), "version", None)
+    if pinned is None:
+        raise Conflict(f"Project {spider.project.name} has no deployed version")
+    with transaction.atomic():
+        run = Run(owner=owner, job=job, deployed_spider=spider, project=spider.project.scrapyd_name,
+                  spider=spider.name, version=pinned, arguments=arguments, trigger=trigger)
         run.jobdir = f"jobdirs/{run.id.hex}"
         run.save()
         _enqueue(run)
@@ -87,6 +106,7 @@ def start_continuation(*, paused: Run) -> Run:
             owner=paused.owner, job=paused.job, project=paused.project, spider=paused.spider, config=paused.config,
             trigger=Trigger.RESUME, parent_id=paused.result_key, part=paused.part + 1, jobdir=paused.jobdir,
             node=paused.node, version=paused.version, result_count=paused.result_count,
+            deployed_spider=paused.deployed_spider, arguments=paused.arguments,
         )
         _enqueue(run)
     return run
@@ -126,7 +146,7 @@ def dispatch(run_id: str) -> None:
             return
         node = run.node if run.part and run.node else choose_node()  # a resumed crawl stays on its node
         args = spider_arguments(run)
-        version = ensure_builtin(node)
+        version = _ensure_code(run, node)
         Run.objects.filter(pk=run.pk).update(node=node, version=version)
         ScrapydClient.for_node(node).schedule(
             project=run.project, spider=run.spider, job_id=run.scrapyd_job_id, version=version,
@@ -138,6 +158,19 @@ def dispatch(run_id: str) -> None:
         raise
     logger.info("Run %s dispatched to node %s", run.id, node.name)
     _settle_dispatched(run, node)
+
+
+def _ensure_code(run: Run, node: Node) -> str:
+    """Make sure the node has the version the run uses (deployed before it takes the run)."""
+    if run.deployed_spider_id is None:
+        return ensure_builtin(node)
+    from projects.models import ProjectVersion
+    from projects.versions import ensure_version
+
+    version = ProjectVersion.objects.select_related("project").get(project_id=run.deployed_spider.project_id,
+                                                                   version=run.version)
+    ensure_version(node=node, version=version)
+    return version.version
 
 
 def _settle_dispatched(run: Run, node: Node) -> None:

@@ -15,16 +15,45 @@ from rest_framework.utils.urls import remove_query_param, replace_query_param
 from core.pagination import clamp_limit
 from exports.itemstore import ItemStore
 from exports.responses import DOWNLOAD_RESPONSES, EXPORT_PARAMETERS, export_request, export_response
+from projects.services import find_spider, spiders_for
 
 from . import control, logs, preview, selectors, services
 from .models import Job, Run, RunStatus
-from .serializers import ItemsPageSerializer, JobSerializer, JobStatusSerializer, PreviewSerializer, RunSerializer
+from .serializers import (
+    BUILTIN_SPIDER_ID,
+    BUILTIN_SPIDER_PATH,
+    ItemsPageSerializer,
+    JobSerializer,
+    JobStatusSerializer,
+    PreviewSerializer,
+    RunSerializer,
+    SpiderListSerializer,
+    StartedRunSerializer,
+    StartRunSerializer,
+)
 
 RUN_PARAM = OpenApiParameter("run", OpenApiTypes.UUID, description="A run of this job (default: the latest finished run)")
 
 
 def _run_response(request: Request, run: Run | None, code: int = status.HTTP_202_ACCEPTED) -> Response:
     return Response(RunSerializer(selectors.get_run(request.user, run.pk)).data, status=code)
+
+
+def items_page(request: Request, run: Run) -> Response:
+    """A limit/offset page of a run's result, in the shape of DRF's paginated lists."""
+    limit, offset = clamp_limit(request)
+    store = ItemStore(run.result_key)
+    count = store.count()
+    url = request.build_absolute_uri()
+    next_url = replace_query_param(url, "offset", offset + limit) if offset + limit < count else None
+    if offset <= 0:
+        previous = None
+    elif offset - limit <= 0:
+        previous = remove_query_param(url, "offset")
+    else:
+        previous = replace_query_param(url, "offset", offset - limit)
+    items = list(store.rows(offset=offset, limit=limit))
+    return Response({"run_id": str(run.id), "count": count, "next": next_url, "previous": previous, "results": items})
 
 
 class JobViewSet(viewsets.ModelViewSet):
@@ -104,19 +133,7 @@ class JobViewSet(viewsets.ModelViewSet):
     def results(self, request: Request, pk: str) -> Response:
         """A page of the items of the job's latest finished run (or of `?run=`)."""
         run = selectors.results_run(request.user, self.get_object(), request.query_params.get("run"))
-        limit, offset = clamp_limit(request)
-        store = ItemStore(run.result_key)
-        count = store.count()
-        url = request.build_absolute_uri()
-        next_url = replace_query_param(url, "offset", offset + limit) if offset + limit < count else None
-        if offset <= 0:
-            previous = None
-        elif offset - limit <= 0:
-            previous = remove_query_param(url, "offset")
-        else:
-            previous = replace_query_param(url, "offset", offset - limit)
-        items = list(store.rows(offset=offset, limit=limit))
-        return Response({"run_id": str(run.id), "count": count, "next": next_url, "previous": previous, "results": items})
+        return items_page(request, run)
 
     @extend_schema(
         parameters=[
@@ -145,14 +162,20 @@ class JobViewSet(viewsets.ModelViewSet):
 class RunFilter(filters.FilterSet):
     status = filters.MultipleChoiceFilter(choices=RunStatus.choices)
     job_id = filters.UUIDFilter(field_name="job_id")
+    spider_id = filters.UUIDFilter(method="filter_spider", help_text="A deployed spider, or the built-in query spider")
 
     class Meta:
         model = Run
-        fields = ["status", "job_id"]
+        fields = ["status", "job_id", "spider_id"]
+
+    def filter_spider(self, queryset, name, value):
+        if value == BUILTIN_SPIDER_ID:
+            return queryset.filter(deployed_spider__isnull=True)
+        return queryset.filter(deployed_spider_id=value)
 
 
 class RunViewSet(viewsets.ReadOnlyModelViewSet):
-    """Runs of the caller's jobs, newest first."""
+    """Runs of the caller's jobs and spiders, newest first."""
 
     serializer_class = RunSerializer
     filterset_class = RunFilter
@@ -163,6 +186,31 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
 
     def get_object(self):
         return selectors.get_run(self.request.user, self.kwargs["pk"])
+
+    @extend_schema(request=StartRunSerializer, responses={202: StartedRunSerializer})
+    def create(self, request: Request) -> Response:
+        """Start a run of a deployed spider (`spider_id` or `spider_name`) with `arguments`."""
+        serializer = StartRunSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        spider = find_spider(request.user, spider_id=data.get("spider_id"), spider_name=data.get("spider_name"))
+        run = services.start_spider_run(owner=request.user, spider=spider, arguments=data["arguments"],
+                                        version=data.get("version"))
+        return Response({"run_id": str(run.id), "status": run.status}, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=None, responses={200: OpenApiTypes.OBJECT})
+    def destroy(self, request: Request, pk: str) -> Response:
+        """Cancel the run (as `POST /runs/{id}/cancel`)."""
+        control.cancel_run(run=self.get_object())
+        return Response({"ok": True, "message": "Run cancelled"})
+
+    @extend_schema(
+        parameters=[OpenApiParameter("limit", int), OpenApiParameter("offset", int)], responses={200: ItemsPageSerializer}
+    )
+    @action(detail=True, methods=["get"])
+    def items(self, request: Request, pk: str) -> Response:
+        """A page of the run's items (all parts of a resumed crawl)."""
+        return items_page(request, self.get_object())
 
     @extend_schema(request=None, responses={202: RunSerializer})
     @action(detail=True, methods=["post"])
@@ -186,3 +234,18 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
         response["X-Log-Size"] = str(chunk.size)
         response["X-Log-Range"] = f"{chunk.start}-{chunk.start + len(chunk.data)}"
         return response
+
+
+class SpiderViewSet(viewsets.ViewSet):
+    """Spiders that can run: those of the current versions of your deployed projects, and `query`."""
+
+    @extend_schema(responses={200: SpiderListSerializer(many=True)})
+    def list(self, request: Request) -> Response:
+        builtin = {"id": BUILTIN_SPIDER_ID, "name": "query", "project": None, "version": None,
+                   "repo_path": BUILTIN_SPIDER_PATH}
+        deployed = [
+            {"id": s.id, "name": s.name, "project": s.project.name, "version": s.version.version if s.version else None,
+             "repo_path": s.repo_path}
+            for s in spiders_for(request.user)
+        ]
+        return Response(SpiderListSerializer([builtin, *deployed], many=True).data)
