@@ -32,8 +32,11 @@ apt:
 lint: install
 	$(BIN)/ruff check .
 
+# Each benchmark compares against a baseline in the same run and rewrites its section of docs/benchmarks.md.
 bench: install
 	$(BIN)/python bench/dispatch.py
+	$(BIN)/python bench/crawl.py
+	$(BIN)/python bench/export.py
 
 docs: install
 	$(BIN)/python manage.py apireference --output docs/api.md
