@@ -206,6 +206,23 @@ def start_worker(base_dir: Path, *, database_path: str, public_url: str) -> Proc
     return process
 
 
+def start_beat(base_dir: Path, *, database_path: str, name: str = "beat", **extra_env: str) -> Process:
+    """A real Celery beat (django-celery-beat's DatabaseScheduler) on the test database, as `make run` starts it."""
+    env = child_env(
+        PYTHONPATH=os.pathsep.join([str(REPO / "platform"), str(REPO)]),
+        DJANGO_SETTINGS_MODULE="config.settings",
+        DATABASE_URL=f"sqlite:///{database_path}",
+        **extra_env,
+    )
+    args = [sys.executable, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO", "--pidfile=",
+            "--schedule", str(base_dir / f"{name}-schedule")]
+    process = Process(name, args, env=env, cwd=REPO, log_dir=base_dir)
+    wait_until(lambda: b"beat: Starting" in process.log_path.read_bytes() or not process.alive(), timeout=60, what=name)
+    if not process.alive():
+        raise RuntimeError(f"Celery beat failed to start:\n{process.tail()}")
+    return process
+
+
 def start_redis(base_dir: Path) -> tuple[Process, str]:
     """A Redis server from Debian's redis-server package, on a free port, persisting nothing."""
     port = free_port()

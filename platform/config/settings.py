@@ -332,3 +332,14 @@ CRAWL_MAX_PAGE_BYTES = env_int("CRAWL_MAX_PAGE_BYTES", 10 * 1024 * 1024)
 CRAWL_DOWNLOAD_TIMEOUT = env_float("CRAWL_DOWNLOAD_TIMEOUT", 30.0)
 # Time a query's regular expressions may take on one page (regex queries and XPath re: functions).
 REGEX_TIMEOUT_SECONDS = env_float("REGEX_TIMEOUT_SECONDS", 1.0)
+
+# --- Schedules ----------------------------------------------------------------------------------
+# Job schedules (docs/schedules.md): each has a django-celery-beat entry (DatabaseScheduler) that fires
+# it on time; a check every SCHEDULE_CHECK_INTERVAL seconds fires any fire time beat missed (beat down,
+# a lost message), at most once per fire time like every firing.
+INSTALLED_APPS.append("schedules")
+SCHEDULE_CHECK_INTERVAL = env_float("SCHEDULE_CHECK_INTERVAL", 30.0)
+CELERY_BEAT_SCHEDULE["fire-missed-schedules"] = {"task": "schedules.fire_missed", "schedule": SCHEDULE_CHECK_INTERVAL}
+# Beat's longest sleep, which is also how soon it picks up a changed schedule (DatabaseScheduler).
+CELERY_BEAT_MAX_LOOP_INTERVAL = 5
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["OverlapPolicyEnum"] = "schedules.spec.OVERLAP_POLICIES"

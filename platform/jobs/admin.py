@@ -9,6 +9,7 @@ from django.utils.html import format_html
 
 from core.errors import PlatformError
 from exports.itemstore import ItemStore
+from schedules.admin import ScheduleInline
 
 from . import control, logs, services
 from .models import Job, Query, Run, Trigger
@@ -49,7 +50,7 @@ class JobAdmin(admin.ModelAdmin):
     search_fields = ["name"]
     list_filter = ["paused", "owner"]
     readonly_fields = ["paused", "created_at", "updated_at"]
-    inlines = [QueryInline, RunInline]
+    inlines = [QueryInline, ScheduleInline, RunInline]
     actions = ["run_now", "pause", "resume"]
 
     @admin.action(description="Run now")
@@ -74,6 +75,7 @@ class RunAdmin(admin.ModelAdmin):
     actions = ["cancel"]
     fieldsets = [
         (None, {"fields": ["job", "status", "error", "close_reason", "node", "scrapyd_job", "trigger", "partial"]}),
+        ("Schedule", {"fields": ["schedule", "fire_time", "overlap_policy"]}),
         ("Times", {"fields": ["created_at", "started_at", "finished_at"]}),
         ("Results", {"fields": ["items_scraped", "result_count", "first_items"]}),
         ("Crawl", {"fields": ["pretty_stats", "log_tail", "pretty_config"]}),

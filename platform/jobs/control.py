@@ -76,6 +76,7 @@ def pause_job(*, job: Job) -> Run | None:
             raise Conflict("Job is already paused")
         Job.objects.filter(pk=job.pk).update(paused=True)
         job.paused = True
+        sync_schedule(job=job)
         return None
     if run.pause_requested_at or run.cancel_requested_at:
         raise Conflict("The job's run is already stopping")
@@ -96,13 +97,23 @@ def pause_job(*, job: Job) -> Run | None:
 
 def resume_job(*, job: Job) -> Run | None:
     """Continue the job's paused crawl where it stopped, or re-enable its paused schedule."""
-    latest = job.runs.order_by("-created_at").first()
+    latest = job.runs.exclude(overlap_policy="skip").order_by("-created_at").first()  # not a skipped firing
     if latest is not None and latest.status == RunStatus.PAUSED:
         if job.paused:
             Job.objects.filter(pk=job.pk).update(paused=False)
+            job.paused = False
+            sync_schedule(job=job)
         return start_continuation(paused=latest)
     if not job.paused:
         raise Conflict("Job is not paused")
     Job.objects.filter(pk=job.pk).update(paused=False)
     job.paused = False
+    sync_schedule(job=job)
     return None
+
+
+def sync_schedule(*, job: Job) -> None:
+    """Enable or disable the job's schedule with the job (schedules imports jobs: import here)."""
+    from schedules.services import sync_schedule
+
+    sync_schedule(job=job)

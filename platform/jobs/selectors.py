@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import uuid
 
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import Exists, OuterRef, QuerySet, Subquery
 
 from core.errors import NotFound
+from schedules.models import Schedule
 
 from .models import TERMINAL, Job, Run, RunStatus
 
@@ -29,13 +30,15 @@ def job_status(job: Job) -> str:
 
 
 def jobs_for(user) -> QuerySet[Job]:
-    runs = Run.objects.filter(job=OuterRef("pk")).order_by("-created_at")
+    # A firing skipped by its schedule's overlap policy is recorded as a run, but is not the job's latest run.
+    runs = Run.objects.filter(job=OuterRef("pk")).exclude(overlap_policy="skip").order_by("-created_at")
     finished = runs.filter(status__in=TERMINAL)
     return Job.objects.filter(owner=user).prefetch_related("queries").annotate(
         last_run_at=Subquery(runs.values("created_at")[:1]),
         last_run_status=Subquery(runs.values("status")[:1]),
         results_count=Subquery(finished.values("result_count")[:1]),
-    )
+        is_scheduled=Exists(Schedule.objects.filter(job=OuterRef("pk"), enabled=True)),
+    ).select_related("schedule")
 
 
 def _parse_id(value) -> uuid.UUID | None:
@@ -69,7 +72,7 @@ def results_run(user, job: Job, run_id: str | None) -> Run:
     """The run whose items a job's results and downloads show: `?run=`, else the latest finished run."""
     if run_id:
         return get_run(user, run_id, job=job)
-    run = job.runs.filter(status__in=TERMINAL).order_by("-created_at").first()
+    run = job.runs.filter(status__in=TERMINAL).exclude(overlap_policy="skip").order_by("-created_at").first()
     if run is None:
         raise NotFound("Job has no finished run yet")
     return run

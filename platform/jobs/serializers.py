@@ -13,6 +13,7 @@ from proxies.models import pool as proxy_pool
 from rest_framework import serializers
 
 from core.errors import flatten_details
+from schedules.serializers import SchedulingSerializer
 from spiders.extraction import MAX_QUERY_LENGTH, validate_queries
 from spiders.netpolicy import NetPolicy
 from spiders.proxying import ROTATIONS
@@ -165,13 +166,14 @@ class JobSerializer(serializers.ModelSerializer):
     status = serializers.SerializerMethodField(help_text="idle, running, success, failed, paused or scheduled")
     last_run = serializers.DateTimeField(source="last_run_at", read_only=True, allow_null=True, default=None)
     results_count = serializers.IntegerField(read_only=True, allow_null=True, default=None)
+    scheduling = SchedulingSerializer(required=False, allow_null=True, help_text="When the job runs by itself (null: never)")
 
     class Meta:
         model = Job
         fields = [
             "job_id", "name", "spider_id", "spider_name", "arguments", "source", "queries", "rate_limit", "render_config", "proxy_config", "item_selector",
             "follow", "max_pages", "max_depth", "max_items", "status", "paused", "created_at", "updated_at",
-            "last_run", "results_count",
+            "last_run", "results_count", "scheduling",
         ]
         read_only_fields = ["paused", "created_at", "updated_at"]
 
@@ -271,6 +273,7 @@ class RunSerializer(serializers.ModelSerializer):
     resumed_from = serializers.UUIDField(source="parent_id", read_only=True, allow_null=True)
     node = serializers.CharField(source="node.name", read_only=True, allow_null=True, default=None)
     scrapyd_job_id = serializers.CharField(read_only=True)
+    schedule_id = serializers.UUIDField(read_only=True, allow_null=True, help_text="The schedule that fired the run")
 
     class Meta:
         model = Run
@@ -294,6 +297,9 @@ class RunSerializer(serializers.ModelSerializer):
             "result_count",
             "partial",
             "trigger",
+            "fire_time",
+            "schedule_id",
+            "overlap_policy",
             "close_reason",
             "error",
             "cancel_requested_at",

@@ -41,6 +41,7 @@ def create_job(*, owner, queries: list[dict[str, Any]], **fields: Any) -> Job:
     """Save a new query job (input already validated by the serializer)."""
     job = Job.objects.create(owner=owner, **{k: v for k, v in fields.items() if k in JOB_FIELDS})
     _set_queries(job, queries)
+    _set_schedule(job, fields)
     return job
 
 
@@ -53,7 +54,16 @@ def update_job(*, job: Job, queries: list[dict[str, Any]] | None = None, **field
     job.save()
     if queries is not None:
         _set_queries(job, queries)
+    _set_schedule(job, fields)
     return job
+
+
+def _set_schedule(job: Job, fields: dict[str, Any]) -> None:
+    """`scheduling` given: the job's schedule and its beat entry follow it (None removes them)."""
+    if "scheduling" in fields:
+        from schedules.services import set_schedule  # schedules imports jobs: import here
+
+        set_schedule(job=job, spec=fields["scheduling"])
 
 
 def delete_job(*, job: Job) -> None:

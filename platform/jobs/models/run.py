@@ -66,6 +66,15 @@ class Run(models.Model):
         help_text="The deployed spider run (empty for the built-in query spider)",
     )
     arguments = models.JSONField(default=dict, blank=True, editable=False, help_text="Spider arguments")
+    # Runs a schedule fired (schedules app): one per job and fire time, enforced by the constraint below.
+    fire_time = models.DateTimeField(null=True, blank=True, editable=False, help_text="The schedule's fire time it is for")
+    schedule = models.ForeignKey(
+        "schedules.Schedule", null=True, blank=True, on_delete=models.SET_NULL, related_name="runs", editable=False
+    )
+    overlap_policy = models.CharField(
+        max_length=8, blank=True, editable=False, choices=[("skip", "skip"), ("queue", "queue")],
+        help_text="Set when the firing came while the job's previous run was still going: the policy applied",
+    )
     status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED, editable=False)
     node = models.ForeignKey("nodes.Node", null=True, blank=True, on_delete=models.SET_NULL, related_name="runs")
     project = models.CharField(max_length=100, editable=False)
@@ -101,6 +110,11 @@ class Run(models.Model):
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["status", "created_at"]), models.Index(fields=["job", "-created_at"])]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["job", "fire_time"], condition=models.Q(fire_time__isnull=False), name="one_run_per_fire_time"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.job or self.spider} / {self.id}"
