@@ -72,10 +72,28 @@ QUERIES: list[dict[str, Any]] = [
     {"name": "price", "type": "regex", "query": r"\$(\d+\.\d{2})"},
 ]
 FOLLOW = {"type": "css", "query": "ul.products a::attr(href)"}
-WORDS = (
-    "sturdy light compact durable handy reliable quiet efficient elegant simple robust modern classic "
-    "versatile portable precise smooth bright solid clever"
-).split()
+WORDS = [
+    "sturdy",
+    "light",
+    "compact",
+    "durable",
+    "handy",
+    "reliable",
+    "quiet",
+    "efficient",
+    "elegant",
+    "simple",
+    "robust",
+    "modern",
+    "classic",
+    "versatile",
+    "portable",
+    "precise",
+    "smooth",
+    "bright",
+    "solid",
+    "clever",
+]
 
 
 # --- fixture site ---------------------------------------------------------------------------------------
@@ -171,31 +189,40 @@ def serve(directory: str) -> None:
 
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Without TCP_NODELAY a response's second write waits for the client's delayed ACK.
+        disable_nagle_algorithm = True
+
+        def reply(self, status: int, content_type: str, body: bytes) -> None:
+            """Headers and body in one write."""
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self._headers_buffer.append(b"\r\n" + body)
+            self.flush_headers()
 
         def do_GET(self) -> None:  # noqa: N802 - the base class's name
             body = files.get(self.path.split("?", 1)[0])
-            status = 200 if body is not None else 404
-            body = body if body is not None else b"not found"
-            self.send_response(status)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            if body is None:
+                self.reply(404, "text/plain", b"not found")
+            else:
+                self.reply(200, "text/html; charset=utf-8", body)
 
         def do_POST(self) -> None:  # noqa: N802
             self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            body = b'{"ok": true}'
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.reply(200, "application/json", b'{"ok": true}')
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
             pass
 
-    http.server.ThreadingHTTPServer.daemon_threads = True
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    class Server(http.server.ThreadingHTTPServer):
+        daemon_threads = True
+
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            # Chromium drops connections it no longer needs (broken pipe, reset): not an error here.
+            if not isinstance(sys.exc_info()[1], ConnectionError):
+                super().handle_error(request, client_address)
+
+    server = Server(("127.0.0.1", 0), Handler)
     print(server.server_address[1], flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     server.serve_forever()
@@ -341,7 +368,9 @@ class Baseline:
         stats_path = self.work / f"stats-{self.count}.json"
         feed_path = self.work / f"items-{self.count}.jsonl"
         log_path = self.work / f"crawl-{self.count}.log"
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "SCRAPY_SETTINGS_MODULE", "SCRAPY_PROJECT")}
+        env = {
+            k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "SCRAPY_SETTINGS_MODULE", "SCRAPY_PROJECT")
+        }
         if query_config is not None:
             # The platform's own spider and project settings, as Scrapyd would run them (minus Scrapyd).
             env.update(PYTHONPATH=str(REPO), SCRAPY_SETTINGS_MODULE="spiders.settings")
@@ -379,10 +408,8 @@ class Baseline:
         log_text = log_path.read_text(errors="replace")
         if code != 0:
             raise BenchError(f"The baseline crawl exited with {code}:\n{log_text[-3000:]}")
-        if query_config is not None:
-            stats = parse_stats_dump(log_text)
-        else:
-            stats = json.loads(stats_path.read_text())
+        # The query spider cannot be told to write its stats: read them from its log.
+        stats = parse_stats_dump(log_text) if query_config is not None else json.loads(stats_path.read_text())
         items = int(stats.get("item_scraped_count") or 0)
         if feed:
             lines = feed_path.read_text(encoding="utf-8").splitlines()
@@ -480,7 +507,9 @@ def measure_platform(api: Api, job_id: str, expected_items: int) -> CrawlSample:
     if items["count"] != expected_items:
         raise BenchError(f"Run {run_id} stored {items['count']} items, expected {expected_items}")
     sample = stats_sample(run.get("stats") or {}, wall, run["result_count"])
-    times = {k: dt.datetime.fromisoformat(run[k].replace("Z", "+00:00")) for k in ("created_at", "started_at", "finished_at")}
+    times = {
+        k: dt.datetime.fromisoformat(run[k].replace("Z", "+00:00")) for k in ("created_at", "started_at", "finished_at")
+    }
     sample.extra = {
         "created→started": (times["started_at"] - times["created_at"]).total_seconds(),
         "started→finished": (times["finished_at"] - times["started_at"]).total_seconds(),
@@ -496,8 +525,15 @@ def baseline_settings(values: dict[str, Any], render: bool) -> dict[str, Any]:
     import spiders.settings as project  # noqa: PLC0415 - the platform's project settings
 
     names = (
-        "ROBOTSTXT_OBEY", "TELNETCONSOLE_ENABLED", "REMOTE_CONTROL_ENABLED", "LOG_LEVEL", "RETRY_TIMES",
-        "FEED_EXPORT_ENCODING", "DOWNLOAD_WARNSIZE", "CONCURRENT_REQUESTS", "CONCURRENT_REQUESTS_PER_DOMAIN",
+        "ROBOTSTXT_OBEY",
+        "TELNETCONSOLE_ENABLED",
+        "REMOTE_CONTROL_ENABLED",
+        "LOG_LEVEL",
+        "RETRY_TIMES",
+        "FEED_EXPORT_ENCODING",
+        "DOWNLOAD_WARNSIZE",
+        "CONCURRENT_REQUESTS",
+        "CONCURRENT_REQUESTS_PER_DOMAIN",
     )
     result: dict[str, Any] = {name: getattr(project, name) for name in names}
     result.update(
@@ -525,7 +561,10 @@ def attribution_variants(values: dict[str, Any], work: Path, sink: str) -> list[
         "TWISTED_DNS_RESOLVER": "spiders.netguard.NetPolicyResolver",
         "CRAWL_ALLOWED_NETWORKS": LOOPBACK,
     }
-    closespider = {"CLOSESPIDER_PAGECOUNT": values["CRAWL_MAX_PAGES"], "CLOSESPIDER_ITEMCOUNT": values["CRAWL_MAX_ITEMS"]}
+    closespider = {
+        "CLOSESPIDER_PAGECOUNT": values["CRAWL_MAX_PAGES"],
+        "CLOSESPIDER_ITEMCOUNT": values["CRAWL_MAX_ITEMS"],
+    }
     reporter = {
         "EXTENSIONS": {"spiders.reporting.PlatformReporter": 100, "spiders.jobdir.JobdirCleanup": 110},
         "PLATFORM_REPORT_URL": sink,
@@ -594,9 +633,8 @@ def machine() -> str:
         ).stdout.strip()
     system = os.uname()
     cpus = len(os.sched_getaffinity(0))
-    return (
-        f"{cpus} CPUs ({system.sysname} {system.machine}), Python {sys.version.split()[0]}, {versions}"
-        + (f", {chromium}" if chromium else "")
+    return f"{cpus} CPUs ({system.sysname} {system.machine}), Python {sys.version.split()[0]}, {versions}" + (
+        f", {chromium}" if chromium else ""
     )
 
 
@@ -610,7 +648,7 @@ class Results:
     baseline: list[CrawlSample] = field(default_factory=list)
     platform_rendered: list[CrawlSample] = field(default_factory=list)
     baseline_rendered: list[CrawlSample] = field(default_factory=list)
-    attribution: list[tuple[str, list[CrawlSample]]] = field(default_factory=list)
+    attribution: list[tuple[str, list[tuple[str, list[CrawlSample]]]]] = field(default_factory=list)
 
     def ratio(self, rendered: bool = False) -> float:
         if rendered:
@@ -646,11 +684,13 @@ def report(results: Results) -> str:
         "- Fixture server: Python `ThreadingHTTPServer` in its own process (HTTP/1.1 keep-alive, pages",
         "  held in memory) on loopback; nginx-light is not installed here. Everything (server, platform,",
         "  crawl) shares the same CPUs.",
-        f"- Settings of both crawls: CONCURRENT_REQUESTS(_PER_DOMAIN) = 16/16, DOWNLOAD_TIMEOUT ="
-        f" {values['CRAWL_DOWNLOAD_TIMEOUT']:g}, RETRY_TIMES = 1, DEPTH_LIMIT = 1, ROBOTSTXT_OBEY off,",
-        "  telnet and remote control off, LOG_LEVEL INFO, asyncio reactor. The platform's job: `rate_limit: 0`,",
-        f"  `max_pages: {values['CRAWL_MAX_PAGES']:,}`; its crawl also has JOBDIR, the netguard middleware and",
-        "  resolver, CLOSESPIDER_* and the reporting extension (no feed).",
+        "- Settings of both crawls: CONCURRENT_REQUESTS(_PER_DOMAIN) = 16/16,"
+        f" DOWNLOAD_TIMEOUT = {values['CRAWL_DOWNLOAD_TIMEOUT']:g},",
+        "  RETRY_TIMES = 1, DEPTH_LIMIT = 1, ROBOTSTXT_OBEY off, telnet and remote control off, LOG_LEVEL",
+        "  INFO, asyncio reactor. The platform's job: `rate_limit: 0`,"
+        f" `max_pages: {values['CRAWL_MAX_PAGES']:,}`; its crawl also",
+        "  has what the platform adds to every run: JOBDIR (disk queues), the netguard middleware and",
+        "  resolver, CLOSESPIDER_* and the reporting extension posting items to the platform (no feed).",
         f"- Rendered: {results.rendered_pages} pages whose heading, paragraphs and price are inserted by an inline",
         "  script, with `render_config: {enabled: true, wait_strategy: load}` against a bare",
         "  scrapy-playwright spider (same Chromium executable and launch options from spiders/settings.py,",
@@ -669,7 +709,9 @@ def report(results: Results) -> str:
         ]
     lines += [""]
     met = "met" if static_ratio >= TARGET_STATIC else "**NOT met**"
-    lines.append(f"**Static: {static_ratio:.2f}** of the hand-written spider's pages/s (target ≥ {TARGET_STATIC}: {met}).")
+    lines.append(
+        f"**Static: {static_ratio:.2f}** of the hand-written spider's pages/s (target ≥ {TARGET_STATIC}: {met})."
+    )
     if results.platform_rendered:
         rendered_ratio = results.ratio(rendered=True)
         met = "met" if rendered_ratio >= TARGET_RENDERED else "**NOT met**"
@@ -683,11 +725,18 @@ def report(results: Results) -> str:
         f"Wall time, static: the platform takes {1 / wall_ratio:.2f}× the baseline's process time"
         f" (run created → crawl started {started:.2f} s, median)."
     )
-    if results.attribution:
-        lines += ["", "Attribution (`--attribute`): the hand-written spider with the platform's additions:", ""]
-        lines += [TABLE_HEAD.replace("| crawl |", "| variant |")]
-        base = med([s.rate for s in results.baseline])
-        for name, samples in results.attribution:
+    for group, variants in results.attribution:
+        lines += [
+            "",
+            f"Attribution, {group} (`--attribute`): the baseline with the platform's additions one at a time,",
+            "and the platform's own `query` spider run by hand (`scrapy crawl query` with the project's",
+            "settings and what platform/jobs/crawl.py passes; the reporting extension posts to a local sink).",
+            "In brackets: the ratio to the first row's median.",
+            "",
+            TABLE_HEAD.replace("| crawl |", "| variant |"),
+        ]
+        base = med([s.rate for s in variants[0][1]])
+        for name, samples in variants:
             lines.append(rows_for(f"{name} ({med([s.rate for s in samples]) / base:.2f})", samples))
     return "\n".join(lines) + "\n"
 
@@ -769,7 +818,7 @@ def run_benchmark(args: argparse.Namespace, root: Path) -> Results:
             )
 
         if args.attribute:
-            run_attribution(args, results, baseline, server, values, settings, work)
+            run_attribution(args, results, baseline, server, values, work)
         return results
     except BaseException as exc:
         if isinstance(exc, (BenchError, requests.RequestException)):
@@ -786,24 +835,68 @@ def run_attribution(
     baseline: Baseline,
     server: FixtureServer,
     values: dict[str, Any],
-    settings: dict[str, Any],
     work: Path,
 ) -> None:
-    """Baseline, variants and the query spider by hand, interleaved round by round."""
-    index = server.url("static/index.html")
-    expected = args.pages + 1
+    """Each group: its baseline again, the variants and the query spider by hand, interleaved round by round."""
     sink = server.url("sink/")
-    variants: list[tuple[str, Any]] = [("hand-written spider (baseline again)", lambda: baseline.run(index, settings, expected_items=expected))]
-    for name, extra, feed in attribution_variants(values, work, sink):
-        variants.append((name, lambda extra=extra, feed=feed: baseline.run(index, {**settings, **extra}, feed=feed, expected_items=expected)))
-    config = {
-        "source": [index], "queries": QUERIES, "follow": FOLLOW, "max_depth": 1,
-        "max_pages": values["CRAWL_MAX_PAGES"], "rate_limit": 0, "render": None, "proxy": None,
+    groups: list[tuple[str, list[tuple[str, Any]]]] = [
+        ("static", static_variants(args.pages, baseline, server, values, work, sink))
+    ]
+    if args.rendered_pages:
+        groups.append(("rendered", rendered_variants(args.rendered_pages, baseline, server, values, work, sink)))
+    for group, variants in groups:
+        samples: dict[str, list[CrawlSample]] = {name: [] for name, _ in variants}
+        for i in range(1, args.repeat + 1):
+            for name, run in variants:
+                samples[name].append(run())
+                print(
+                    f"  attribution {i}/{args.repeat}, {group}: {name}: {samples[name][-1].rate:.1f} pages/s",
+                    flush=True,
+                )
+        results.attribution.append((group, [(name, samples[name]) for name, _ in variants]))
+
+
+def query_config(index: str, values: dict[str, Any], render: dict | None) -> dict[str, Any]:
+    """The `config` argument a run of the benchmark's job gives the query spider (Job.spider_config)."""
+    return {
+        "source": [index],
+        "queries": QUERIES,
+        "follow": FOLLOW,
+        "max_depth": 1,
+        "max_pages": values["CRAWL_MAX_PAGES"],
+        "max_items": None,
+        "item_selector": None,
+        "rate_limit": 0,
+        "render": render,
+        "proxy": None,
     }
+
+
+def static_variants(
+    pages: int, baseline: Baseline, server: FixtureServer, values: dict[str, Any], work: Path, sink: str
+) -> list[tuple[str, Any]]:
+    index = server.url("static/index.html")
+    expected = pages + 1
+    settings = baseline_settings(values, render=False)
+    variants: list[tuple[str, Any]] = [
+        ("hand-written spider (baseline again)", lambda: baseline.run(index, settings, expected_items=expected))
+    ]
+    for name, extra, feed in attribution_variants(values, work, sink):
+        variants.append(
+            (
+                name,
+                lambda extra=extra, feed=feed: baseline.run(
+                    index, {**settings, **extra}, feed=feed, expected_items=expected
+                ),
+            )
+        )
+    config = query_config(index, values, None)
     platform_settings = query_spider_settings(values, work, sink)
     variants.append(
-        ("platform's query spider by hand (all its settings, no Scrapyd)",
-         lambda: baseline.run(index, platform_settings, feed=False, expected_items=expected, query_config=config))
+        (
+            "platform's query spider by hand (all its settings, no Scrapyd)",
+            lambda: baseline.run(index, platform_settings, feed=False, expected_items=expected, query_config=config),
+        )
     )
     bare = {
         **platform_settings,
@@ -811,25 +904,55 @@ def run_attribution(
         "TWISTED_DNS_RESOLVER": "scrapy.resolver.CachingThreadedResolver",
         "EXTENSIONS": {},
     }
-    bare.pop("JOBDIR")
-    bare.pop("CLOSESPIDER_PAGECOUNT")
-    bare.pop("CLOSESPIDER_ITEMCOUNT")
+    for name in ("JOBDIR", "CLOSESPIDER_PAGECOUNT", "CLOSESPIDER_ITEMCOUNT"):
+        bare.pop(name)
     variants.append(
-        ("platform's query spider by hand, none of the additions, JSONL feed",
-         lambda: baseline.run(index, bare, feed=True, expected_items=expected, query_config=config))
+        (
+            "platform's query spider by hand, none of the additions, JSONL feed",
+            lambda: baseline.run(index, bare, feed=True, expected_items=expected, query_config=config),
+        )
     )
-    samples: dict[str, list[CrawlSample]] = {name: [] for name, _ in variants}
-    for i in range(1, args.repeat + 1):
-        for name, run in variants:
-            samples[name].append(run())
-            print(f"  attribution {i}/{args.repeat}: {name}: {samples[name][-1].rate:.1f} pages/s", flush=True)
-    results.attribution = [(name, samples[name]) for name, _ in variants]
+    return variants
+
+
+def rendered_variants(
+    pages: int, baseline: Baseline, server: FixtureServer, values: dict[str, Any], work: Path, sink: str
+) -> list[tuple[str, Any]]:
+    index = server.url("rendered/index.html")
+    expected = pages + 1
+    settings = baseline_settings(values, render=True)
+    abort = {"PLAYWRIGHT_ABORT_REQUEST": "spiders.netguard.abort_request", "CRAWL_ALLOWED_NETWORKS": LOOPBACK}
+    render = {"enabled": True, "wait_strategy": "load", "wait_selector": "", "wait_timeout_ms": 30_000}
+    platform_settings = {
+        **query_spider_settings(values, work, sink),
+        "DOWNLOAD_HANDLERS": settings["DOWNLOAD_HANDLERS"],
+        "PLAYWRIGHT_ABORT_REQUEST": "spiders.netguard.abort_request",
+        "PLAYWRIGHT_MAX_PAGES_PER_CONTEXT": values["RENDER_MAX_PAGES"],
+        "CONCURRENT_REQUESTS": values["RENDER_MAX_PAGES"],
+    }
+    config = query_config(index, values, render)
+    return [
+        (
+            "bare scrapy-playwright spider (baseline again)",
+            lambda: baseline.run(index, settings, render=True, expected_items=expected),
+        ),
+        (
+            "+ netguard's PLAYWRIGHT_ABORT_REQUEST predicate",
+            lambda: baseline.run(index, {**settings, **abort}, render=True, expected_items=expected),
+        ),
+        (
+            "platform's query spider by hand, rendering (all its settings, no Scrapyd)",
+            lambda: baseline.run(index, platform_settings, feed=False, expected_items=expected, query_config=config),
+        ),
+    ]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pages", type=int, default=5000, help="product pages of the static site (default 5000)")
-    parser.add_argument("--rendered-pages", type=int, default=200, help="pages of the rendered site (default 200; 0 skips)")
+    parser.add_argument(
+        "--rendered-pages", type=int, default=200, help="pages of the rendered site (default 200; 0 skips)"
+    )
     parser.add_argument("--repeat", type=int, default=3, help="repetitions of each (default 3)")
     parser.add_argument("--attribute", action="store_true", help="also run the attribution variants")
     parser.add_argument("--no-write", action="store_true", help=f"do not update {DOC.relative_to(REPO)}")
