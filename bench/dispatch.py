@@ -127,7 +127,16 @@ class Platform:
     @property
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in ISOLATE_ENV}
-        return {**env, "DATA_DIR": str(self.data_dir), "PORT": str(self.port), "SCRAPYD_PORT": str(self.scrapyd_port)}
+        return {
+            **env,
+            "DATA_DIR": str(self.data_dir),
+            "PORT": str(self.port),
+            "SCRAPYD_PORT": str(self.scrapyd_port),
+            # The fixture page is on loopback, which crawls may not reach by default; the benchmark
+            # polls faster than the default API rate limit allows.
+            "CRAWL_ALLOWED_NETWORKS": "127.0.0.0/8",
+            "API_RATE_LIMIT": "100000/min",
+        }
 
     @property
     def log_path(self) -> Path:
