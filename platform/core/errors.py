@@ -44,6 +44,12 @@ class Conflict(PlatformError):
     code = "conflict"
 
 
+class IllegalTransition(Conflict):
+    """A status change a model's state machine does not allow."""
+
+    code = "illegal_transition"
+
+
 class NodeUnavailable(PlatformError):
     """A Scrapyd node could not be reached or refused a request."""
 

@@ -9,6 +9,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from .errors import IllegalTransition
+
 KEY_PREFIX = "sk_"
 
 
@@ -62,3 +64,27 @@ class Heartbeat(models.Model):
     @classmethod
     def beat(cls, name: str) -> None:
         cls.objects.update_or_create(name=name, defaults={"at": timezone.now()})
+
+
+class GuardedStatus(models.Model):
+    """Abstract: `status` changes only through the model's transition methods; save() refuses others."""
+
+    class Meta:
+        abstract = True
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        instance = super().from_db(db, field_names, values)
+        instance._loaded_status = instance.__dict__.get("status")
+        return instance
+
+    def save(self, *args, **kwargs) -> None:
+        loaded = getattr(self, "_loaded_status", None)
+        if loaded is not None and self.status != loaded:
+            raise IllegalTransition(f"A {self._meta.verbose_name}'s status changes only through its transition methods")
+        super().save(*args, **kwargs)
+        self._loaded_status = self.status
+
+    def refresh_from_db(self, *args, **kwargs) -> None:
+        super().refresh_from_db(*args, **kwargs)
+        self._loaded_status = self.status

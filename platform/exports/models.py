@@ -12,7 +12,8 @@ from django.db.models import F, Q
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
-from jobs.models import IllegalTransition
+from core.errors import IllegalTransition
+from core.models import GuardedStatus
 
 
 class FileStatus(models.TextChoices):
@@ -44,7 +45,7 @@ def no_download_running() -> Q:
     return Q(active_downloads=0) | Q(last_download_at__lt=_lease_cutoff())
 
 
-class ResultFile(models.Model):
+class ResultFile(GuardedStatus):
     """One export of a run's items (a format and its options), on local disk and in the backup store."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -76,7 +77,7 @@ class ResultFile(models.Model):
         ordering = ["-created_at"]
         constraints = [
             models.UniqueConstraint(
-                fields=["run", "fingerprint"], condition=Q(status__in=list(LIVE)), name="one_live_result_file"
+                fields=["run", "fingerprint"], condition=Q(status__in=sorted(LIVE)), name="one_live_result_file"
             )
         ]
         indexes = [models.Index(fields=["status", "expires_at"])]
@@ -85,23 +86,6 @@ class ResultFile(models.Model):
         return f"{self.filename} ({self.status})"
 
     # --- state machine (as jobs.Run: transitions are the only writers of status) -----------------
-    @classmethod
-    def from_db(cls, db, field_names, values):
-        instance = super().from_db(db, field_names, values)
-        instance._loaded_status = instance.__dict__.get("status")
-        return instance
-
-    def save(self, *args, **kwargs) -> None:
-        loaded = getattr(self, "_loaded_status", None)
-        if loaded is not None and self.status != loaded:
-            raise IllegalTransition("A result file's status changes only through its transition methods")
-        super().save(*args, **kwargs)
-        self._loaded_status = self.status
-
-    def refresh_from_db(self, *args, **kwargs) -> None:
-        super().refresh_from_db(*args, **kwargs)
-        self._loaded_status = self.status
-
     def _update(self, condition: Q, **fields: Any) -> bool:
         """Apply `fields` if the row still meets `condition` (one atomic UPDATE), then reload."""
         updated = ResultFile.objects.filter(condition, pk=self.pk).update(**fields)

@@ -12,7 +12,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from core.errors import Conflict
+from core.errors import IllegalTransition
+from core.models import GuardedStatus
 
 from .job import Job
 
@@ -42,12 +43,6 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 }
 
 
-class IllegalTransition(Conflict):
-    """A status change the state machine does not allow."""
-
-    code = "illegal_transition"
-
-
 class Trigger(models.TextChoices):
     API = "api"
     ADMIN = "admin"
@@ -55,7 +50,7 @@ class Trigger(models.TextChoices):
     RESUME = "resume"
 
 
-class Run(models.Model):
+class Run(GuardedStatus):
     """One execution of a job on a Scrapyd node."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -141,19 +136,6 @@ class Run(models.Model):
         return hmac.compare_digest(self.report_token(), token or "")
 
     # --- state machine ---------------------------------------------------------------------------
-    @classmethod
-    def from_db(cls, db, field_names, values):
-        instance = super().from_db(db, field_names, values)
-        instance._loaded_status = instance.__dict__.get("status")
-        return instance
-
-    def save(self, *args, **kwargs) -> None:
-        loaded = getattr(self, "_loaded_status", None)
-        if loaded is not None and self.status != loaded:
-            raise IllegalTransition("A run's status changes only through its transition methods")
-        super().save(*args, **kwargs)
-        self._loaded_status = self.status
-
     def _transition(self, to: str, **fields: Any) -> None:
         """Move to `to` if legal, guarded against a concurrent writer having moved the run first."""
         if to not in TRANSITIONS[self.status]:
@@ -196,10 +178,6 @@ class Run(models.Model):
         if self.started_at is None and status != RunStatus.LOST and stats and stats.get("start_time"):
             fields["started_at"] = _parse_time(stats["start_time"])
         self._transition(status, **fields)
-
-    def refresh_from_db(self, *args, **kwargs) -> None:
-        super().refresh_from_db(*args, **kwargs)
-        self._loaded_status = self.status
 
 
 def _parse_time(value: Any) -> datetime | None:

@@ -1,0 +1,9 @@
+"""Models and migrations agree (a model change without its migration fails here, not in production)."""
+
+import pytest
+from django.core.management import call_command
+
+
+@pytest.mark.django_db
+def test_no_missing_migrations():
+    call_command("makemigrations", "--check", "--dry-run", verbosity=0)
