@@ -41,6 +41,7 @@ import http.server
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import statistics
@@ -56,7 +57,7 @@ from typing import Any
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dispatch import TERMINAL, Api, BenchError, Platform, wait_healthy  # noqa: E402
+from dispatch import TERMINAL, Api, BenchError, Platform, _children, wait_healthy  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "benchmarks.md"
@@ -330,6 +331,7 @@ class CrawlSample:
     elapsed: float
     wall: float
     items: int
+    cpu: float = 0.0  # CPU seconds of the crawl process and its children (a browser's included)
     extra: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -386,6 +388,7 @@ class Baseline:
             args += ["-O", f"{feed_path}:jsonlines"]
         if settings.get("JOBDIR"):
             shutil.rmtree(settings["JOBDIR"], ignore_errors=True)  # never resume a previous crawl
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
@@ -405,6 +408,8 @@ class Baseline:
                 proc.wait()
                 raise
         wall = time.perf_counter() - t0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime + after.ru_stime) - (usage.ru_utime + usage.ru_stime)
         log_text = log_path.read_text(errors="replace")
         if code != 0:
             raise BenchError(f"The baseline crawl exited with {code}:\n{log_text[-3000:]}")
@@ -420,7 +425,9 @@ class Baseline:
             raise BenchError(f"Expected {expected_items} items, the crawl scraped {items}")
         log_path.unlink()
         stats_path.unlink(missing_ok=True)
-        return stats_sample(stats, wall, items)
+        sample = stats_sample(stats, wall, items)
+        sample.cpu = cpu
+        return sample
 
 
 def parse_stats_dump(log: str) -> dict:
@@ -487,8 +494,27 @@ def job_body(name: str, index_url: str, max_pages: int, render: bool) -> dict[st
     return body
 
 
-def measure_platform(api: Api, job_id: str, expected_items: int) -> CrawlSample:
-    """POST run → poll until succeeded with every item stored; pages/s from the run's stats."""
+def children_cpu(pid: int) -> float:
+    """CPU seconds of the reaped children of `pid` (cutime + cstime, from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+
+
+def scrapyd_pid(platform: Platform) -> int:
+    """The local Scrapyd node's process (a child of runplatform)."""
+    for pid in _children(platform.proc.pid):
+        with contextlib.suppress(OSError):
+            if b"scrapyd" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"):
+                return pid
+    raise BenchError("The platform's Scrapyd process was not found")
+
+
+def measure_platform(api: Api, job_id: str, expected_items: int, scrapyd: int) -> CrawlSample:
+    """POST run → poll until succeeded with every item stored; pages/s from the run's stats.
+
+    The crawl's CPU time is what Scrapyd's reaped children gained, once the crawl process has ended.
+    """
+    cpu0 = children_cpu(scrapyd)
     t0 = time.perf_counter()
     run_id = api.call("POST", f"/jobs/{job_id}/run").json()["run_id"]
     run: dict = {}
@@ -507,6 +533,10 @@ def measure_platform(api: Api, job_id: str, expected_items: int) -> CrawlSample:
     if items["count"] != expected_items:
         raise BenchError(f"Run {run_id} stored {items['count']} items, expected {expected_items}")
     sample = stats_sample(run.get("stats") or {}, wall, run["result_count"])
+    deadline = time.monotonic() + 60
+    while _children(scrapyd) and time.monotonic() < deadline:  # the process ends after its report
+        time.sleep(0.05)
+    sample.cpu = children_cpu(scrapyd) - cpu0
     times = {
         k: dt.datetime.fromisoformat(run[k].replace("Z", "+00:00")) for k in ("created_at", "started_at", "finished_at")
     }
@@ -608,18 +638,23 @@ def spread(values: list[float], fmt: str = "{:.1f}") -> str:
     return f"{fmt.format(min(values))}–{fmt.format(max(values))}"
 
 
+def cpu_per_1000(samples: list[CrawlSample]) -> float:
+    return med([1000 * s.cpu / s.pages for s in samples])
+
+
 def rows_for(name: str, samples: list[CrawlSample]) -> str:
     rates = [s.rate for s in samples]
     walls = [s.wall for s in samples]
     return (
         f"| {name} | **{med(rates):.1f}** | {spread(rates)} | {med([s.elapsed for s in samples]):.2f} s"
-        f" | {med(walls):.2f} s | {samples[0].pages:,} | {samples[0].items:,} |"
+        f" | {med(walls):.2f} s | {cpu_per_1000(samples):.2f} s | {samples[0].pages:,} | {samples[0].items:,} |"
     )
 
 
 TABLE_HEAD = (
-    "| crawl | pages/s (median) | pages/s (min–max) | crawl elapsed | wall time | responses | items |\n"
-    "|---|---:|---:|---:|---:|---:|---:|"
+    "| crawl | pages/s (median) | pages/s (min–max) | crawl elapsed | wall time | CPU per 1,000 pages"
+    " | responses | items |\n"
+    "|---|---:|---:|---:|---:|---:|---:|---:|"
 )
 
 
@@ -677,7 +712,10 @@ def report(results: Results) -> str:
         "elapsed_time_seconds` from each crawl's own stats (the platform's from `GET /api/v1/runs/{id}`).",
         "Wall time: the platform's from just before the POST until the run has succeeded with every item",
         "stored (Celery dispatch, Scrapyd's poll and the process start-up included); the baseline's is the",
-        "`scrapy runspider` process from start to exit.",
+        "`scrapy runspider` process from start to exit. CPU per 1,000 pages: CPU seconds of the crawl",
+        "process and its children (Chromium's processes too), from the kernel's accounting of reaped",
+        "children (Scrapyd's for the platform, this script's for the baseline), process start-up included:",
+        "less sensitive than pages/s to other load on a shared machine, and where additions to a crawl show.",
         "",
         f"- Date: {dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}",
         f"- Machine: {machine()}",
@@ -719,12 +757,18 @@ def report(results: Results) -> str:
             f"**Rendered: {rendered_ratio:.2f}** of bare scrapy-playwright's pages/s (target ≥ {TARGET_RENDERED}: {met})."
         )
     lines.append("")
-    wall_ratio = med([s.wall for s in results.baseline]) / med([s.wall for s in results.platform])
+    wall_ratio = med([s.wall for s in results.platform]) / med([s.wall for s in results.baseline])
     started = med([s.extra["created→started"] for s in results.platform])
     lines.append(
-        f"Wall time, static: the platform takes {1 / wall_ratio:.2f}× the baseline's process time"
+        f"Wall time, static: the platform takes {wall_ratio:.2f}× the baseline's process time"
         f" (run created → crawl started {started:.2f} s, median)."
     )
+    cpu = cpu_per_1000(results.platform) / cpu_per_1000(results.baseline)
+    text = f"CPU per page: the platform's crawl uses {cpu:.2f}× the hand-written spider's"
+    if results.platform_rendered:
+        cpu_r = cpu_per_1000(results.platform_rendered) / cpu_per_1000(results.baseline_rendered)
+        text += f"; rendered, {cpu_r:.2f}× bare scrapy-playwright's (Chromium included)"
+    lines.append(text + ".")
     for group, variants in results.attribution:
         lines += [
             "",
@@ -790,6 +834,7 @@ def run_benchmark(args: argparse.Namespace, root: Path) -> Results:
         wait_healthy(platform)
         api = Api(platform.url, platform.manage("createapikey", "bench").splitlines()[-1])
         values = platform_crawl_values(platform)
+        scrapyd = scrapyd_pid(platform)
         results = Results(args.pages, args.rendered_pages, args.repeat, values)
         baseline = Baseline(work)
 
@@ -800,7 +845,7 @@ def run_benchmark(args: argparse.Namespace, root: Path) -> Results:
         results.platform, results.baseline = alternate(
             f"Static site, {args.pages} pages",
             args.repeat,
-            lambda: measure_platform(api, job["job_id"], static_items),
+            lambda: measure_platform(api, job["job_id"], static_items, scrapyd),
             lambda: baseline.run(index, settings, expected_items=static_items),
         )
 
@@ -813,7 +858,7 @@ def run_benchmark(args: argparse.Namespace, root: Path) -> Results:
             results.platform_rendered, results.baseline_rendered = alternate(
                 f"Rendered site, {args.rendered_pages} pages",
                 args.repeat,
-                lambda: measure_platform(api, job_r["job_id"], rendered_items),
+                lambda: measure_platform(api, job_r["job_id"], rendered_items, scrapyd),
                 lambda: baseline.run(index_r, settings_r, render=True, expected_items=rendered_items),
             )
 
@@ -921,7 +966,13 @@ def rendered_variants(
     index = server.url("rendered/index.html")
     expected = pages + 1
     settings = baseline_settings(values, render=True)
-    abort = {"PLAYWRIGHT_ABORT_REQUEST": "spiders.netguard.abort_request", "CRAWL_ALLOWED_NETWORKS": LOOPBACK}
+    # The predicate applies the policy the middleware (or resolver) activates: strict until then.
+    netguard = {
+        "DOWNLOADER_MIDDLEWARES": {"spiders.netguard.NetPolicyDownloaderMiddleware": 10},
+        "TWISTED_DNS_RESOLVER": "spiders.netguard.NetPolicyResolver",
+        "CRAWL_ALLOWED_NETWORKS": LOOPBACK,
+        "PLAYWRIGHT_ABORT_REQUEST": "spiders.netguard.abort_request",
+    }
     render = {"enabled": True, "wait_strategy": "load", "wait_selector": "", "wait_timeout_ms": 30_000}
     platform_settings = {
         **query_spider_settings(values, work, sink),
@@ -937,8 +988,8 @@ def rendered_variants(
             lambda: baseline.run(index, settings, render=True, expected_items=expected),
         ),
         (
-            "+ netguard's PLAYWRIGHT_ABORT_REQUEST predicate",
-            lambda: baseline.run(index, {**settings, **abort}, render=True, expected_items=expected),
+            "+ netguard (middleware, resolver and PLAYWRIGHT_ABORT_REQUEST predicate)",
+            lambda: baseline.run(index, {**settings, **netguard}, render=True, expected_items=expected),
         ),
         (
             "platform's query spider by hand, rendering (all its settings, no Scrapyd)",
