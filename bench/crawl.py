@@ -7,7 +7,8 @@ What is measured, per repetition:
   run through the real platform: `POST /api/v1/jobs/{id}/run` → Celery → Scrapyd → the `query`
   spider → items reported to the platform. Pages per second come from the crawl's own stats
   (`response_received_count / elapsed_time_seconds`, from `GET /api/v1/runs/{id}`); the wall time is
-  from just before the POST until the run has succeeded with every item stored (`result_count`).
+  from just before the POST until the run's `finished_at`, when it has succeeded with every item
+  stored (checked: `result_count` and the stored items).
 * baseline: a hand-written spider (written by this script into the temporary directory) doing the
   same extraction with parsel and `re` on the same pages, with the settings that shape a crawl's
   throughput set as the platform sets them (spiders/settings.py and platform/jobs/crawl.py:
@@ -20,8 +21,10 @@ What is measured, per repetition:
 
 The fixture site is served by a ThreadingHTTPServer (HTTP/1.1 keep-alive, pages held in memory) in
 a separate process, so that it does not compete with this script for the GIL (nginx-light is not
-installed here). The platform and the baseline alternate (P, B, P, B, ...) after one warm-up of
-each, so machine noise hits both alike; medians are reported.
+installed here). The platform and the baseline alternate (P B, B P, P B, ...) after one warm-up of
+each, so machine noise hits both alike; medians are reported. CPU seconds per 1,000 pages of each
+crawl process (its children, Chromium, included) are reported too: on a shared machine they vary
+less than pages/s.
 
 `--attribute` additionally runs the hand-written spider with the platform's additions one at a
 time (JOBDIR, the netguard middleware and resolver, CLOSESPIDER_*, the reporting extension posting
@@ -64,7 +67,10 @@ DOC = REPO / "docs" / "benchmarks.md"
 SECTION = "## Crawl throughput (bench/crawl.py)"
 TARGET_STATIC = 0.95
 TARGET_RENDERED = 0.90
-POLL = 0.1
+# Polling the run is the benchmark's own load on the platform (a request and a query each time):
+# at 10 Hz it cost ~0.6 CPU-s per 5,000-page run. The wall time comes from the run's `finished_at`
+# (same host clock), so a slow poll does not make it coarser.
+POLL = 0.5
 RUN_TIMEOUT = 600.0
 LOOPBACK = "127.0.0.0/8"
 QUERIES: list[dict[str, Any]] = [
@@ -515,7 +521,7 @@ def measure_platform(api: Api, job_id: str, expected_items: int, scrapyd: int) -
     The crawl's CPU time is what Scrapyd's reaped children gained, once the crawl process has ended.
     """
     cpu0 = children_cpu(scrapyd)
-    t0 = time.perf_counter()
+    t0, clock0 = time.perf_counter(), time.time()
     run_id = api.call("POST", f"/jobs/{job_id}/run").json()["run_id"]
     run: dict = {}
     while True:
@@ -525,13 +531,14 @@ def measure_platform(api: Api, job_id: str, expected_items: int, scrapyd: int) -
         if time.perf_counter() - t0 > RUN_TIMEOUT:
             raise BenchError(f"Run {run_id} still {run['status']} after {RUN_TIMEOUT:.0f} s")
         time.sleep(POLL)
-    wall = time.perf_counter() - t0
     if run["status"] != "succeeded" or run.get("result_count") != expected_items:
         raise BenchError(f"Run {run_id} ended {run['status']}:\n{json.dumps(run, indent=2)[:3000]}")
     items = api.call("GET", f"/jobs/{job_id}/results", params={"run": run_id, "limit": 1000}).json()
     check_items(items["results"], None)
     if items["count"] != expected_items:
         raise BenchError(f"Run {run_id} stored {items['count']} items, expected {expected_items}")
+    # Succeeded (and `finished_at` set) once the crawl's `finished` report is in, after all its items.
+    wall = dt.datetime.fromisoformat(run["finished_at"].replace("Z", "+00:00")).timestamp() - clock0
     sample = stats_sample(run.get("stats") or {}, wall, run["result_count"])
     deadline = time.monotonic() + 60
     while _children(scrapyd) and time.monotonic() < deadline:  # the process ends after its report
@@ -710,8 +717,9 @@ def report(results: Results) -> str:
         "doing the same extraction (`//title/text()`, `p::text` joined, `\\$(\\d+\\.\\d{2})`) on the same pages",
         "with `scrapy runspider`, writing a JSONL feed. Pages/s = `response_received_count /",
         "elapsed_time_seconds` from each crawl's own stats (the platform's from `GET /api/v1/runs/{id}`).",
-        "Wall time: the platform's from just before the POST until the run has succeeded with every item",
-        "stored (Celery dispatch, Scrapyd's poll and the process start-up included); the baseline's is the",
+        "Wall time: the platform's from just before the POST until the run's `finished_at`, when it has",
+        "succeeded with every item stored (Celery dispatch, Scrapyd's poll and the process start-up",
+        "included); the baseline's is the",
         "`scrapy runspider` process from start to exit. CPU per 1,000 pages: CPU seconds of the crawl",
         "process and its children (Chromium's processes too), from the kernel's accounting of reaped",
         "children (Scrapyd's for the platform, this script's for the baseline), process start-up included:",
@@ -734,7 +742,8 @@ def report(results: Results) -> str:
         "  scrapy-playwright spider (same Chromium executable and launch options from spiders/settings.py,",
         f"  `wait_until: load`, CONCURRENT_REQUESTS = PLAYWRIGHT_MAX_PAGES_PER_CONTEXT = RENDER_MAX_PAGES ="
         f" {values['RENDER_MAX_PAGES']}).",
-        f"- Repetitions: {results.repeat} of each, alternating platform and baseline, after one warm-up of each.",
+        f"- Repetitions: {results.repeat} of each, alternating platform and baseline (P B B P ...), after one",
+        "  warm-up of each. The run is polled every 0.5 s; its wall time ends at its `finished_at`.",
         "",
         TABLE_HEAD,
         rows_for("Platform query job", results.platform),
@@ -806,8 +815,13 @@ def alternate(label: str, repeat: int, platform_run, baseline_run) -> tuple[list
     platform_samples: list[CrawlSample] = []
     baseline_samples: list[CrawlSample] = []
     for i in range(1, repeat + 1):
-        platform_samples.append(platform_run())
-        baseline_samples.append(baseline_run())
+        # ABBA order, so that neither always runs right after the other.
+        if i % 2:
+            platform_samples.append(platform_run())
+            baseline_samples.append(baseline_run())
+        else:
+            baseline_samples.append(baseline_run())
+            platform_samples.append(platform_run())
         p, b = platform_samples[-1], baseline_samples[-1]
         print(
             f"  {i}/{repeat}: platform {p.rate:.1f} pages/s ({p.pages} in {p.elapsed:.2f} s, wall {p.wall:.2f} s),"

@@ -67,6 +67,7 @@ def record_finished(run: Run, *, finish_reason: str, stats: dict, items_lost: in
         status, error = RunStatus.FAILED, f"{items_lost} item(s) could not be delivered to the platform"
     partial = status in (RunStatus.CANCELLED, RunStatus.PAUSED) or finish_reason != "finished"
     run.finish(status, close_reason=finish_reason, stats=stats, error=error, partial=partial)
+    release_waiting(run)
     logger.info("Run %s %s (%s, %s items)", run.id, run.status, finish_reason, run.items_scraped)
 
 
@@ -116,10 +117,23 @@ def _reconcile_one(run: Run, state: str | None, now) -> None:
             )
 
 
+def release_waiting(run: Run) -> None:
+    """Send the dispatch of the job's oldest run waiting for its turn (schedule overlap `queue`)."""
+    from .tasks import dispatch_run
+
+    if run.job_id is None:
+        return
+    waiting = Run.objects.filter(job_id=run.job_id, status=RunStatus.QUEUED, overlap_policy="queue")
+    following = waiting.order_by("created_at").first()
+    if following is not None:
+        dispatch_run.delay(str(following.id))
+
+
 def _settle(run: Run, status: str, error: str) -> None:
     try:
         run.finish(status, error=error, partial=status == RunStatus.CANCELLED and run.items_scraped > 0)
         logger.warning("Run %s settled as %s: %s", run.id, status, error)
     except IllegalTransition:
-        pass
+        return
+    release_waiting(run)
 

@@ -137,7 +137,7 @@ def dispatch(run_id: str) -> None:
     A resumed crawl goes back to the node that holds its JOBDIR.
     """
     run = Run.objects.filter(pk=run_id).select_related("node").first()
-    if run is None or run.status != RunStatus.QUEUED:
+    if run is None or run.status != RunStatus.QUEUED or _waits_its_turn(run):
         return
     now = timezone.now()
     if run.dispatch_claimed_at and now - run.dispatch_claimed_at < timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT):
@@ -168,6 +168,18 @@ def dispatch(run_id: str) -> None:
         raise
     logger.info("Run %s dispatched to node %s", run.id, node.name)
     _settle_dispatched(run, node)
+
+
+def _waits_its_turn(run: Run) -> bool:
+    """A run a schedule fired with the `queue` overlap policy starts after the job's earlier runs.
+
+    It stays queued, unclaimed, until then: the job's next settled run sends its dispatch again
+    (lifecycle.release_waiting), and the reconciler re-sends it meanwhile.
+    """
+    if run.overlap_policy != "queue" or run.job_id is None:
+        return False
+    earlier = Run.objects.filter(job_id=run.job_id, status__in=ACTIVE, created_at__lt=run.created_at)
+    return earlier.exclude(pk=run.pk).exists()
 
 
 def _ensure_code(run: Run, node: Node) -> str:
