@@ -49,3 +49,9 @@ def other_api(other_user) -> APIClient:
 def items_dir(tmp_path, settings):
     settings.ITEMS_DIR = tmp_path / "items"
     return settings.ITEMS_DIR
+
+
+@pytest.fixture
+def no_dispatch(monkeypatch):
+    """Runs stay queued: for tests that look at the API, not at crawls."""
+    monkeypatch.setattr("jobs.tasks.dispatch_run.delay", lambda run_id: None)

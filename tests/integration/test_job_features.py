@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import statistics
-import time
 
 import pytest
 from proxies.models import Proxy
@@ -187,7 +186,6 @@ def test_run_log_tail_and_range(platform, api, site, node_a):
 
 
 def test_preview_applies_queries_to_a_live_page(platform, api, site):
-    time.sleep(0)  # the live site fixture is enough; no node needed
     response = api.post("/api/v1/jobs/preview", {
         "url": f"{site.url}product1.html",
         "queries": [{"name": "tags", "type": "css", "query": "li.tag::text"}, {"name": "nope", "type": "css", "query": "b"}],

@@ -10,7 +10,7 @@ from jobs.crawl import crawl_settings, spider_arguments
 from jobs.models import Job, Query, Run, RunStatus
 from jobs.services import start_run
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_dispatch")]
 
 BASE = {
     "name": "Example",
@@ -22,11 +22,6 @@ BASE = {
     ],
 }
 
-
-@pytest.fixture(autouse=True)
-def no_dispatch(monkeypatch):
-    """Runs stay queued: these tests look at the API, not at crawls."""
-    monkeypatch.setattr("jobs.tasks.dispatch_run.delay", lambda run_id: None)
 
 
 def create(api, **extra) -> dict:

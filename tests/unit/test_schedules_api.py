@@ -94,9 +94,7 @@ def test_invalid_scheduling_is_refused_with_every_problem(data, errors):
 # --- the API ----------------------------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True)
-def no_dispatch(monkeypatch):
-    monkeypatch.setattr("jobs.tasks.dispatch_run.delay", lambda run_id: None)
+pytestmark = pytest.mark.usefixtures("no_dispatch")
 
 
 def create(api, **extra) -> dict:
