@@ -556,11 +556,18 @@ def measure_platform(api: Api, job_id: str, expected_items: int, scrapyd: int) -
 
 
 # --- settings ----------------------------------------------------------------------------------------------
+def project_settings() -> Any:
+    """The platform's project settings module (spiders/settings.py)."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    import spiders.settings as project  # noqa: PLC0415 - only where the bench needs it
+
+    return project
+
+
 def baseline_settings(values: dict[str, Any], render: bool) -> dict[str, Any]:
     """What the platform's crawl sets that shapes throughput, for the hand-written spider."""
-    sys.path.insert(0, str(REPO))
-    import spiders.settings as project  # noqa: PLC0415 - the platform's project settings
-
+    project = project_settings()
     names = (
         "ROBOTSTXT_OBEY",
         "TELNETCONSOLE_ENABLED",
@@ -671,7 +678,10 @@ def machine() -> str:
     chromium = ""
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         chromium = subprocess.run(
-            ["/usr/lib/chromium/chromium", "--version"], capture_output=True, text=True, timeout=20
+            [project_settings().PLAYWRIGHT_LAUNCH_OPTIONS["executable_path"], "--version"],
+            capture_output=True,
+            text=True,
+            timeout=20,
         ).stdout.strip()
     system = os.uname()
     cpus = len(os.sched_getaffinity(0))

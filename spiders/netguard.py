@@ -1,14 +1,16 @@
 """Crawl-side enforcement of the destination policy (spiders.netpolicy), for any spider.
 
-Three parts, all driven by the setting CRAWL_ALLOWED_NETWORKS (comma-separated CIDRs, default ""),
+Four parts, all driven by the setting CRAWL_ALLOWED_NETWORKS (comma-separated CIDRs, default ""),
 which the add-on NetGuard puts in place in any project (ADDONS = {"spiders.netguard.NetGuard": 0}):
 - NetPolicyDownloaderMiddleware judges every request before it is downloaded, redirects included
   (Scrapy sends a redirect's new request through the downloader middlewares again), so a refusal
   comes with a clear reason;
 - NetPolicyResolver, installed as TWISTED_DNS_RESOLVER, re-judges the address where Twisted
   connects, which closes the window between that check and the connection (DNS rebinding);
-- abort_request, for PLAYWRIGHT_ABORT_REQUEST, judges what Chromium asks for (it resolves names
-  itself, so the resolver above never sees them).
+- for rendered pages, spiders.browserguard (PLAYWRIGHT_BROWSER_PROVIDER) sends every connection
+  the browser opens, redirect hops included, through a relay that judges it where it connects;
+- abort_request, for PLAYWRIGHT_ABORT_REQUEST, drops the browser's requests for refused URLs before
+  they reach the relay, with the URL in the log.
 Spider code runs in the crawl process and could open sockets of its own: this guards what spiders
 are told to fetch, it is not a sandbox for hostile spider code.
 """
@@ -18,7 +20,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections import OrderedDict
+import time
+from collections import OrderedDict, deque
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -45,9 +48,15 @@ SETTING = "CRAWL_ALLOWED_NETWORKS"
 REFUSED_PREFIX = "Refused by crawl policy"
 _CACHE_SIZE = 10_000
 
-# The policy of the crawl running in this process, for abort_request: Playwright calls it with the
-# browser's request only, so it cannot read the crawler's settings itself. Strict until set.
+BROWSER_PROVIDER = "spiders.browserguard.GuardedBrowserProvider"
+# What Chromium reports when its proxy (the relay) will not open a connection.
+_BROWSER_PROXY_ERRORS = ("ERR_SOCKS_CONNECTION_FAILED", "ERR_PROXY_CONNECTION_FAILED", "ERR_TUNNEL_CONNECTION_FAILED")
+
+# The policy of the crawl running in this process, for abort_request and the browser's relay:
+# Playwright gives them no access to the crawler's settings. Strict until set.
 _active = NetPolicy()
+# (when, reason) of the browser relay's latest refusals, to say why a rendered page failed.
+_browser_refusals: deque[tuple[float, str]] = deque(maxlen=100)
 
 
 def policy_from_settings(settings: BaseSettings) -> NetPolicy:
@@ -66,6 +75,19 @@ def activate(policy: NetPolicy) -> None:
 def active_policy() -> NetPolicy:
     """Return the policy abort_request applies."""
     return _active
+
+
+def record_browser_refusal(reason: str) -> None:
+    """Log a connection the browser's relay refused, and keep it for the request that failed by it."""
+    logger.warning("%s: %s", REFUSED_PREFIX, reason)
+    _browser_refusals.append((time.monotonic(), reason))
+
+
+def browser_refusal_since(since: float) -> str | None:
+    """The latest reason the relay refused a connection at or after `since` (time.monotonic())."""
+    if _browser_refusals and _browser_refusals[-1][0] >= since:
+        return _browser_refusals[-1][1]
+    return None
 
 
 class CrawlPolicyRefused(IgnoreRequest):
@@ -124,6 +146,8 @@ class NetPolicyDownloaderMiddleware:
 
     async def process_request(self, request: Request) -> None:
         """Judge the URL, then (for a host name) what it resolves to, off the reactor thread."""
+        if request.meta.get("playwright"):
+            request.meta["netguard_started"] = time.monotonic()
         reason = self.policy.url_error(request.url)
         if reason is None:
             reason = await self._resolved_error(request.url)
@@ -143,6 +167,20 @@ class NetPolicyDownloaderMiddleware:
             if reason is not None:
                 self.refuse(request, f"{reason} (redirected to {response.url})")
         return response
+
+    def process_exception(self, request: Request, exception: Exception) -> None:
+        """Say why a rendered page failed when the browser's relay refused a connection meanwhile.
+
+        The relay cannot tell which page a connection is for: a refusal during the request, and an
+        error saying the browser's proxy would not connect, is taken as the cause.
+        """
+        since = request.meta.get("netguard_started")
+        if since is not None and any(code in str(exception) for code in _BROWSER_PROXY_ERRORS):
+            reason = browser_refusal_since(since)
+            if reason is not None:
+                if self.crawler.stats is not None:
+                    self.crawler.stats.inc_value("netpolicy/refused")
+                raise CrawlPolicyRefused(reason)
 
     async def _resolved_error(self, url: str) -> str | None:
         key = _host_port(url)
@@ -207,11 +245,24 @@ class NetGuard:
     def update_settings(self, settings: BaseSettings) -> None:
         settings.set_in_component_priority_dict("DOWNLOADER_MIDDLEWARES", NetPolicyDownloaderMiddleware, 10)
         settings.set("TWISTED_DNS_RESOLVER", self.RESOLVER, priority="cmdline")
+        provider = guarded_provider(settings.get("PLAYWRIGHT_BROWSER_PROVIDER"))
+        settings.set("PLAYWRIGHT_BROWSER_PROVIDER", provider, priority="cmdline")
         # A project's own predicate (say, one that skips images) still applies, after the policy.
         other = settings.get("PLAYWRIGHT_ABORT_REQUEST")
         own = other in (None, "", abort_request, "spiders.netguard.abort_request")
         predicate = abort_request if own else _also(load_object(other))
         settings.set("PLAYWRIGHT_ABORT_REQUEST", predicate, priority="cmdline")
+
+
+def guarded_provider(other: object) -> object:
+    """The browser provider that relays the browser's connections, around a project's own provider."""
+    if other in (None, "", BROWSER_PROVIDER):
+        return BROWSER_PROVIDER
+    from spiders.browserguard import GuardedBrowserProvider
+
+    if isinstance(other, type) and issubclass(other, GuardedBrowserProvider):
+        return other
+    return type("GuardedBrowserProvider", (GuardedBrowserProvider,), {"inner_class": other})
 
 
 def _also(other: Callable[[Any], Any]) -> Callable[[Any], Awaitable[bool]]:
@@ -234,7 +285,7 @@ async def abort_request(request: Any) -> bool:
     """PLAYWRIGHT_ABORT_REQUEST predicate: True for browser requests to refused destinations.
 
     Playwright calls it for navigations and subresources, but not for the hops of a redirect that
-    Chromium follows by itself (see docs/configuration.md, "Crawl safety").
+    Chromium follows by itself: those are refused where the browser connects (spiders.browserguard).
     """
     url: str = request.url
     if url.split(":", 1)[0].lower() in _LOCAL_SCHEMES:

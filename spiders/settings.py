@@ -37,7 +37,10 @@ DOWNLOADER_MIDDLEWARES = {"spiders.netguard.NetPolicyDownloaderMiddleware": 10}
 # ...and again for the address Twisted connects to (DNS rebinding). TWISTED_DNS_RESOLVER replaces
 # DNS_RESOLVER, deprecated in Scrapy 2.19.
 TWISTED_DNS_RESOLVER = "spiders.netguard.NetPolicyResolver"
-# Inert unless a run renders pages: then it aborts Chromium's requests to refused destinations.
+# Inert unless a run renders pages: then every connection Chromium opens, redirect hops included,
+# goes through a relay that applies the same policy (spiders.browserguard), and requests for
+# refused URLs are aborted before they get there.
+PLAYWRIGHT_BROWSER_PROVIDER = "spiders.browserguard.GuardedBrowserProvider"
 PLAYWRIGHT_ABORT_REQUEST = "spiders.netguard.abort_request"
 
 # One process gains nothing past 16 concurrent requests; the per-domain default of 8 would cap
@@ -46,11 +49,23 @@ CONCURRENT_REQUESTS = 16
 CONCURRENT_REQUESTS_PER_DOMAIN = 16
 
 # JavaScript rendering (only when a job asks for it: the platform then passes DOWNLOAD_HANDLERS).
-# Playwright cannot download browsers here; Debian's Chromium is used (the real binary, not the
-# /usr/bin/chromium wrapper script). Playwright adds --no-sandbox and turns background networking off.
+# Playwright cannot download browsers here; Debian's Chromium is used: its headless shell (package
+# chromium-headless-shell, what Playwright itself runs for headless pages), else the full browser
+# (package chromium; the real binary, not the /usr/bin/chromium wrapper script). The full browser
+# also calls Google's update and account services in the background; the shell does not.
+# Playwright adds --no-sandbox and turns background networking off.
+
+
+def _chromium() -> str:
+    for path in ("/usr/lib/chromium/chromium-headless-shell", "/usr/lib/chromium/chromium"):
+        if os.path.exists(path):
+            return path
+    return "/usr/lib/chromium/chromium"
+
+
 PLAYWRIGHT_BROWSER_TYPE = "chromium"
 PLAYWRIGHT_LAUNCH_OPTIONS = {
-    "executable_path": os.environ.get("PLAYWRIGHT_CHROMIUM_EXECUTABLE_PATH", "/usr/lib/chromium/chromium"),
+    "executable_path": os.environ.get("PLAYWRIGHT_CHROMIUM_EXECUTABLE_PATH") or _chromium(),
     "headless": True,
     "args": ["--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking", "--disable-sync"],
 }

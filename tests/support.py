@@ -86,7 +86,7 @@ class FixtureSite:
 
 
 class ProxyHandler(BaseHTTPRequestHandler):
-    """A forward HTTP proxy for plain-HTTP requests: fetches the absolute URL it is given."""
+    """A forward HTTP proxy: fetches the absolute URL it is given, or tunnels (CONNECT) to loopback."""
 
     def do_GET(self) -> None:
         self.server.requests.append((self.path, self.headers.get("Proxy-Authorization")))
@@ -102,7 +102,35 @@ class ProxyHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def do_CONNECT(self) -> None:
+        self.server.requests.append((f"CONNECT {self.path}", self.headers.get("Proxy-Authorization")))
+        host, _, port = self.path.rpartition(":")
+        try:
+            upstream = socket.create_connection((host.strip("[]"), int(port)), timeout=10)
+        except (OSError, ValueError):
+            self.send_error(502)
+            return
+        self.send_response(200, "Connection established")
+        self.end_headers()
+        self.wfile.flush()
+        with upstream:
+            pipe = threading.Thread(target=_copy, args=(upstream, self.connection), daemon=True)
+            pipe.start()
+            _copy(self.connection, upstream)
+            pipe.join(10)
+        self.close_connection = True
+
     def log_message(self, format: str, *args) -> None:
+        pass
+
+
+def _copy(source: socket.socket, target: socket.socket) -> None:
+    """Copy until the end of `source`, then half-close `target`."""
+    try:
+        while data := source.recv(65536):
+            target.sendall(data)
+        target.shutdown(socket.SHUT_WR)
+    except OSError:
         pass
 
 

@@ -60,6 +60,7 @@ def crawl_settings(run: Run) -> dict[str, str]:
         handler = "scrapy_playwright.handler.ScrapyPlaywrightDownloadHandler"
         values["DOWNLOAD_HANDLERS"] = json.dumps({"http": handler, "https": handler})
         values["PLAYWRIGHT_ABORT_REQUEST"] = "spiders.netguard.abort_request"
+        values["PLAYWRIGHT_BROWSER_PROVIDER"] = "spiders.browserguard.GuardedBrowserProvider"
         values["PLAYWRIGHT_MAX_PAGES_PER_CONTEXT"] = settings.RENDER_MAX_PAGES
         values["CONCURRENT_REQUESTS"] = settings.RENDER_MAX_PAGES
     return {name: str(value) for name, value in values.items()}

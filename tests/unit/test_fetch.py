@@ -11,9 +11,8 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import quote
 
 import pytest
 
@@ -21,6 +20,7 @@ from core.errors import ValidationFailed
 from jobs import fetch as fetch_module
 from jobs.fetch import FetchFailed, FetchResult, fetch
 from spiders.netpolicy import NetPolicy, parse_networks
+from tests.scripted import Handler, ScriptedSite, redirect
 
 SITE_ONLY = NetPolicy(parse_networks("127.0.0.1/32"))
 STRICT = NetPolicy()
@@ -49,94 +49,60 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[object]]:
     assert all(address[0] == "127.0.0.1" for address in attempts)  # type: ignore[index]
 
 
-class Site:
-    """A loopback site whose paths misbehave on demand; records every request path."""
+def page(handler: Handler, query: dict[str, str]) -> None:
+    body = "<html><title>Café</title></html>".encode(query.get("encoding", "iso-8859-1"))
+    content_type = query.get("type", "text/html; charset=iso-8859-1")
+    handler.send(200, body, {"Content-Type": content_type, "X-Fixture": "yes"})
 
-    def __init__(self) -> None:
-        self.hits: list[str] = []
-        site = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+def chunked(handler: Handler, query: dict[str, str]) -> None:
+    handler.send_response(200)
+    handler.send_header("Transfer-Encoding", "chunked")
+    handler.end_headers()
+    chunk = b"y" * 10_000
+    try:
+        for _ in range(int(query["n"]) // len(chunk)):
+            handler.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        handler.wfile.write(b"0\r\n\r\n")
+    except OSError:
+        pass
 
-            def do_GET(self) -> None:
-                site.hits.append(self.path)
-                parts = urlsplit(self.path)
-                query = {k: v[0] for k, v in parse_qs(parts.query).items()}
-                getattr(self, "route_" + parts.path.strip("/"), self.route_page)(query)
 
-            def send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
-                self.send_response(status)
-                for name, value in {"Content-Length": str(len(body)), **(headers or {})}.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(body)
+def slow(handler: Handler, query: dict[str, str]) -> None:
+    time.sleep(float(query["s"]))
+    handler.send(200, b"late")
 
-            def route_page(self, query: dict[str, str]) -> None:
-                body = "<html><title>Café</title></html>".encode(query.get("encoding", "iso-8859-1"))
-                content_type = query.get("type", "text/html; charset=iso-8859-1")
-                self.send(200, body, {"Content-Type": content_type, "X-Fixture": "yes"})
 
-            def route_redirect(self, query: dict[str, str]) -> None:
-                self.send(int(query.get("code", 302)), b"", {"Location": query["to"]})
+def drip(handler: Handler, query: dict[str, str]) -> None:
+    # A header byte every 0.1 s: no single read ever times out.
+    try:
+        handler.wfile.write(b"HTTP/1.1 200 OK\r\nX-Drip: ")
+        for _ in range(200):
+            handler.wfile.write(b"a")
+            handler.wfile.flush()
+            time.sleep(0.1)
+    except OSError:
+        pass
 
-            def route_loop(self, query: dict[str, str]) -> None:
-                self.send(302, b"", {"Location": "/loop"})
 
-            def route_status(self, query: dict[str, str]) -> None:
-                self.send(int(query["code"]), b"nope")
-
-            def route_big(self, query: dict[str, str]) -> None:
-                self.send(200, b"x" * int(query["n"]), {"Content-Type": "text/plain"})
-
-            def route_chunked(self, query: dict[str, str]) -> None:
-                self.send_response(200)
-                self.send_header("Transfer-Encoding", "chunked")
-                self.end_headers()
-                chunk = b"y" * 10_000
-                try:
-                    for _ in range(int(query["n"]) // len(chunk)):
-                        self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-                    self.wfile.write(b"0\r\n\r\n")
-                except OSError:
-                    pass
-
-            def route_bomb(self, query: dict[str, str]) -> None:
-                self.send(200, BOMB, {"Content-Encoding": "gzip", "Content-Type": "text/html"})
-
-            def route_slow(self, query: dict[str, str]) -> None:
-                time.sleep(float(query["s"]))
-                self.send(200, b"late")
-
-            def route_drip(self, query: dict[str, str]) -> None:
-                # A header byte every 0.1 s: no single read ever times out.
-                try:
-                    self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Drip: ")
-                    for _ in range(200):
-                        self.wfile.write(b"a")
-                        self.wfile.flush()
-                        time.sleep(0.1)
-                except OSError:
-                    pass
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+# Paths that misbehave on demand.
+ROUTES = {
+    "": page,
+    "redirect": redirect,
+    "loop": lambda handler, query: handler.send(302, b"", {"Location": "/loop"}),
+    "status": lambda handler, query: handler.send(int(query["code"]), b"nope"),
+    "big": lambda handler, query: handler.send(200, b"x" * int(query["n"]), {"Content-Type": "text/plain"}),
+    "chunked": chunked,
+    "bomb": lambda handler, query: handler.send(200, BOMB, {"Content-Encoding": "gzip", "Content-Type": "text/html"}),
+    "slow": slow,
+    "drip": drip,
+}
 
 
 @pytest.fixture
-def site() -> Iterator[Site]:
-    fixture = Site()
-    thread = threading.Thread(target=fixture.server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield fixture
-    fixture.server.shutdown()
-    fixture.server.server_close()
-    thread.join(5)
+def site() -> Iterator[ScriptedSite]:
+    with ScriptedSite(ROUTES) as server:
+        yield server
 
 
 def refusal(info: pytest.ExceptionInfo[ValidationFailed]) -> str:
@@ -144,7 +110,7 @@ def refusal(info: pytest.ExceptionInfo[ValidationFailed]) -> str:
     return info.value.details["url"]  # type: ignore[index]
 
 
-def test_fetches_and_decodes(site: Site) -> None:
+def test_fetches_and_decodes(site: ScriptedSite) -> None:
     """A page comes back with its status, headers and text decoded by the response charset."""
     result = fetch(f"{site.url}/page", policy=SITE_ONLY)
     assert result == FetchResult(f"{site.url}/page", 200, result.headers, "<html><title>Café</title></html>")
@@ -160,7 +126,7 @@ def test_fetches_and_decodes(site: Site) -> None:
         ({"encoding": "utf-8", "type": 'text/html; charset="UTF-8"'}, "<html><title>Café</title></html>"),
     ],
 )
-def test_charset_fallback(site: Site, query: dict[str, str], text: str) -> None:
+def test_charset_fallback(site: ScriptedSite, query: dict[str, str], text: str) -> None:
     """Without a usable charset the body is UTF-8, undecodable bytes replaced."""
     assert fetch(f"{site.url}/page?encoding={query['encoding']}&type={quote(query['type'])}", policy=SITE_ONLY).text == text
 
@@ -183,7 +149,7 @@ def test_charset_fallback(site: Site, query: dict[str, str], text: str) -> None:
         ("http://user@127.0.0.1@example.com/", "Must not contain a user name or password"),
     ],
 )
-def test_refused_before_connecting(site: Site, loopback_only: list[object], url: str, reason: str) -> None:
+def test_refused_before_connecting(site: ScriptedSite, loopback_only: list[object], url: str, reason: str) -> None:
     """Hostile URLs are refused (400) before any connection is made."""
     with pytest.raises(ValidationFailed) as info:
         fetch(url.format(port=site.port), policy=STRICT)
@@ -201,7 +167,7 @@ def test_refused_before_connecting(site: Site, loopback_only: list[object], url:
         ("file:///etc/passwd", "Only http and https URLs can be crawled"),
     ],
 )
-def test_redirects_are_judged_again(site: Site, loopback_only: list[object], target: str, reason: str) -> None:
+def test_redirects_are_judged_again(site: ScriptedSite, loopback_only: list[object], target: str, reason: str) -> None:
     """A redirect from an allowed page to a blocked address is refused before it is followed."""
     target = target.format(port=site.port)
     with pytest.raises(ValidationFailed) as info:
@@ -211,7 +177,7 @@ def test_redirects_are_judged_again(site: Site, loopback_only: list[object], tar
     assert loopback_only == [("127.0.0.1", site.port)]
 
 
-def test_follows_allowed_redirects_and_stops_loops(site: Site) -> None:
+def test_follows_allowed_redirects_and_stops_loops(site: ScriptedSite) -> None:
     """Relative and absolute redirects within the policy are followed, up to max_redirects."""
     first = f"{site.url}/redirect?code=301&to={quote(site.url + '/redirect?to=/page', safe='')}"
     result = fetch(first, policy=SITE_ONLY)
@@ -221,7 +187,7 @@ def test_follows_allowed_redirects_and_stops_loops(site: Site) -> None:
     assert site.hits[-4:] == ["/loop"] * 4
 
 
-def test_name_resolved_once_and_connected_to_as_checked(site: Site) -> None:
+def test_name_resolved_once_and_connected_to_as_checked(site: ScriptedSite) -> None:
     """The connection resolves the name itself and refuses a blocked answer (DNS rebinding)."""
     answers = iter([["93.184.215.14"], ["127.0.0.1"]])
     rebinding = NetPolicy(resolver=lambda host, port, timeout: next(answers))
@@ -272,7 +238,7 @@ def test_peer_is_checked_after_connecting(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 @pytest.mark.parametrize("path", ["/big?n=200000", "/chunked?n=200000", "/bomb"])
-def test_size_cap(site: Site, path: str) -> None:
+def test_size_cap(site: ScriptedSite, path: str) -> None:
     """Bodies past max_bytes (declared, streamed or decompressed) are refused without reading on."""
     started = time.monotonic()
     with pytest.raises(FetchFailed, match="^Page larger than 100000 bytes$") as info:
@@ -283,7 +249,7 @@ def test_size_cap(site: Site, path: str) -> None:
 
 
 @pytest.mark.parametrize("path", ["/slow?s=5", "/drip"])
-def test_timeout_bounds_the_whole_fetch(site: Site, path: str) -> None:
+def test_timeout_bounds_the_whole_fetch(site: ScriptedSite, path: str) -> None:
     """A slow server, or one dripping bytes so that no read times out, ends at the timeout."""
     started = time.monotonic()
     with pytest.raises(FetchFailed, match="^Timed out fetching .* \\(limit 0.5 s\\)$"):
@@ -291,7 +257,7 @@ def test_timeout_bounds_the_whole_fetch(site: Site, path: str) -> None:
     assert time.monotonic() - started < 3  # the server would go on for 5 s (slow) or 20 s (drip)
 
 
-def test_network_errors(site: Site) -> None:
+def test_network_errors(site: ScriptedSite) -> None:
     """HTTP errors, refused connections and unresolvable names are 502 fetch_failed."""
     with pytest.raises(FetchFailed, match=f"^HTTP 404 from {site.url}/status\\?code=404$"):
         fetch(f"{site.url}/status?code=404", policy=SITE_ONLY)
@@ -305,7 +271,7 @@ def test_network_errors(site: Site) -> None:
         fetch("http://missing.test/", policy=SITE_ONLY)
 
 
-def test_environment_proxies_are_ignored(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_environment_proxies_are_ignored(site: ScriptedSite, monkeypatch: pytest.MonkeyPatch) -> None:
     """A proxy set in the environment is not used (it would see, and decide, every destination)."""
     for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "ALL_PROXY"):
         monkeypatch.setenv(name, "http://127.0.0.1:9/")

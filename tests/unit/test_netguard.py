@@ -8,21 +8,13 @@ and records any such connection attempt (and any DNS lookup), and in this proces
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
-import re
 import socket
-import subprocess
-import sys
-import textwrap
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import quote, urlsplit
 
 import pytest
 from scrapy import Request
@@ -40,10 +32,10 @@ from spiders.netguard import (
     abort_request,
 )
 from spiders.netpolicy import NetPolicy, parse_networks
+from tests.crawlprocess import crawl, stat
+from tests.scripted import ScriptedSite, html, redirect
 
-ROOT = Path(__file__).resolve().parents[2]
 PAGE = "<html><head><title>Fixture</title></head><body><span class='price'>1.00</span></body></html>"
-QUERIES = [{"name": "title", "type": "css", "query": "title::text"}]
 FAKE_DNS = {"localhost": ["127.0.0.1"], "intranet.test": ["10.9.8.7"], "public.test": ["93.184.215.14"]}
 
 
@@ -259,133 +251,13 @@ def test_addon_keeps_a_projects_own_browser_predicate() -> None:
 # --- Real crawls --------------------------------------------------------------------------------
 
 
-class Site:
-    """A loopback site: /page.html, and /redirect?to=<url> answering 302. Records every request."""
-
-    def __init__(self) -> None:
-        self.hits: list[str] = []
-        site = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                site.hits.append(self.path)
-                parts = urlsplit(self.path)
-                if parts.path == "/redirect":
-                    self.send_response(302)
-                    self.send_header("Location", parse_qs(parts.query)["to"][0])
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                body = PAGE.encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-
-
 @pytest.fixture
-def site() -> Iterator[Site]:
-    fixture = Site()
-    thread = threading.Thread(target=fixture.server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield fixture
-    fixture.server.shutdown()
-    fixture.server.server_close()
-    thread.join(5)
+def site() -> Iterator[ScriptedSite]:
+    with ScriptedSite({"": html(PAGE), "redirect": redirect}) as server:
+        yield server
 
 
-# Loaded by every crawl subprocess: any connection to a non-loopback address, or DNS lookup of a
-# name other than localhost, is recorded in NETGUARD_TEST_LOG and fails. "rebind.test" plays DNS
-# rebinding: a public address to getaddrinfo, loopback to gethostbyname (which Twisted connects with).
-GUARD = textwrap.dedent(
-    """
-    import ipaddress, os, socket
-
-    _log = os.environ["NETGUARD_TEST_LOG"]
-    _connect, _connect_ex, _getaddrinfo = socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo
-
-    def _record(what):
-        with open(_log, "a") as fh:
-            fh.write(repr(what) + "\\n")
-
-    def _loopback(address):
-        try:
-            return ipaddress.ip_address(str(address[0]).split("%")[0]).is_loopback
-        except (ValueError, TypeError, IndexError):
-            return False
-
-    def connect(self, address):
-        if self.family in (socket.AF_INET, socket.AF_INET6) and not _loopback(address):
-            _record(("connect", address))
-            raise OSError(13, "test guard: non-loopback connection")
-        return _connect(self, address)
-
-    def connect_ex(self, address):
-        if self.family in (socket.AF_INET, socket.AF_INET6) and not _loopback(address):
-            _record(("connect", address))
-            return 13
-        return _connect_ex(self, address)
-
-    def getaddrinfo(host, *args, **kwargs):
-        if host == "rebind.test":
-            # A rebinding name: public for the first look (the middleware)...
-            return _getaddrinfo("93.184.215.14", *args, **kwargs)
-        try:
-            return _getaddrinfo(host, *args, **{**kwargs, "flags": socket.AI_NUMERICHOST})
-        except socket.gaierror:
-            if host not in ("localhost", b"localhost"):
-                _record(("dns", host))
-                raise
-            return _getaddrinfo(host, *args, **kwargs)
-
-    def gethostbyname(host):
-        if host == "rebind.test":
-            return "127.0.0.1"  # ...and loopback by the time Twisted connects
-        return getaddrinfo(host, None, socket.AF_INET)[0][4][0]
-
-    socket.socket.connect, socket.socket.connect_ex = connect, connect_ex
-    socket.getaddrinfo, socket.gethostbyname = getaddrinfo, gethostbyname
-    """
-)
-
-
-def crawl(tmp_path: Path, sources: list[str], **settings: str) -> tuple[str, list[str]]:
-    """Run the query spider on `sources`; return its log and the guard's record of attempts."""
-    guard_dir = tmp_path / "guard"
-    guard_dir.mkdir(exist_ok=True)
-    (guard_dir / "sitecustomize.py").write_text(GUARD)
-    attempts = tmp_path / "attempts.log"
-    attempts.touch()
-    config = json.dumps({"source": sources, "queries": QUERIES})
-    command = [sys.executable, "-m", "scrapy", "crawl", "query", "-a", f"config={config}"]
-    for name, value in {"RETRY_TIMES": "0", **settings}.items():
-        command += ["-s", f"{name}={value}"]
-    env = {
-        **os.environ,
-        "SCRAPY_SETTINGS_MODULE": "spiders.settings",
-        "PYTHONPATH": os.pathsep.join([str(guard_dir), str(ROOT)]),
-        "NETGUARD_TEST_LOG": str(attempts),
-    }
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
-    assert result.returncode == 0, result.stderr
-    return result.stderr, attempts.read_text().splitlines()
-
-
-def stat(log: str, name: str) -> int | None:
-    """Read an integer stat from the stats Scrapy dumps when it closes."""
-    match = re.search(rf"'{re.escape(name)}': (\d+)", log)
-    return int(match.group(1)) if match else None
-
-
-def test_crawl_refuses_loopback_before_connecting(site: Site, tmp_path: Path) -> None:
+def test_crawl_refuses_loopback_before_connecting(site: ScriptedSite, tmp_path: Path) -> None:
     """With nothing allowed, a loopback source is refused with a clear error and never reached."""
     url = f"{site.url}/page.html"
     log, attempts = crawl(tmp_path, [url], CRAWL_ALLOWED_NETWORKS="")
@@ -397,7 +269,7 @@ def test_crawl_refuses_loopback_before_connecting(site: Site, tmp_path: Path) ->
     assert attempts == []
 
 
-def test_crawl_fetches_allowed_networks(site: Site, tmp_path: Path) -> None:
+def test_crawl_fetches_allowed_networks(site: ScriptedSite, tmp_path: Path) -> None:
     """With loopback allowed (as tests and local setups do), the same source is fetched."""
     log, attempts = crawl(tmp_path, [f"{site.url}/page.html"], CRAWL_ALLOWED_NETWORKS="127.0.0.0/8")
     assert stat(log, "item_scraped_count") == 1
@@ -415,7 +287,7 @@ def test_crawl_fetches_allowed_networks(site: Site, tmp_path: Path) -> None:
         ("http://metadata.google.internal/computeMetadata/v1/", "metadata.google.internal is a link-local host name"),
     ],
 )
-def test_crawl_refuses_redirects_to_blocked_destinations(site: Site, tmp_path: Path, target: str, reason: str) -> None:
+def test_crawl_refuses_redirects_to_blocked_destinations(site: ScriptedSite, tmp_path: Path, target: str, reason: str) -> None:
     """Scrapy sends a redirect's request through the downloader middlewares again: it is refused there."""
     target = target.format(port=site.port)
     source = f"{site.url}/redirect?to={quote(target, safe='')}"
@@ -428,7 +300,7 @@ def test_crawl_refuses_redirects_to_blocked_destinations(site: Site, tmp_path: P
     assert attempts == []
 
 
-def test_crawl_follows_redirects_within_allowed_networks(site: Site, tmp_path: Path) -> None:
+def test_crawl_follows_redirects_within_allowed_networks(site: ScriptedSite, tmp_path: Path) -> None:
     """A redirect to an allowed destination is followed as usual."""
     source = f"{site.url}/redirect?to=/page.html"
     log, attempts = crawl(tmp_path, [source], CRAWL_ALLOWED_NETWORKS="127.0.0.1/32")
@@ -437,7 +309,7 @@ def test_crawl_follows_redirects_within_allowed_networks(site: Site, tmp_path: P
     assert attempts == []
 
 
-def test_crawl_refuses_at_connect_time_without_the_middleware(site: Site, tmp_path: Path) -> None:
+def test_crawl_refuses_at_connect_time_without_the_middleware(site: ScriptedSite, tmp_path: Path) -> None:
     """The resolver alone stops a name (or literal) resolving to a blocked address: no connection."""
     sources = [f"http://localhost:{site.port}/page.html", f"{site.url}/page.html"]
     log, attempts = crawl(
@@ -453,7 +325,7 @@ def test_crawl_refuses_at_connect_time_without_the_middleware(site: Site, tmp_pa
     assert attempts == []
 
 
-def test_addon_guards_a_project_without_the_settings(site: Site, tmp_path: Path) -> None:
+def test_addon_guards_a_project_without_the_settings(site: ScriptedSite, tmp_path: Path) -> None:
     """A project whose settings lack the guard (as a deployed third-party one) gets it from the add-on."""
     url = f"{site.url}/page.html"
     log, attempts = crawl(
@@ -479,7 +351,7 @@ def test_addon_guards_a_project_without_the_settings(site: Site, tmp_path: Path)
         ),
     ],
 )
-def test_crawl_closes_the_dns_rebinding_window(site: Site, tmp_path: Path, settings: dict[str, str]) -> None:
+def test_crawl_closes_the_dns_rebinding_window(site: ScriptedSite, tmp_path: Path, settings: dict[str, str]) -> None:
     """A name that passes the early check and then resolves to loopback is not connected to."""
     url = f"http://rebind.test:{site.port}/page.html"
     log, attempts = crawl(tmp_path, [url], CRAWL_ALLOWED_NETWORKS="", **settings)

@@ -1,0 +1,101 @@
+"""Rendered crawls (real Chromium through scrapy-playwright) obey the crawl policy where Chromium connects.
+
+Only the fixture site's address, 127.0.0.1, is allowed; a second server on 127.0.0.2 stands for
+a refused destination (a private service, cloud metadata) and must never be reached: not by a
+redirect Chromium follows by itself, not by a page's images or scripts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from tests.crawlprocess import crawl, stat
+from tests.scripted import ScriptedSite, html, redirect
+from tests.support import CountingProxy
+
+pytestmark = pytest.mark.integration
+
+HANDLER = "scrapy_playwright.handler.ScrapyPlaywrightDownloadHandler"
+RENDERED = {
+    "CRAWL_ALLOWED_NETWORKS": "127.0.0.1/32",
+    "DOWNLOAD_HANDLERS": json.dumps({"http": HANDLER, "https": HANDLER}),
+}
+RENDER = {"render": {"enabled": True, "wait_strategy": "networkidle", "wait_timeout_ms": 10000}}
+PAGE = "<html><head><title>Fixture</title></head><body><p>page</p></body></html>"
+
+
+@pytest.fixture
+def blocked() -> Iterator[ScriptedSite]:
+    """A server on 127.0.0.2, a loopback address the crawls here are not allowed to reach."""
+    with ScriptedSite({"": html(PAGE)}, host="127.0.0.2") as server:
+        yield server
+
+
+@pytest.fixture
+def site(blocked: ScriptedSite) -> Iterator[ScriptedSite]:
+    """The allowed site; /greedy is a page whose image, script and fetch() ask for the blocked server."""
+    greedy = html(
+        f"<html><head><title>Greedy</title><script src='{blocked.url}/script.js'></script></head><body>"
+        f"<img src='{blocked.url}/image.png'>"
+        f"<script>fetch('{blocked.url}/fetch').catch(() => null)</script></body></html>"
+    )
+    with ScriptedSite({"": html(PAGE), "redirect": redirect, "greedy": greedy}) as server:
+        yield server
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_redirect_followed_by_chromium_is_refused_where_it_connects(
+    site: ScriptedSite, blocked: ScriptedSite, tmp_path: Path, scheme: str
+) -> None:
+    target = f"{scheme}://127.0.0.2:{blocked.port}/secret"
+    source = f"{site.url}/redirect?to={quote(target, safe='')}"
+    log, attempts = crawl(tmp_path, [source], config=RENDER, **RENDERED)
+    reason = f"127.0.0.2 is in a loopback network (browser connection to 127.0.0.2:{blocked.port})"
+    assert f"ERROR: Refused by crawl policy: {reason} for {source}" in log
+    assert stat(log, "netpolicy/refused") == 1
+    assert stat(log, "item_scraped_count") is None
+    assert len(site.hits) == 1
+    assert blocked.hits == []
+    assert attempts == []
+
+
+def test_page_resources_never_reach_refused_destinations(
+    site: ScriptedSite, blocked: ScriptedSite, tmp_path: Path
+) -> None:
+    """With the early abort predicate off, the relay alone keeps the page's requests from the blocked server."""
+    log, attempts = crawl(tmp_path, [f"{site.url}/greedy"], config=RENDER, PLAYWRIGHT_ABORT_REQUEST="", **RENDERED)
+    assert stat(log, "item_scraped_count") == 1
+    assert f"Refused by crawl policy: 127.0.0.2 is in a loopback network (browser connection to 127.0.0.2:{blocked.port})" in log
+    assert site.hits == ["/greedy"]
+    assert blocked.hits == []
+    assert attempts == []
+
+
+def test_rendered_pages_go_through_the_jobs_proxy(site: ScriptedSite, blocked: ScriptedSite, tmp_path: Path) -> None:
+    """The relay judges the destination, then tunnels through the job's proxy with its credentials."""
+    proxy = CountingProxy()
+    try:
+        user_url = proxy.url.replace("http://", "http://user:s3cret@")
+        refused = f"{site.url}/redirect?to={quote(f'{blocked.url}/secret', safe='')}"
+        log, attempts = crawl(
+            tmp_path,
+            [f"{site.url}/page", refused],
+            config=RENDER,
+            arguments={"proxies": json.dumps({"urls": [user_url]})},
+            **RENDERED,
+        )
+    finally:
+        proxy.stop()
+    assert stat(log, "item_scraped_count") == 1
+    assert f"ERROR: Refused by crawl policy: 127.0.0.2 is in a loopback network (browser connection to 127.0.0.2:{blocked.port}) for {refused}" in log
+    tunnels = {path for path, _auth in proxy.requests}
+    assert tunnels == {f"CONNECT 127.0.0.1:{site.port}"}
+    assert {auth for _path, auth in proxy.requests} == {"Basic dXNlcjpzM2NyZXQ="}
+    assert sorted(site.hits) == sorted(["/page", refused.removeprefix(site.url)])
+    assert blocked.hits == []
+    assert attempts == []
