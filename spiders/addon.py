@@ -13,11 +13,14 @@ from spiders.netguard import NetGuard
 
 
 class PlatformAddon(NetGuard):
-    """NetGuard, plus the reporting and JOBDIR extensions, with consoles off."""
+    """NetGuard, plus the reporting and JOBDIR extensions and scheduler, with consoles off."""
 
     def update_settings(self, settings: BaseSettings) -> None:
         super().update_settings(settings)
         settings.set_in_component_priority_dict("EXTENSIONS", "spiders.reporting.PlatformReporter", 100)
         settings.set_in_component_priority_dict("EXTENSIONS", "spiders.jobdir.JobdirCleanup", 110)
+        if settings.get("SCHEDULER") == "scrapy.core.scheduler.Scheduler":
+            # A project's own scheduler (scrapy-redis, say) is kept as it is.
+            settings.set("SCHEDULER", "spiders.jobdir.JobdirScheduler", priority="cmdline")
         settings.set("TELNETCONSOLE_ENABLED", False, priority="cmdline")
         settings.set("REMOTE_CONTROL_ENABLED", False, priority="cmdline")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import ipaddress
+import re
 import socket
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -90,6 +91,9 @@ BLOCKED_NAMES: MappingProxyType[str, IPAddress] = MappingProxyType(
 # Refused anywhere in a URL: parsers disagree on them (WHATWG drops tabs and newlines and reads "\"
 # as "/"; urllib keeps them), so the host one would judge is not the host another connects to.
 _CONTROL = frozenset(chr(c) for c in (*range(0x21), *range(0x7F, 0xA1)))
+# The same as patterns: every crawled URL is checked, and a regex scans a URL ~20x faster than a loop.
+_SPACE_RE = re.compile(r"\s")
+_CONTROL_RE = re.compile("[\x00-\x20\x7f-\xa0]")
 
 
 def parse_networks(spec: str | Iterable[str]) -> tuple[IPNetwork, ...]:
@@ -258,9 +262,9 @@ class NetPolicy:
         url = url.strip()
         if max_length is not None and len(url) > max_length:
             return f"At most {max_length} characters"
-        if any(c.isspace() for c in url):
+        if _SPACE_RE.search(url):
             return "Must not contain spaces"
-        if any(c in _CONTROL for c in url):
+        if _CONTROL_RE.search(url):
             return "Must not contain control characters"
         try:
             parts = urlsplit(url)

@@ -16,6 +16,9 @@ REMOTE_CONTROL_ENABLED = False
 
 # Inert until the platform passes PLATFORM_REPORT_URL (and its token) with the job.
 EXTENSIONS = {"spiders.reporting.PlatformReporter": 100, "spiders.jobdir.JobdirCleanup": 110}
+# Every run has a JOBDIR (to be paused and resumed): pending requests are written to it when the
+# crawl stops rather than one by one as they come.
+SCHEDULER = "spiders.jobdir.JobdirScheduler"
 
 LOG_LEVEL = "INFO"
 DOWNLOAD_TIMEOUT = 30
