@@ -70,7 +70,9 @@ TARGET_RENDERED = 0.90
 # Polling the run is the benchmark's own load on the platform (a request and a query each time):
 # at 10 Hz it cost ~0.6 CPU-s per 5,000-page run. The wall time comes from the run's `finished_at`
 # (same host clock), so a slow poll does not make it coarser.
-POLL = 0.5
+# The run is polled to know when it has ended: its wall time is read from its `finished_at`, so a
+# slow poll costs no precision, and keeps the benchmark's own API calls off the CPUs it measures.
+POLL = 2.0
 RUN_TIMEOUT = 600.0
 LOOPBACK = "127.0.0.0/8"
 QUERIES: list[dict[str, Any]] = [
@@ -506,6 +508,31 @@ def children_cpu(pid: int) -> float:
     return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
 
 
+def services_cpu(pid: int) -> float:
+    """CPU seconds the platform's own processes (runplatform and its descendants, a crawl's reaped
+    children aside) have used so far: what the platform itself adds to the machine's load."""
+    total, pending = 0.0, [pid]
+    while pending:
+        current = pending.pop()
+        with contextlib.suppress(OSError, IndexError):
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            pending += _children(current)
+    return total
+
+
+def with_services_cpu(platform: Platform, run: Any) -> Any:
+    """`run`, recording the CPU the platform's services used meanwhile in the sample's extras."""
+
+    def measured() -> CrawlSample:
+        before = services_cpu(platform.proc.pid)
+        sample = run()
+        sample.extra["services cpu"] = services_cpu(platform.proc.pid) - before
+        return sample
+
+    return measured
+
+
 def scrapyd_pid(platform: Platform) -> int:
     """The local Scrapyd node's process (a child of runplatform)."""
     for pid in _children(platform.proc.pid):
@@ -615,10 +642,14 @@ def attribution_variants(values: dict[str, Any], work: Path, sink: str) -> list[
         "PLATFORM_REPORT_TOKEN": "bench",
         "PLATFORM_REPORT_BATCH_SIZE": values["REPORT_BATCH_SIZE"],
     }
-    jobdir = {"JOBDIR": str(work / "jobdir"), "EXTENSIONS": {"spiders.jobdir.JobdirCleanup": 110}}
-    everything = {**netguard, **closespider, **reporter, "JOBDIR": str(work / "jobdir")}
+    jobdir = {
+        "JOBDIR": str(work / "jobdir"),
+        "SCHEDULER": "spiders.jobdir.JobdirScheduler",
+        "EXTENSIONS": {"spiders.jobdir.JobdirCleanup": 110},
+    }
+    everything = {**netguard, **closespider, **reporter, **{k: v for k, v in jobdir.items() if k != "EXTENSIONS"}}
     return [
-        ("+ JOBDIR (disk queues, seen-requests file)", jobdir, True),
+        ("+ JOBDIR (the platform's scheduler, seen-requests file)", jobdir, True),
         ("+ netguard middleware and resolver", netguard, True),
         ("+ CLOSESPIDER_PAGECOUNT/ITEMCOUNT", closespider, True),
         ("+ reporting extension (to a local sink), no feed", reporter, False),
@@ -745,15 +776,17 @@ def report(results: Results) -> str:
         "  RETRY_TIMES = 1, DEPTH_LIMIT = 1, ROBOTSTXT_OBEY off, telnet and remote control off, LOG_LEVEL",
         "  INFO, asyncio reactor. The platform's job: `rate_limit: 0`,"
         f" `max_pages: {values['CRAWL_MAX_PAGES']:,}`; its crawl also",
-        "  has what the platform adds to every run: JOBDIR (disk queues), the netguard middleware and",
-        "  resolver, CLOSESPIDER_* and the reporting extension posting items to the platform (no feed).",
+        "  has what the platform adds to every run: JOBDIR (pending requests written when a crawl",
+        "  stops), the netguard middleware and resolver, CLOSESPIDER_* and the reporting extension",
+        "  posting items to the platform (no feed).",
         f"- Rendered: {results.rendered_pages} pages whose heading, paragraphs and price are inserted by an inline",
         "  script, with `render_config: {enabled: true, wait_strategy: load}` against a bare",
         "  scrapy-playwright spider (same Chromium executable and launch options from spiders/settings.py,",
+        "  without the platform's relay that judges every connection Chromium opens,",
         f"  `wait_until: load`, CONCURRENT_REQUESTS = PLAYWRIGHT_MAX_PAGES_PER_CONTEXT = RENDER_MAX_PAGES ="
         f" {values['RENDER_MAX_PAGES']}).",
         f"- Repetitions: {results.repeat} of each, alternating platform and baseline (P B B P ...), after one",
-        "  warm-up of each. The run is polled every 0.5 s; its wall time ends at its `finished_at`.",
+        f"  warm-up of each. The run is polled every {POLL:g} s; its wall time ends at its `finished_at`.",
         "",
         "Single crawls on a shared 2-CPU machine vary by 5–10% in pages/s (see min–max), more than the",
         "margins of the targets: compare the medians of several runs, and CPU per page, which varies less.",
@@ -791,6 +824,13 @@ def report(results: Results) -> str:
         cpu_r = cpu_per_1000(results.platform_rendered) / cpu_per_1000(results.baseline_rendered)
         text += f"; rendered, {cpu_r:.2f}× bare scrapy-playwright's (Chromium included)"
     lines.append(text + ".")
+    busy = med([s.extra["services cpu"] for s in results.platform])
+    idle = med([s.extra["services cpu"] for s in results.baseline])
+    lines.append(
+        f"The platform's own processes (web server, Celery worker and beat, Scrapyd; not the crawl) used"
+        f" {busy:.2f} CPU-s during a static platform run and {idle:.2f} CPU-s, idle, during a baseline run"
+        " (median), on the CPUs the crawl and the fixture server share."
+    )
     for group, variants in results.attribution:
         lines += [
             "",
@@ -872,8 +912,8 @@ def run_benchmark(args: argparse.Namespace, root: Path) -> Results:
         results.platform, results.baseline = alternate(
             f"Static site, {args.pages} pages",
             args.repeat,
-            lambda: measure_platform(api, job["job_id"], static_items, scrapyd),
-            lambda: baseline.run(index, settings, expected_items=static_items),
+            with_services_cpu(platform, lambda: measure_platform(api, job["job_id"], static_items, scrapyd)),
+            with_services_cpu(platform, lambda: baseline.run(index, settings, expected_items=static_items)),
         )
 
         if args.rendered_pages:
@@ -999,6 +1039,7 @@ def rendered_variants(
         "TWISTED_DNS_RESOLVER": "spiders.netguard.NetPolicyResolver",
         "CRAWL_ALLOWED_NETWORKS": LOOPBACK,
         "PLAYWRIGHT_ABORT_REQUEST": "spiders.netguard.abort_request",
+        "PLAYWRIGHT_BROWSER_PROVIDER": "spiders.browserguard.GuardedBrowserProvider",
     }
     render = {"enabled": True, "wait_strategy": "load", "wait_selector": "", "wait_timeout_ms": 30_000}
     platform_settings = {
@@ -1015,7 +1056,7 @@ def rendered_variants(
             lambda: baseline.run(index, settings, render=True, expected_items=expected),
         ),
         (
-            "+ netguard (middleware, resolver and PLAYWRIGHT_ABORT_REQUEST predicate)",
+            "+ netguard (middleware, resolver, abort predicate, browser relay)",
             lambda: baseline.run(index, {**settings, **netguard}, render=True, expected_items=expected),
         ),
         (

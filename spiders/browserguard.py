@@ -187,48 +187,46 @@ class PolicyRelay:
 
     async def _open(self, host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """Judge host:port and connect to it (directly, or through the upstream proxy)."""
-        policy = self.policy
-        reason = policy.host_error(host)
-        if reason:
-            raise Refused(NOT_ALLOWED, reason)
-        literal = parse_ip(host.strip("[]"))
-        if self.upstream is None:
-            addresses = [literal] if literal is not None else await self._resolve(policy, host, port, required=True)
-            return await _connect_first(addresses, port)
-        if literal is None:
-            # As for Scrapy's own proxied requests: judged by what the name resolves to here, if
-            # it resolves here at all (a proxy may know names this machine does not).
-            await self._resolve(policy, host, port, required=False)
-        upstream = self.upstream
-        proxy_ip = parse_ip(upstream.host)
-        proxy_addresses = (
-            [proxy_ip] if proxy_ip else await self._resolve(policy, upstream.host, upstream.port, required=True)
-        )
-        reason = policy.addresses_error(upstream.host, proxy_addresses)
-        if reason:
-            raise Refused(NOT_ALLOWED, f"proxy {reason}")
+        policy, upstream = self.policy, self.upstream
+        if upstream is None:
+            return await _connect_first(await _judge(policy, host, port, required=True), port)
+        # As for Scrapy's own proxied requests: a name is judged by what it resolves to here, if it
+        # resolves here at all (a proxy may know names this machine does not); so is the proxy.
+        await _judge(policy, host, port, required=False)
+        try:
+            proxy_addresses = await _judge(policy, upstream.host, upstream.port, required=True)
+        except Refused as exc:
+            raise Refused(exc.reply, f"proxy {exc}") from None
         reader, writer = await _connect_first(
             proxy_addresses, upstream.port, tls=upstream.scheme == "https", server_name=upstream.host
         )
         try:
-            await upstream.tunnel(reader, writer, host.strip("[]"), port)
+            await upstream.tunnel(reader, writer, host, port)
         except BaseException:
             writer.close()
             raise
         return reader, writer
 
-    async def _resolve(self, policy: NetPolicy, host: str, port: int, *, required: bool) -> list[IPAddress]:
-        """Resolve a name and judge every address it has; [] if it does not resolve and need not."""
-        try:
-            addresses = await asyncio.to_thread(policy.resolve, host, port)
-        except ResolveError as exc:
-            if required:
-                raise Refused(HOST_UNREACHABLE, f"cannot resolve {host}: {exc}") from None
-            return []
-        reason = policy.addresses_error(host, addresses)
-        if reason:
-            raise Refused(NOT_ALLOWED, reason)
-        return addresses
+
+async def _judge(policy: NetPolicy, host: str, port: int, *, required: bool) -> list[IPAddress]:
+    """The addresses to connect to for host (all of them allowed), or Refused; [] for a name that
+    does not resolve here when it need not (the proxy resolves it)."""
+    reason = policy.host_error(host)
+    if reason:
+        raise Refused(NOT_ALLOWED, reason)
+    literal = parse_ip(host.strip("[]"))
+    if literal is not None:
+        return [literal]
+    try:
+        addresses = await asyncio.to_thread(policy.resolve, host, port)
+    except ResolveError as exc:
+        if required:
+            raise Refused(HOST_UNREACHABLE, f"cannot resolve {host}: {exc}") from None
+        return []
+    reason = policy.addresses_error(host, addresses)
+    if reason:
+        raise Refused(NOT_ALLOWED, reason)
+    return addresses
 
 
 def _target(host: str, port: int) -> str:

@@ -24,7 +24,6 @@ from typing import Any
 from urllib.parse import urljoin
 
 import scrapy
-from itemadapter import ItemAdapter
 from scrapy import signals
 from scrapy.crawler import Crawler
 from scrapy.exceptions import NotConfigured
@@ -69,6 +68,9 @@ class _ItemEncoder(ScrapyJSONEncoder):
             return super().default(o)
         except TypeError:
             return str(o)
+
+
+_ENCODER = _ItemEncoder(ensure_ascii=False)
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -175,7 +177,8 @@ class PlatformReporter:
 
     def item_scraped(self, item: Any, spider: scrapy.Spider) -> None:
         """Serialize the item now (it may change later) and send a batch when the buffer is full."""
-        line = json.dumps(ItemAdapter(item).asdict(), cls=_ItemEncoder, ensure_ascii=False)
+        # The encoder turns any kind of item (scrapy.Item, dataclass, attrs) into an object itself.
+        line = _ENCODER.encode(item)
         # Raw U+2028/U+2029 are valid JSON but count as line breaks for str.splitlines().
         self._buffer.append(line.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
         if len(self._buffer) >= self.batch_size:

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from http.server import (
     BaseHTTPRequestHandler,
     SimpleHTTPRequestHandler,
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import scrapy
 
 from spiders.builtin.query import ConfigError, parse_config
 
@@ -284,3 +286,40 @@ def test_config_accepts_one_url_or_a_dict() -> None:
     config = parse_config({"source": "https://example.com/", "queries": QUERIES, "later": 1})
     assert config["source"] == ["https://example.com/"]
     assert config["queries"] == QUERIES
+
+
+class Product(scrapy.Item):
+    name = scrapy.Field()
+    seen = scrapy.Field()
+
+
+@dataclass
+class Offer:
+    product: Product
+    price: Decimal
+    tags: list[str]
+
+
+def test_items_of_any_kind_are_reported_as_objects() -> None:
+    """dicts, scrapy.Item and dataclass items (nested too) become JSON objects; odd values strings."""
+    from spiders.reporting import PlatformReporter
+
+    reporter = PlatformReporter.__new__(PlatformReporter)  # item_scraped needs only its buffer
+    reporter._buffer, reporter.batch_size = [], 100
+    seen = datetime(2026, 11, 22, 12, 0, 0)
+    reporter.item_scraped({"name": "a\u2028b", "when": seen}, spider=None)
+    reporter.item_scraped(Product(name="lamp", seen=seen), spider=None)
+    reporter.item_scraped(Offer(Product(name="lamp"), Decimal("9.90"), ["x"]), spider=None)
+    reporter.item_scraped({"odd": object.__new__(Odd)}, spider=None)
+    lines = [json.loads(line) for line in "\n".join(reporter._buffer).splitlines()]
+    assert lines == [
+        {"name": "a\u2028b", "when": "2026-11-22T12:00:00"},
+        {"name": "lamp", "seen": "2026-11-22T12:00:00"},
+        {"product": {"name": "lamp"}, "price": "9.90", "tags": ["x"]},
+        {"odd": "odd"},
+    ]
+
+
+class Odd:
+    def __str__(self) -> str:
+        return "odd"
