@@ -25,45 +25,34 @@ from __future__ import annotations
 
 import argparse
 import configparser
-import contextlib
-import datetime as dt
 import functools
 import http.server
 import json
 import math
-import os
 import random
 import shutil
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from importlib import metadata
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import requests
+from harness import QUERIES, TERMINAL, Api, BenchError, Platform, free_port, parse_time, start_platform
+from record import DOC, REPO, machine, now, write_section
 
-REPO = Path(__file__).resolve().parents[1]
-DOC = REPO / "docs" / "benchmarks.md"
 SECTION = "## Dispatch latency (bench/dispatch.py)"
 TARGET_RATIO = 1.25
 POLL = 0.02
 RUN_TIMEOUT = 60.0
-HEALTH_TIMEOUT = 60.0
-STOP_WAIT = 25.0  # runplatform gives its children 15 s to stop
-TERMINAL = {"succeeded", "failed", "cancelled", "lost"}
 # Order of the rows of the phase tables (platform run statuses and Scrapyd job states, as polled).
 STATE_ORDER = ["POST returned", "queued", "pending", "running", "succeeded", "finished", "downloaded"]
-# Settings that would point the platform at something outside the temporary data directory.
-ISOLATE_ENV = ("DATABASE_URL", "CELERY_BROKER_URL", "PLATFORM_PUBLIC_URL", "CELERY_TASK_ALWAYS_EAGER", "HOST")
 
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>Bench Widget</title></head>
@@ -74,26 +63,10 @@ PAGE = """<!doctype html>
   <div class="price">Price: $19.99</div>
 </body></html>
 """
-QUERIES: list[dict[str, Any]] = [
-    {"name": "title", "type": "xpath", "query": "//title/text()"},
-    {"name": "description", "type": "css", "query": "p::text", "join": True},
-    {"name": "price", "type": "regex", "query": r"\$(\d+\.\d{2})"},
-]
 EXPECTED = {"title": "Bench Widget", "description": "A sturdy widget. Ships in two days.", "price": "19.99"}
 
 
-class BenchError(RuntimeError):
-    """The benchmark cannot go on (the message says why)."""
-
-
-# --- fixtures and processes ---------------------------------------------------------------------------
-def free_port() -> int:
-    """A free TCP port on the loopback interface."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
+# --- fixture ------------------------------------------------------------------------------------------------
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         pass
@@ -110,134 +83,11 @@ def start_fixture_server(root: Path) -> tuple[http.server.ThreadingHTTPServer, s
     return server, f"http://127.0.0.1:{server.server_address[1]}/page.html"
 
 
-@dataclass
-class Platform:
-    """`manage.py runplatform` in its own session, with its output in a log file."""
-
-    data_dir: Path
-    port: int = field(default_factory=free_port)
-    scrapyd_port: int = field(default_factory=free_port)
-    proc: subprocess.Popen | None = None
-
-    @property
-    def python(self) -> str:
-        venv = REPO / ".venv" / "bin" / "python"
-        return str(venv) if venv.exists() else sys.executable
-
-    @property
-    def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in ISOLATE_ENV}
-        return {
-            **env,
-            "DATA_DIR": str(self.data_dir),
-            "PORT": str(self.port),
-            "SCRAPYD_PORT": str(self.scrapyd_port),
-            # The fixture page is on loopback, which crawls may not reach by default; the benchmark
-            # polls faster than the default API rate limit allows.
-            "CRAWL_ALLOWED_NETWORKS": "127.0.0.0/8",
-            "API_RATE_LIMIT": "100000/min",
-        }
-
-    @property
-    def log_path(self) -> Path:
-        return self.data_dir / "platform.log"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def scrapyd_url(self) -> str:
-        return f"http://127.0.0.1:{self.scrapyd_port}"
-
-    def start(self) -> None:
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [self.python, "manage.py", "runplatform"],
-                cwd=REPO,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-
-    def manage(self, *args: str) -> str:
-        """Run a management command against the same data directory; returns its stdout."""
-        done = subprocess.run(
-            [self.python, "manage.py", *args], cwd=REPO, env=self.env, capture_output=True, text=True, timeout=120
-        )
-        if done.returncode != 0:
-            raise BenchError(f"manage.py {' '.join(args)} failed:\n{done.stderr[-2000:]}")
-        return done.stdout.strip()
-
-    def log_tail(self, lines: int = 60) -> str:
-        """The end of the platform's output, without the access log lines of the polls."""
-        try:
-            text = self.log_path.read_text(errors="replace").splitlines()
-        except OSError:
-            return "(no log)"
-        return "\n".join([line for line in text if '"GET /api/v1/runs/' not in line][-lines:])
-
-    def stop(self) -> None:
-        """SIGTERM the supervisor's group, wait, then SIGKILL it and any child it left behind."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        children = _children(self.proc.pid)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(STOP_WAIT)
-        except subprocess.TimeoutExpired:
-            for pid in [self.proc.pid, *children]:  # each child leads its own session
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, signal.SIGKILL)
-            self.proc.wait()
-
-
-def _children(pid: int) -> list[int]:
-    """Direct children of `pid` (Linux /proc; empty elsewhere)."""
-    pids: list[int] = []
-    for path in Path(f"/proc/{pid}/task").glob("*/children"):
-        with contextlib.suppress(OSError):
-            pids += [int(p) for p in path.read_text().split()]
-    return pids
-
-
 # --- API clients ----------------------------------------------------------------------------------------
-def wait_healthy(platform: Platform) -> dict:
-    """Poll /api/v1/health until the platform can run a job (database, broker and a node are ok)."""
-    deadline = time.monotonic() + HEALTH_TIMEOUT
-    body: dict = {}
-    while time.monotonic() < deadline:
-        if platform.proc is not None and platform.proc.poll() is not None:
-            raise BenchError(f"runplatform exited with code {platform.proc.returncode}")
-        with contextlib.suppress(requests.RequestException, ValueError):
-            body = requests.get(f"{platform.url}/api/v1/health", timeout=5).json()
-            essential = body.get("database", {}).get("ok") and body.get("broker", {}).get("ok")
-            if body.get("status") == "ok" or (essential and any(n.get("ok") for n in body.get("nodes", []))):
-                return body
-        time.sleep(0.2)
-    raise BenchError(f"The platform was not healthy after {HEALTH_TIMEOUT:.0f} s: {body}")
-
-
-class Api:
-    """The platform's public API, with one API key and one keep-alive session."""
-
-    def __init__(self, base: str, key: str) -> None:
-        self.base = base + "/api/v1"
-        self.session = requests.Session()
-        self.session.headers["Authorization"] = f"Bearer {key}"
-
-    def call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        response = self.session.request(method, self.base + path, timeout=30, **kwargs)
-        if response.status_code >= 400:
-            raise BenchError(f"{method} {path} answered HTTP {response.status_code}: {response.text[:500]}")
-        return response
-
-    def create_job(self, url: str) -> str:
-        body = {"name": "bench dispatch", "source": url, "queries": QUERIES}
-        return self.call("POST", "/jobs", json=body).json()["job_id"]
+def create_job(api: Api, url: str) -> str:
+    """The one-page job both paths run; returns its id."""
+    body = {"name": "bench dispatch", "source": url, "queries": QUERIES}
+    return api.call("POST", "/jobs", json=body).json()["job_id"]
 
 
 class RawScrapyd:
@@ -331,11 +181,7 @@ def measure_platform(api: Api, job_id: str, url: str) -> Sample:
 
 def server_phases(run: dict) -> dict[str, float]:
     """Durations from the run's own timestamps (one clock: the platform's)."""
-    times = {
-        k: dt.datetime.fromisoformat(run[k].replace("Z", "+00:00"))
-        for k in ("created_at", "started_at", "finished_at")
-        if run.get(k)
-    }
+    times = {k: parse_time(run[k]) for k in ("created_at", "started_at", "finished_at") if run.get(k)}
     phases: dict[str, float] = {}
     if "started_at" in times:
         phases["[server] created→started"] = (times["started_at"] - times["created_at"]).total_seconds()
@@ -388,13 +234,6 @@ def phases_table(samples: list[Sample]) -> str:
     return "\n".join(rows)
 
 
-def machine() -> str:
-    versions = ", ".join(f"{name} {metadata.version(name)}" for name in ("scrapy", "scrapyd", "django", "celery"))
-    system = os.uname()
-    cpus = len(os.sched_getaffinity(0))
-    return f"{cpus} CPUs ({system.sysname} {system.machine}), Python {sys.version.split()[0]}, {versions}"
-
-
 def report(platform: list[Sample], raw: list[Sample]) -> tuple[str, float]:
     """The Markdown section for docs/benchmarks.md, and the ratio of medians."""
     ratio = statistics.median(s.total for s in platform) / statistics.median(s.total for s in raw)
@@ -410,8 +249,8 @@ platform's time includes judging the outcome and serving the items. Both are pol
 untimed random pause of up to one Scrapyd poll interval, so that neither path is locked to a lucky
 phase of Scrapyd's poll cycle.
 
-- Date: {dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")}
-- Machine: {machine()}
+- Date: {now()}
+- Machine: {machine(("scrapy", "scrapyd", "django", "celery"))}
 - Repetitions: {len(platform)} of each
 
 {results_table(platform, raw)}
@@ -430,35 +269,12 @@ Raw Scrapyd, for comparison:
     return text, ratio
 
 
-DOC_HEADER = """# Benchmarks
-
-Each benchmark compares the platform against a baseline measured in the same run on the same
-machine; re-run one with `.venv/bin/python bench/<name>.py` (it rewrites its own section below).
-"""
-
-
-def write_section(section: str, path: Path = DOC) -> None:
-    """Replace this benchmark's section of `path` (or append it), keeping every other section."""
-    text = path.read_text(encoding="utf-8") if path.exists() else DOC_HEADER
-    start = text.find(SECTION + "\n")
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        rest = "" if end < 0 else text[end + 1 :]
-        text = text[:start] + section + ("\n" + rest if rest else "")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
-
-
 # --- main ---------------------------------------------------------------------------------------------------
 def set_up(platform: Platform, url: str) -> tuple[Api, str, RawScrapyd]:
     """Start the platform, wait for it, and create an API key and the job."""
     print(f"Starting the platform on :{platform.port} (Scrapyd :{platform.scrapyd_port}); log: {platform.log_path}")
-    platform.start()
-    wait_healthy(platform)
-    api = Api(platform.url, platform.manage("createapikey", "bench").splitlines()[-1])
-    job_id = api.create_job(url)
+    api = start_platform(platform)
+    job_id = create_job(api, url)
     raw = RawScrapyd(platform.scrapyd_url, {"source": [url], "queries": QUERIES})
     print(f"Job {job_id}; raw Scrapyd runs use egg version {raw.version}")
     return api, job_id, raw
@@ -536,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     section, ratio = report(*samples)
     print("\n" + section)
     if not args.no_write:
-        write_section(section)
+        write_section(section, SECTION)
         print(f"Recorded in {DOC.relative_to(REPO)}")
     return 0 if ratio <= TARGET_RATIO else 2
 

@@ -27,7 +27,6 @@ Usage: .venv/bin/python bench/export.py [--items 1000000] [--xlsx-items 200000] 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import random
@@ -36,11 +35,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DOC = REPO / "docs" / "benchmarks.md"
+from accounting import peak_rss_mb, wait_with_usage
+from record import REPO, machine, now, write_section
+
 SECTION = "## Exports (bench/export.py)"
 TARGET_RATIO = 1.25
 TARGET_RSS_MB = 256
@@ -203,23 +202,16 @@ def measure(side: str, fmt: str, store: Path, limit: int, work: Path) -> dict:
            "--out", str(out), "--data-dir", str(work / "data")]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, cwd=REPO)
     stdout = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    usage = wait_with_usage(proc)
     if proc.returncode:
         raise SystemExit(f"{side} {fmt} failed ({proc.returncode})")
     result = json.loads(stdout.decode().strip().splitlines()[-1])
-    result["rss_mb"] = usage.ru_maxrss / 1024
+    result["rss_mb"] = peak_rss_mb(usage)
     out.unlink(missing_ok=True)
     return result
 
 
 # --- report -------------------------------------------------------------------------------------------------
-def machine() -> str:
-    versions = ", ".join(f"{n} {metadata.version(n)}" for n in ("pyarrow", "XlsxWriter", "django"))
-    system = os.uname()
-    return f"{len(os.sched_getaffinity(0))} CPUs ({system.sysname} {system.machine}), Python {sys.version.split()[0]}, {versions}"
-
-
 def table(results: list[dict]) -> tuple[str, bool]:
     lines = ["| format | items | platform | baseline | ratio | platform peak RSS | baseline peak RSS | "
              "platform peak RSS, large run | file size | baseline |",
@@ -236,19 +228,6 @@ def table(results: list[dict]) -> tuple[str, bool]:
             f"{r['platform']['bytes'] / 1e6:.0f} MB | {BASELINE[r['format']]} |"
         )
     return "\n".join(lines), ok
-
-
-def write_section(section: str, path: Path = DOC) -> None:
-    """Replace this benchmark's section of `path` (or append it), keeping every other section."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    start = text.find(SECTION + "\n")
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        rest = "" if end < 0 else text[end + 1 :]
-        text = text[:start] + section + ("\n" + rest if rest else "")
-    path.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
 
 
 def main() -> None:
@@ -312,14 +291,14 @@ is XlsxWriter `constant_memory` with `write_row`; SQL is a plain INSERT writer (
 The platform does more in the same time: one schema across segments, nested values as JSON text
 and formula neutralisation in CSV/XLSX, typed cells, quoted identifiers and NUL-safe literals in SQL.
 
-- Date: {dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")}
-- Machine: {machine()}
+- Date: {now()}
+- Machine: {machine(("pyarrow", "XlsxWriter", "django"))}
 
 {rows}
 
 **Targets** (platform time ≤ {TARGET_RATIO} × baseline, peak RSS ≤ {TARGET_RSS_MB} MB): {verdict}.
 """
-    write_section(section)
+    write_section(section, SECTION)
 
 
 if __name__ == "__main__":
