@@ -165,7 +165,13 @@ class Api:
         self.session.headers["Authorization"] = f"Bearer {key}"
 
     def call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        response = self.session.request(method, self.base + path, timeout=30, **kwargs)
+        try:
+            response = self.session.request(method, self.base + path, timeout=30, **kwargs)
+        except requests.ConnectionError:
+            if method != "GET":
+                raise
+            # The server closed the idle keep-alive connection as it was being reused: ask again.
+            response = self.session.request(method, self.base + path, timeout=30, **kwargs)
         if response.status_code >= 400:
             raise BenchError(f"{method} {path} answered HTTP {response.status_code}: {response.text[:500]}")
         return response

@@ -50,6 +50,10 @@ PLAYWRIGHT_ABORT_REQUEST = "spiders.netguard.abort_request"
 # the usual one-site crawl at half of that.
 CONCURRENT_REQUESTS = 16
 CONCURRENT_REQUESTS_PER_DOMAIN = 16
+# What a callback yields is processed one output at a time: this project's items and requests need
+# no waiting (no asynchronous item pipelines). Scrapy's default of 100 starts 100 asyncio tasks for
+# every response, which took a third of a static crawl's CPU (bench/crawl.py: ~1.5x the pages/s).
+CONCURRENT_ITEMS = 1
 
 # JavaScript rendering (only when a job asks for it: the platform then passes DOWNLOAD_HANDLERS).
 # Playwright cannot download browsers here; Debian's Chromium is used: its headless shell (package
