@@ -192,7 +192,8 @@ def report(results: Results) -> str:
     for group, variants in results.attribution:
         lines += [
             "",
-            f"Attribution, {group} (`--attribute`): the baseline with the platform's additions one at a time,",
+            f"Attribution, {group} (`--attribute`): the baseline (static: tuned) with the platform's additions"
+            " one at a time,",
             "and the platform's own `query` spider run by hand (`scrapy crawl query` with the project's",
             "settings and what platform/jobs/crawl.py passes; the reporting extension posts to a local sink).",
             "In brackets: the ratio to the first row's median.",
