@@ -50,9 +50,21 @@ SUCCEEDED, GENERAL_FAILURE, NOT_ALLOWED, HOST_UNREACHABLE, REFUSED = 0, 1, 2, 4,
 COMMAND_NOT_SUPPORTED, ADDRESS_NOT_SUPPORTED = 7, 8
 
 # Launch arguments that would take traffic around the relay or let Chromium resolve names.
-_PROXY_ARGS = ("--proxy", "--no-proxy-server", "--host-resolver-rules", "--proxy-pac-url", "--winhttp-proxy-resolver")
-# WebRTC would otherwise send UDP wherever a page asks, past any proxy.
-_WEBRTC_ARG = "--force-webrtc-ip-handling-policy=disable_non_proxied_udp"
+_PROXY_ARGS = (
+    "--proxy",
+    "--no-proxy-server",
+    "--host-resolver-rules",
+    "--proxy-pac-url",
+    "--winhttp-proxy-resolver",
+    "--force-webrtc-ip-handling-policy",
+    "--webrtc-ip-handling-policy",
+)
+# WebRTC would otherwise send UDP wherever a page asks (STUN, TURN), past any proxy. The headless
+# shell obeys the first switch, the full browser the second.
+_WEBRTC_ARGS = (
+    "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",
+    "--webrtc-ip-handling-policy=disable_non_proxied_udp",
+)
 
 
 class Refused(Exception):
@@ -385,7 +397,7 @@ class GuardedBrowserProvider:
     async def _guard_launch(self, options: dict[str, Any]) -> dict[str, Any]:
         options = await self.relays.guard(options)
         args = [arg for arg in options.get("args") or () if not str(arg).startswith(_PROXY_ARGS)]
-        options["args"] = [*args, _WEBRTC_ARG]
+        options["args"] = [*args, *_WEBRTC_ARGS]
         prefs = options.get("firefox_user_prefs")
         if prefs:
             options["firefox_user_prefs"] = {k: v for k, v in prefs.items() if not k.startswith("network.proxy")}

@@ -367,7 +367,13 @@ def test_provider_launches_through_the_relay_whatever_the_project_asks() -> None
     project_options = {
         "headless": True,
         "proxy": {"server": "http://proxy.example:3128", "bypass": "*"},
-        "args": ["--disable-gpu", "--proxy-server=direct://", "--no-proxy-server", "--host-resolver-rules=MAP * 10.0.0.1"],
+        "args": [
+            "--disable-gpu",
+            "--proxy-server=direct://",
+            "--no-proxy-server",
+            "--host-resolver-rules=MAP * 10.0.0.1",
+            "--webrtc-ip-handling-policy=default",
+        ],
     }
 
     async def scenario() -> tuple[RecordingGuard, Any]:
@@ -384,7 +390,11 @@ def test_provider_launches_through_the_relay_whatever_the_project_asks() -> None
     (launched,) = provider.inner.launched
     relay = launched["proxy"]["server"]
     assert relay.startswith("socks5://127.0.0.1:") and launched["proxy"] == {"server": relay}
-    assert launched["args"] == ["--disable-gpu", "--force-webrtc-ip-handling-policy=disable_non_proxied_udp"]
+    assert launched["args"] == [
+        "--disable-gpu",
+        "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",
+        "--webrtc-ip-handling-policy=disable_non_proxied_udp",
+    ]
     assert provider.config.launch_options is project_options  # a relaunch starts from the project's own
     chained, default = provider.inner.browser.contexts
     assert chained["proxy"]["server"].startswith("socks5://127.0.0.1:") and chained["proxy"]["server"] != relay
