@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
-
 from django.db.models import QuerySet
 
 from core.errors import NotFound
+from core.ids import parse_uuid
 from jobs.models import Run
 
 from .models import ResultFile
@@ -21,10 +20,7 @@ def files_of_run(user, run: Run) -> QuerySet[ResultFile]:
 
 
 def get_file(user, file_id) -> ResultFile:
-    try:
-        pk = uuid.UUID(str(file_id))
-    except ValueError:
-        pk = None
+    pk = parse_uuid(file_id)
     file = files_for(user).filter(pk=pk).first() if pk else None
     if file is None:
         raise NotFound("File not found")

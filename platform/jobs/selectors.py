@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
-
 from django.db.models import Exists, OuterRef, QuerySet, Subquery
 
 from core.errors import NotFound
+from core.ids import parse_uuid
 from schedules.models import Schedule
 
 from .models import TERMINAL, Job, Run, RunStatus
@@ -41,15 +40,10 @@ def jobs_for(user) -> QuerySet[Job]:
     ).select_related("schedule")
 
 
-def _parse_id(value) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        return None
-
 
 def get_job(user, job_id) -> Job:
-    job = jobs_for(user).filter(pk=_parse_id(job_id)).first() if _parse_id(job_id) else None
+    pk = parse_uuid(job_id)
+    job = jobs_for(user).filter(pk=pk).first() if pk else None
     if job is None:
         raise NotFound("Job not found")
     return job
@@ -62,7 +56,8 @@ def runs_for(user) -> QuerySet[Run]:
 
 def get_run(user, run_id, *, job: Job | None = None) -> Run:
     runs = runs_for(user) if job is None else runs_for(user).filter(job=job)
-    run = runs.filter(pk=_parse_id(run_id)).first() if _parse_id(run_id) else None
+    pk = parse_uuid(run_id)
+    run = runs.filter(pk=pk).first() if pk else None
     if run is None:
         raise NotFound("Run not found")
     return run

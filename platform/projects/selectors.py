@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
-
 from django.db.models import Prefetch, QuerySet
 
 from core.errors import NotFound
+from core.ids import parse_uuid
 
 from .models import Deploy, Project, ProjectVersion, Spider
-
-
-def _parse_id(value) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        return None
 
 
 def projects_for(user) -> QuerySet[Project]:
@@ -28,7 +20,7 @@ def projects_for(user) -> QuerySet[Project]:
 
 
 def get_project(user, project_id) -> Project:
-    parsed = _parse_id(project_id)
+    parsed = parse_uuid(project_id)
     project = projects_for(user).filter(pk=parsed).first() if parsed else None
     if project is None:
         raise NotFound("Project not found")
@@ -37,7 +29,7 @@ def get_project(user, project_id) -> Project:
 
 def get_project_for_hook(project_id) -> Project:
     """A project by id for its push webhook, which proves itself with a signature instead of a key."""
-    parsed = _parse_id(project_id)
+    parsed = parse_uuid(project_id)
     project = Project.objects.filter(pk=parsed).first() if parsed else None
     if project is None:
         raise NotFound("Project not found")
@@ -49,7 +41,7 @@ def deploys_for(project: Project) -> QuerySet[Deploy]:
 
 
 def get_deploy(project: Project, deploy_id) -> Deploy:
-    parsed = _parse_id(deploy_id)
+    parsed = parse_uuid(deploy_id)
     deploy = deploys_for(project).filter(pk=parsed).first() if parsed else None
     if deploy is None:
         raise NotFound("Deploy not found")

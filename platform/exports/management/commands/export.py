@@ -6,7 +6,6 @@ import os
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pyarrow as pa
 from django.core.management.base import BaseCommand, CommandError, OutputWrapper
 
 from core.errors import PlatformError
+from core.ids import parse_uuid
 from exports.exporters import EXPORTERS, export_to, get_exporter
 from exports.services import run_items
 from jobs.models import Run
@@ -70,7 +70,7 @@ class Command(BaseCommand):
         parser.add_argument("--no-progress", action="store_true", help="Do not show the progress bar")
 
     def handle(self, *args, **opts) -> None:
-        run = Run.objects.filter(pk=opts["run"]).first() if _is_uuid(opts["run"]) else None
+        run = Run.objects.filter(pk=opts["run"]).first() if parse_uuid(opts["run"]) else None
         if run is None:
             raise CommandError(f"No run {opts['run']}")
         exporter = get_exporter(opts["format"])
@@ -101,10 +101,3 @@ class Command(BaseCommand):
             size = Path(opts["output"]).stat().st_size
             self.stderr.write(f"Wrote {progress.done:,} items to {opts['output']} ({size:,} bytes, {exporter.name})")
 
-
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
-
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from core.errors import PlatformError
+from core.ids import parse_uuid
 from projects.models import DeployStatus, Project, Trigger
 from projects.services import request_deploy, run_deploy
 
@@ -41,7 +40,7 @@ class Command(BaseCommand):
             projects = projects.filter(owner=owner)
         found = list(projects.select_related("owner")[:2])
         if not found:
-            by_id = Project.objects.filter(pk=name).first() if _is_uuid(name) else None
+            by_id = Project.objects.filter(pk=name).first() if parse_uuid(name) else None
             if by_id is None:
                 raise CommandError(f"No project named {name!r}" + (f" owned by {username}" if username else ""))
             return by_id
@@ -49,10 +48,3 @@ class Command(BaseCommand):
             raise CommandError(f"Several users have a project named {name!r}: give --user")
         return found[0]
 
-
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
