@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.db.models import Exists, OuterRef, QuerySet, Subquery
+from django.db.models import Case, CharField, Exists, OuterRef, Q, QuerySet, Subquery, Value, When
 
 from core.errors import NotFound
 from core.ids import parse_uuid
@@ -17,15 +17,23 @@ _OUTCOME_STATUS = {RunStatus.SUCCEEDED: "success", RunStatus.FAILED: "failed", R
 
 
 def job_status(job: Job) -> str:
-    """running, paused, scheduled (waiting for its schedule), success or failed (the latest run), or idle."""
-    latest = getattr(job, "last_run_status", None)
-    if latest in _ACTIVE_STATUS:
-        return "running"
-    if latest == RunStatus.PAUSED or job.paused:
-        return "paused"
-    if getattr(job, "is_scheduled", False):
-        return "scheduled"
-    return _OUTCOME_STATUS.get(latest, "idle")
+    """running, paused, scheduled (waiting for its schedule), success or failed (the latest run), or idle.
+
+    Computed in the database by jobs_for (the `computed_status` annotation), so that lists filter on it.
+    """
+    return job.computed_status
+
+
+def _status_expression() -> Case:
+    """job_status in SQL, over jobs_for's annotations: the latest run first, then the job's own state."""
+    return Case(
+        When(last_run_status__in=list(_ACTIVE_STATUS), then=Value("running")),
+        When(Q(last_run_status=RunStatus.PAUSED) | Q(paused=True), then=Value("paused")),
+        When(is_scheduled=True, then=Value("scheduled")),
+        *[When(last_run_status=run_status, then=Value(status)) for run_status, status in _OUTCOME_STATUS.items()],
+        default=Value("idle"),
+        output_field=CharField(),
+    )
 
 
 def jobs_for(user) -> QuerySet[Job]:
@@ -37,7 +45,7 @@ def jobs_for(user) -> QuerySet[Job]:
         last_run_status=Subquery(runs.values("status")[:1]),
         results_count=Subquery(finished.values("result_count")[:1]),
         is_scheduled=Exists(Schedule.objects.filter(job=OuterRef("pk"), enabled=True)),
-    ).select_related("schedule")
+    ).annotate(computed_status=_status_expression()).select_related("schedule")
 
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-import uuid
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -13,12 +11,21 @@ from proxies.models import pool as proxy_pool
 from rest_framework import serializers
 
 from core.errors import flatten_details
+from core.serializers import StrictFieldsMixin
+from projects.runnable import (
+    BUILTIN_SPIDER_ID,
+    BUILTIN_SPIDER_PATH,
+    argument_errors,
+    find_runnable_spider,
+    normalise_arguments,
+)
 from schedules.serializers import SchedulingSerializer
 from spiders.extraction import MAX_QUERY_LENGTH, validate_queries
 from spiders.netpolicy import NetPolicy
 from spiders.proxying import ROTATIONS
 
 from .models import Job, Run
+from .outcome import warnings as run_warnings
 from .selectors import job_status
 
 MAX_SOURCE_URLS = 1000
@@ -91,7 +98,26 @@ class QueriesField(serializers.JSONField):
     """A list of extraction queries."""
 
 
-class RenderConfigSerializer(serializers.Serializer):
+class BlankAsNullChoiceField(serializers.ChoiceField):
+    """A choice the model stores as "" when it does not apply: shown as null, as the schema says."""
+
+    def to_representation(self, value: Any) -> Any:
+        return None if value in ("", None) else super().to_representation(value)
+
+
+class WholeObjectSerializer(StrictFieldsMixin, serializers.Serializer):
+    """A nested object given as a whole, PATCH included: its defaults apply and its required fields are
+    required. (DRF passes a partial parent's `partial` on to nested serializers, which skips both.)"""
+
+    def run_validation(self, data: Any = serializers.empty) -> Any:
+        if self.root is self or data is serializers.empty or data is None or not getattr(self.root, "partial", False):
+            return super().run_validation(data)
+        whole = type(self)(data=data, context=self.context)
+        whole.is_valid(raise_exception=True)
+        return whole.validated_data
+
+
+class RenderConfigSerializer(WholeObjectSerializer):
     """JavaScript rendering in Chromium."""
 
     enabled = serializers.BooleanField(default=False)
@@ -109,7 +135,7 @@ class RenderConfigSerializer(serializers.Serializer):
         return data
 
 
-class ProxyConfigSerializer(serializers.Serializer):
+class ProxyConfigSerializer(WholeObjectSerializer):
     """Crawl through proxies of the pool."""
 
     enabled = serializers.BooleanField(default=False)
@@ -129,7 +155,7 @@ class ProxyConfigSerializer(serializers.Serializer):
         return data
 
 
-class LocatorSerializer(serializers.Serializer):
+class LocatorSerializer(WholeObjectSerializer):
     """An XPath or CSS query that selects nodes (items) or links (to follow)."""
 
     type = serializers.ChoiceField(choices=["xpath", "css"])
@@ -142,7 +168,7 @@ class LocatorSerializer(serializers.Serializer):
         return data
 
 
-class JobSerializer(serializers.ModelSerializer):
+class JobSerializer(StrictFieldsMixin, serializers.ModelSerializer):
     """A saved query job."""
 
     job_id = serializers.UUIDField(source="id", read_only=True)
@@ -213,16 +239,19 @@ class JobSerializer(serializers.ModelSerializer):
         if not spider_job and self.instance is not None and self.partial:
             spider_job = self.instance.is_spider_job and "source" not in data
         if spider_job:
-            from projects.services import find_spider
-
             for key in ("source", "queries"):
                 if data.get(key):
                     found[key] = "Not for a spider job (it runs a deployed spider)"
             if "arguments" in data and "arguments" not in errors:
-                found.update(validate_arguments(data["arguments"]))
+                problems = argument_errors(data["arguments"])
+                found.update(problems)
+                if not problems:
+                    value["arguments"] = normalise_arguments(data["arguments"])
             if data.get("spider_id") or data.get("spider_name"):
                 user = self.context["request"].user
-                value["spider"] = find_spider(user, spider_id=data.get("spider_id"), spider_name=data.get("spider_name"))
+                value["spider"] = find_runnable_spider(
+                    user, spider_id=data.get("spider_id"), spider_name=data.get("spider_name")
+                ).spider
                 value.pop("spider_id", None)
                 value.pop("spider_name", None)
             value.setdefault("source", [])
@@ -239,10 +268,6 @@ class JobSerializer(serializers.ModelSerializer):
         value["spider"] = None
         value["arguments"] = {}
         return found
-
-
-BUILTIN_SPIDER_ID = uuid.uuid5(uuid.NAMESPACE_URL, "platform:builtin/query")
-BUILTIN_SPIDER_PATH = "spiders/builtin/query.py"
 
 
 def spider_summary(run: Run) -> dict[str, Any]:
@@ -262,6 +287,17 @@ class SpiderSummarySerializer(serializers.Serializer):
     project = serializers.CharField(allow_null=True)
 
 
+class RunWarningSerializer(serializers.Serializer):
+    """Something that went wrong in a crawl without failing it (computed from its stats)."""
+
+    kind = serializers.ChoiceField(choices=["extraction", "requests", "spider_exceptions"])
+    count = serializers.IntegerField(help_text="How many pages (extraction) or requests failed")
+    pages = serializers.IntegerField(allow_null=True, help_text="Pages the spider extracted from (extraction only)")
+    message = serializers.CharField()
+    examples = serializers.ListField(child=serializers.CharField(), help_text="The first messages the crawl kept")
+    by_query = serializers.DictField(child=serializers.IntegerField(), help_text="Failed pages per query name")
+
+
 class RunSerializer(serializers.ModelSerializer):
     """One execution of a job."""
 
@@ -273,7 +309,12 @@ class RunSerializer(serializers.ModelSerializer):
     resumed_from = serializers.UUIDField(source="parent_id", read_only=True, allow_null=True)
     node = serializers.CharField(source="node.name", read_only=True, allow_null=True, default=None)
     scrapyd_job_id = serializers.CharField(read_only=True)
+    overlap_policy = BlankAsNullChoiceField(
+        choices=["skip", "queue"], read_only=True, allow_null=True,
+        help_text="The overlap policy applied, when the firing came while the job's previous run was still going (else null)",
+    )
     schedule_id = serializers.UUIDField(read_only=True, allow_null=True, help_text="The schedule that fired the run")
+    warnings = serializers.SerializerMethodField(help_text="Failed pages and requests of a crawl, from its stats")
 
     class Meta:
         model = Run
@@ -302,6 +343,7 @@ class RunSerializer(serializers.ModelSerializer):
             "overlap_policy",
             "close_reason",
             "error",
+            "warnings",
             "cancel_requested_at",
             "pause_requested_at",
             "stats",
@@ -315,30 +357,12 @@ class RunSerializer(serializers.ModelSerializer):
     def get_spider(self, run: Run) -> dict[str, Any]:
         return spider_summary(run)
 
-
-ARGUMENT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
-# Names Scrapyd's schedule.json reads itself, and a name the built-in spider reads as its job.
-RESERVED_ARGUMENTS = frozenset({"project", "spider", "jobid", "setting", "priority", "config", "proxies"})
-MAX_ARGUMENT_LENGTH = 10_000
+    @extend_schema_field(RunWarningSerializer(many=True))
+    def get_warnings(self, run: Run) -> list[dict[str, Any]]:
+        return run_warnings(run.stats or {})
 
 
-def validate_arguments(arguments: Any, path: str = "arguments") -> dict[str, str]:
-    """Spider arguments: names of letters, digits and _, scalar values. They can never set Scrapy
-    settings, the job id or feed targets: those are separate schedule.json fields we never fill from them."""
-    if not isinstance(arguments, dict):
-        return {path: "Must be an object of argument names to values"}
-    errors = {}
-    for name, value in arguments.items():
-        if not ARGUMENT_NAME.match(str(name)) or name.lower() in RESERVED_ARGUMENTS:
-            errors[f"{path}.{name}"] = "Not an allowed argument name"
-        elif isinstance(value, (dict, list)) or value is None:
-            errors[f"{path}.{name}"] = "Must be a string, number or boolean"
-        elif len(str(value)) > MAX_ARGUMENT_LENGTH:
-            errors[f"{path}.{name}"] = f"At most {MAX_ARGUMENT_LENGTH} characters"
-    return errors
-
-
-class StartRunSerializer(serializers.Serializer):
+class StartRunSerializer(StrictFieldsMixin, serializers.Serializer):
     """Start a run of a deployed spider, by id or by name."""
 
     spider_id = serializers.UUIDField(required=False)
@@ -349,10 +373,9 @@ class StartRunSerializer(serializers.Serializer):
     def validate(self, data: dict) -> dict:
         if not data.get("spider_id") and not data.get("spider_name"):
             raise serializers.ValidationError({"spider_id": "Give spider_id or spider_name"})
-        errors = validate_arguments(data.get("arguments", {}))
-        if errors:
+        if errors := argument_errors(data.get("arguments", {})):
             raise serializers.ValidationError(errors)
-        data["arguments"] = {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in data["arguments"].items()}
+        data["arguments"] = normalise_arguments(data["arguments"])
         return data
 
 
@@ -396,7 +419,14 @@ class JobStatusSerializer(serializers.Serializer):
         return job_status(job)
 
 
-class PreviewSerializer(serializers.Serializer):
+class JobStatusListSerializer(serializers.Serializer):
+    """The `GET /jobs/status` overview: every job of the caller's (not paginated)."""
+
+    jobs = JobStatusSerializer(many=True)
+    count = serializers.IntegerField()
+
+
+class PreviewSerializer(StrictFieldsMixin, serializers.Serializer):
     """Queries to try on a URL (fetched now) or on HTML given in the request."""
 
     url = serializers.CharField(required=False, max_length=MAX_URL_LENGTH)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.http import HttpResponse, StreamingHttpResponse
 from django_filters import rest_framework as filters
+from django_filters.utils import translate_validation
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status, viewsets
@@ -12,19 +13,22 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
+from core.idempotency import idempotent
 from core.pagination import clamp_limit
 from exports.itemstore import ItemStore
 from exports.responses import DOWNLOAD_RESPONSES, EXPORT_PARAMETERS, export_request, export_response
-from projects.services import find_spider, spiders_for
+from projects.runnable import find_runnable_spider
+from projects.services import spiders_for
 
 from . import control, logs, preview, selectors, services
 from .models import Job, Run, RunStatus
+from .selectors import JOB_STATUSES
 from .serializers import (
     BUILTIN_SPIDER_ID,
     BUILTIN_SPIDER_PATH,
     ItemsPageSerializer,
     JobSerializer,
-    JobStatusSerializer,
+    JobStatusListSerializer,
     PreviewSerializer,
     RunSerializer,
     SpiderListSerializer,
@@ -56,10 +60,30 @@ def items_page(request: Request, run: Run) -> Response:
     return Response({"run_id": str(run.id), "count": count, "next": next_url, "previous": previous, "results": items})
 
 
+class JobFilter(filters.FilterSet):
+    status = filters.MultipleChoiceFilter(
+        field_name="computed_status", choices=[(s, s) for s in JOB_STATUSES],
+        help_text="Only jobs in these statuses (repeat the parameter for several)",
+    )
+
+    class Meta:
+        model = Job
+        fields = ["status"]
+
+
+def filter_strictly(filterset_class: type[filters.FilterSet], request: Request, queryset):
+    """The queryset filtered by the query string; a value the filter cannot read is a 400, not ignored."""
+    filterset = filterset_class(request.query_params, queryset=queryset, request=request)
+    if not filterset.is_valid():
+        raise translate_validation(filterset.errors)
+    return filterset.qs
+
+
 class JobViewSet(viewsets.ModelViewSet):
     """Saved query jobs."""
 
     serializer_class = JobSerializer
+    filterset_class = JobFilter
     queryset = Job.objects.none()  # for the schema; requests use get_queryset
 
     def get_queryset(self):
@@ -72,6 +96,12 @@ class JobViewSet(viewsets.ModelViewSet):
         job = services.create_job(owner=self.request.user, **serializer.validated_data)
         serializer.instance = selectors.get_job(self.request.user, job.pk)
 
+    def update(self, request: Request, *args, **kwargs) -> Response:
+        super().update(request, *args, **kwargs)
+        # The whole job, as GET answers it: a partial serializer would leave out the defaults of the
+        # configs the request did not touch.
+        return Response(self.get_serializer(self.get_object()).data)
+
     def perform_update(self, serializer: JobSerializer) -> None:
         job = services.update_job(job=serializer.instance, **serializer.validated_data)
         serializer.instance = selectors.get_job(self.request.user, job.pk)
@@ -79,13 +109,14 @@ class JobViewSet(viewsets.ModelViewSet):
     def perform_destroy(self, instance: Job) -> None:
         services.delete_job(job=instance)
 
-    @extend_schema(responses={200: JobStatusSerializer(many=True)})
-    @action(detail=False, methods=["get"])
+    @extend_schema(responses={200: JobStatusListSerializer})
+    @action(detail=False, methods=["get"], filter_backends=[], pagination_class=None)
     def status(self, request: Request) -> Response:
         """Every job with its status, last run and result count."""
         jobs = self.get_queryset()
-        return Response({"jobs": JobStatusSerializer(jobs, many=True).data, "count": len(jobs)})
+        return Response(JobStatusListSerializer({"jobs": jobs, "count": len(jobs)}).data)
 
+    @idempotent
     @extend_schema(request=None, responses={202: RunSerializer})
     @action(detail=True, methods=["post"])
     def run(self, request: Request, pk: str) -> Response:
@@ -101,6 +132,7 @@ class JobViewSet(viewsets.ModelViewSet):
             return _run_response(request, run)
         return Response(JobSerializer(self.get_object()).data)
 
+    @idempotent
     @extend_schema(request=None, responses={202: RunSerializer, 200: JobSerializer})
     @action(detail=True, methods=["post"])
     def resume(self, request: Request, pk: str) -> Response:
@@ -117,7 +149,7 @@ class JobViewSet(viewsets.ModelViewSet):
     @action(detail=True, methods=["get"])
     def runs(self, request: Request, pk: str) -> Response:
         """The job's runs, newest first."""
-        runs = RunFilter(request.query_params, selectors.runs_for(request.user).filter(job=self.get_object())).qs
+        runs = filter_strictly(RunFilter, request, selectors.runs_for(request.user).filter(job=self.get_object()))
         page = self.paginate_queryset(runs)
         return self.get_paginated_response(RunSerializer(page, many=True).data)
 
@@ -187,15 +219,17 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
     def get_object(self):
         return selectors.get_run(self.request.user, self.kwargs["pk"])
 
+    @idempotent
     @extend_schema(request=StartRunSerializer, responses={202: StartedRunSerializer})
     def create(self, request: Request) -> Response:
         """Start a run of a deployed spider (`spider_id` or `spider_name`) with `arguments`."""
         serializer = StartRunSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        spider = find_spider(request.user, spider_id=data.get("spider_id"), spider_name=data.get("spider_name"))
-        run = services.start_spider_run(owner=request.user, spider=spider, arguments=data["arguments"],
-                                        version=data.get("version"))
+        runnable = find_runnable_spider(request.user, spider_id=data.get("spider_id"),
+                                        spider_name=data.get("spider_name"), version=data.get("version"))
+        run = services.start_spider_run(owner=request.user, spider=runnable.spider, arguments=data["arguments"],
+                                        version=runnable.version.version)
         return Response({"run_id": str(run.id), "status": run.status}, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request=None, responses={200: OpenApiTypes.OBJECT})
@@ -222,18 +256,30 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
         parameters=[
             OpenApiParameter("tail", int, description="The last N lines (default 200, at most 10000)"),
             OpenApiParameter("offset", int, description="First byte of a range (instead of tail)"),
-            OpenApiParameter("length", int, description="Bytes of the range (at most 1 MiB)"),
+            OpenApiParameter("length", int, description="Bytes of the range, or of `since` (at most 1 MiB)"),
+            OpenApiParameter(
+                "since", int,
+                description="What was written after this offset (whole lines), to follow a running crawl: "
+                "pass `X-Log-Next-Offset` next time",
+            ),
+            *[
+                OpenApiParameter(name, kind, location=OpenApiParameter.HEADER, response=[200], description=text)
+                for name, kind, text in [
+                    ("X-Log-Size", int, "The log's size in bytes"),
+                    ("X-Log-Range", str, "`start-end` of the bytes returned (end exclusive)"),
+                    ("X-Log-Next-Offset", int, "The `since` that continues after these bytes"),
+                    ("X-Log-Finished", str, "`true` once the crawl process has ended: no more log will come"),
+                    ("X-Log-Source", str, "`node` (the node running the crawl) or `archive` (the platform's copy)"),
+                ]
+            ],
         ],
         responses={(200, "text/plain"): OpenApiTypes.STR},
     )
     @action(detail=True, methods=["get"])
     def log(self, request: Request, pk: str) -> HttpResponse:
-        """The run's Scrapy log, read from its node: the tail, or a byte range."""
-        chunk = logs.read_log(self.get_object(), request.query_params)
-        response = HttpResponse(chunk.data, content_type="text/plain; charset=utf-8")
-        response["X-Log-Size"] = str(chunk.size)
-        response["X-Log-Range"] = f"{chunk.start}-{chunk.start + len(chunk.data)}"
-        return response
+        """The run's Scrapy log (from its node, or the platform's copy once it ended): the tail, a byte range,
+        or what was written after an offset."""
+        return logs.log_response(logs.read_log(self.get_object(), request.query_params))
 
 
 class SpiderViewSet(viewsets.ViewSet):
