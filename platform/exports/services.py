@@ -34,8 +34,10 @@ def run_items(run: Run) -> ItemStore:
 
 
 def export_filename(run: Run, extension: str) -> str:
-    """The name a download of the run's items is saved under: `<job name>-<run id prefix>.<extension>`."""
-    return f"{slugify(run.job.name)[:80] or 'job'}-{run.id.hex[:8]}.{extension}"
+    """The name a download of the run's items is saved under: `<job name>-<run id prefix>.<extension>`,
+    or `<spider name>-...` for a run without a saved job (`POST /runs`, `/scrapyd/schedule.json`)."""
+    name = run.job.name if run.job_id is not None else run.spider
+    return f"{slugify(name)[:80] or 'run'}-{run.id.hex[:8]}.{extension}"
 
 
 def fingerprint(fmt: str, options: Mapping[str, Any]) -> str:

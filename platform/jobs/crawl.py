@@ -13,6 +13,7 @@ from django.conf import settings
 from proxies.models import pool
 
 from core.errors import PlatformError
+from projects.runnable import normalise_arguments
 
 from .models import Run
 
@@ -72,7 +73,8 @@ def spider_arguments(run: Run) -> dict[str, str]:
     Proxy credentials are resolved at dispatch and never stored with the run.
     """
     if run.deployed_spider_id is not None:
-        return {name: str(value) for name, value in run.arguments.items()}
+        # Stored already normalised; runs saved before the rule get it here (projects.runnable).
+        return normalise_arguments(run.arguments)
     args = {"config": json.dumps(run.config)}
     proxy = run.config.get("proxy")
     if proxy:

@@ -16,6 +16,7 @@ from core.errors import Conflict
 from nodes.client import ScrapydClient
 from nodes.models import Node
 from nodes.services import choose_node, ensure_builtin
+from projects.runnable import clean_arguments, runnable_version
 
 from .crawl import crawl_settings, spider_arguments
 from .models import ACTIVE, IllegalTransition, Job, Query, Run, RunStatus, Trigger
@@ -94,12 +95,13 @@ def start_run(*, job: Job, trigger: str = Trigger.API) -> Run:
 
 def start_spider_run(*, owner, spider, arguments: dict[str, str], version: str | None = None,
                      job: Job | None = None, trigger: str = Trigger.API) -> Run:
-    """Create a queued run of a deployed spider, of its project's current version unless pinned."""
-    from projects.services import current_version
+    """Create a queued run of a deployed spider, of its project's current version unless pinned.
 
-    pinned = version or getattr(current_version(spider.project), "version", None)
-    if pinned is None:
-        raise Conflict(f"Project {spider.project.name} has no deployed version")
+    The version must have the spider and `arguments` must be valid (projects.runnable), checked here for
+    every way a run starts, so that nothing a crawl would refuse later reaches a node.
+    """
+    pinned = runnable_version(spider, version).version
+    arguments = clean_arguments(arguments)
     with transaction.atomic():
         run = Run(owner=owner, job=job, deployed_spider=spider, project=spider.project.scrapyd_name,
                   spider=spider.name, version=pinned, arguments=arguments, trigger=trigger)

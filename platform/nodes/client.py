@@ -16,6 +16,10 @@ from django.conf import settings
 from core.errors import NodeUnavailable
 
 
+# The form fields Scrapyd's schedule.json reads itself; any other field becomes a spider argument.
+SCHEDULE_PARAMETERS = frozenset({"project", "spider", "_version", "jobid", "priority", "setting"})
+
+
 class ScrapydError(NodeUnavailable):
     """Scrapyd answered, but refused the request."""
 
@@ -113,7 +117,7 @@ class ScrapydClient:
             data.append(("_version", version))
         data += [("setting", f"{name}={value}") for name, value in (settings or {}).items()]
         for name, value in (args or {}).items():
-            if name in {"project", "spider", "jobid", "setting", "_version", "priority"}:
+            if name in SCHEDULE_PARAMETERS:
                 raise ValueError(f"{name!r} cannot be a spider argument")
             data.append((name, value))
         return self._call("POST", "schedule.json", data=data)["jobid"]

@@ -25,10 +25,11 @@ from core.models import ApiKey
 from jobs import control
 from jobs import services as job_services
 from jobs.models import ACTIVE, Run, RunStatus
-from jobs.serializers import validate_arguments
+from nodes.client import SCHEDULE_PARAMETERS
 
 from .deploys import deploy_egg
-from .models import DeployStatus, Project, ProjectVersion, Spider
+from .models import DeployStatus, Project, ProjectVersion
+from .runnable import argument_errors, find_runnable_spider
 from .services import create_project, current_version
 from .validation import name_error
 from .versions import egg_path, withdraw
@@ -45,7 +46,8 @@ def _answer(data: dict, status: int = 200) -> JsonResponse:
 
 
 def _error(exc: PlatformError) -> JsonResponse:
-    return _answer({"status": "error", "error": exc.code, "message": exc.message}, exc.status_code)
+    details = {"details": exc.details} if exc.details else {}
+    return _answer({"status": "error", "error": exc.code, "message": exc.message, **details}, exc.status_code)
 
 
 def _user(request: HttpRequest):
@@ -138,19 +140,18 @@ def listspiders(request, user, params) -> dict:
 @endpoint(("POST",))
 def schedule(request, user, params) -> dict:
     project = _project(user, params)
-    spider = Spider.objects.filter(project=project, name=params.get("spider", "")).first()
-    if spider is None:
-        raise ScrapydApiError(f"spider '{params.get('spider', '')}' not found")
+    if not params.get("spider"):
+        raise ScrapydApiError("'spider' parameter is required")
     if params.getlist("setting"):
         raise ScrapydApiError("Settings cannot be set through the platform; put them in the project")
-    reserved = {"project", "spider", "jobid", "_version", "priority", "setting"}
-    arguments = {k: params[k] for k in params if k not in reserved}
-    if errors := validate_arguments(arguments):
+    # jobid and priority are the platform's to choose; every other field is a spider argument.
+    arguments = {k: params[k] for k in params if k not in SCHEDULE_PARAMETERS}
+    if errors := argument_errors(arguments):
         raise ScrapydApiError("; ".join(f"{k}: {v}" for k, v in errors.items()))
-    version = params.get("_version") or None
-    if version and not ProjectVersion.objects.filter(project=project, version=version).exists():
-        raise ScrapydApiError(f"version '{version}' not found")
-    run = job_services.start_spider_run(owner=user, spider=spider, arguments=arguments, version=version)
+    runnable = find_runnable_spider(user, project=project, spider_name=params["spider"],
+                                    version=params.get("_version") or None)
+    run = job_services.start_spider_run(owner=user, spider=runnable.spider, arguments=arguments,
+                                        version=runnable.version.version)
     return {"jobid": run.scrapyd_job_id}
 
 

@@ -6,15 +6,14 @@ apps use are all importable from here.
 
 from __future__ import annotations
 
-import uuid
-
 from django.db import transaction
 from django.db.models import QuerySet
 
-from core.errors import NotFound, ValidationFailed
+from core.errors import ValidationFailed
 
 from .deploys import DeployLog, deploy_egg, run_deploy
 from .models import Deploy, Project, ProjectVersion, Source, Spider, Trigger
+from .runnable import find_runnable_spider
 from .validation import ref_error
 from .versions import ensure_version, ensure_versions
 
@@ -72,26 +71,5 @@ def spiders_for(user) -> QuerySet[Spider]:
 
 
 def find_spider(user, spider_id=None, spider_name: str | None = None) -> Spider:
-    """One spider of the current versions of `user`'s projects, by id or by name; NotFound otherwise.
-
-    A name two of the user's projects share is ambiguous: a ValidationFailed asks for the id.
-    """
-    spiders = spiders_for(user)
-    if spider_id:
-        try:
-            spider = spiders.filter(pk=uuid.UUID(str(spider_id))).first()
-        except ValueError:
-            spider = None
-    elif spider_name:
-        matches = list(spiders.filter(name=spider_name)[:2])
-        if len(matches) > 1:
-            raise ValidationFailed(
-                "Spider name is ambiguous",
-                details={"spider_name": f"Several of your projects have a spider named {spider_name!r}: give spider_id"},
-            )
-        spider = matches[0] if matches else None
-    else:
-        raise ValidationFailed("Give spider_id or spider_name", details={"spider_id": "Give spider_id or spider_name"})
-    if spider is None:
-        raise NotFound("Spider not found")
-    return spider
+    """One spider of the current versions of `user`'s projects, by id or by name (projects.runnable)."""
+    return find_runnable_spider(user, spider_id=spider_id, spider_name=spider_name).spider
