@@ -42,7 +42,11 @@ EXSLT_REGEXP = "http://exslt.org/regular-expressions"
 
 
 class ExtractionError(ValueError):
-    """A valid query could not run on a page, e.g. its regular expression timed out."""
+    """A valid query could not run on a page, e.g. its regular expression timed out; names the query."""
+
+    def __init__(self, message: str, *, query: str | None = None) -> None:
+        super().__init__(message)
+        self.query = query
 
 _FIELDS = frozenset({"name", "type", "query", "join", "all"})
 _REQUIRED = "This field is required"
@@ -373,7 +377,7 @@ def _matches(selector: Selector, query: dict[str, Any], text: str | None, timeou
     if type_ == "regex":
         return _regex_matches(expression, selector.get() if text is None else text, timeout)
     if not _exslt_bounded() and type_ == "xpath" and _EXSLT_CALL.search(expression):
-        raise ExtractionError(f"Query {query['name']!r}: {_EXSLT_REFUSED}")
+        raise ExtractionError(f"Query {query['name']!r}: {_EXSLT_REFUSED}", query=query["name"])
     with _regex_budget(timeout):
         if type_ == "xpath":
             return selector.xpath(expression).getall()
@@ -389,17 +393,23 @@ def extract(
 ) -> dict[str, Any]:
     """Run validated queries on a page and return {name: value} in query order.
 
-    Raises ExtractionError (a ValueError) when a query's regular expressions run out of time, and
-    ValueError when an XPath fails on this page.
+    Raises ExtractionError (a ValueError naming the query) when a query's regular expressions run
+    out of time or an XPath fails on this page.
     """
     result: dict[str, Any] = {}
     for query in queries:
+        name = query["name"]
         try:
             matches = _matches(selector, query, text, regex_timeout)
         except _RegexTimedOut:
             raise ExtractionError(
-                f"Query {query['name']!r}: regular expression timed out after {regex_timeout} s"
+                f"Query {name!r}: regular expression timed out after {regex_timeout} s", query=name
             ) from None
+        except ExtractionError as exc:
+            exc.query = name
+            raise
+        except ValueError as exc:
+            raise ExtractionError(f"Query {name!r}: {exc}", query=name) from None
         values = [stripped for match in matches if (stripped := match.strip())]
         join = query.get("join", False)
         if query.get("all", False):

@@ -23,13 +23,14 @@ import logging
 import time
 from collections import OrderedDict, deque
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 from scrapy.exceptions import IgnoreRequest
 from scrapy.resolver import CachingThreadedResolver
 from scrapy.utils.asyncio import run_in_thread
 from scrapy.utils.misc import load_object
 from twisted.internet.error import DNSLookupError
+from w3lib.url import safe_url_string
 
 from spiders.netpolicy import NetPolicy
 
@@ -47,6 +48,7 @@ logger = logging.getLogger(__name__)
 SETTING = "CRAWL_ALLOWED_NETWORKS"
 REFUSED_PREFIX = "Refused by crawl policy"
 _CACHE_SIZE = 10_000
+_REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 
 BROWSER_PROVIDER = "spiders.browserguard.GuardedBrowserProvider"
 # What Chromium reports when its proxy (the relay) will not open a connection.
@@ -155,11 +157,18 @@ class NetPolicyDownloaderMiddleware:
             self.refuse(request, reason)
 
     async def process_response(self, request: Request, response: Response) -> Response:
-        """Refuse a response whose URL differs from the request's and is refused.
+        """Refuse a response whose URL differs from the request's and is refused, or a refused redirect.
 
         Only a download handler that follows redirects itself (scrapy-playwright: Chromium does)
-        yields such a response; its content must not reach the spider.
+        yields such a response; its content must not reach the spider. A redirect Scrapy's
+        RedirectMiddleware did not follow because of its target's scheme (file:, ftp:...) would
+        otherwise reach the spider as an error "HTTP 302": it is the policy's refusal.
         """
+        target = self._unfollowed_redirect(request, response)
+        if target is not None:
+            reason = self.policy.url_error(target, max_length=None)
+            if reason is not None:
+                self.refuse(request, f"{reason} (redirected to {target})")
         if response.url != request.url:
             reason = self.policy.url_error(response.url, max_length=None)
             if reason is None:
@@ -167,6 +176,28 @@ class NetPolicyDownloaderMiddleware:
             if reason is not None:
                 self.refuse(request, f"{reason} (redirected to {response.url})")
         return response
+
+    def _unfollowed_redirect(self, request: Request, response: Response) -> str | None:
+        """The target of a redirect that reached this middleware (RedirectMiddleware follows the rest).
+
+        None when there is none, or when the spider asked for the redirect response itself (the
+        same conditions under which RedirectMiddleware leaves a response alone).
+        """
+        if response.status not in _REDIRECT_CODES or b"Location" not in response.headers:
+            return None
+        if not self.crawler.settings.getbool("REDIRECT_ENABLED", True):
+            return None
+        if (
+            request.meta.get("dont_redirect", False)
+            or response.status in getattr(self.crawler.spider, "handle_httpstatus_list", ())
+            or response.status in request.meta.get("handle_httpstatus_list", ())
+            or request.meta.get("handle_httpstatus_all", False)
+        ):
+            return None
+        location = safe_url_string(response.headers[b"Location"])
+        if location.startswith("//"):
+            location = f"{urlsplit(request.url).scheme}:{location}"
+        return urljoin(request.url, location)
 
     def process_exception(self, request: Request, exception: Exception) -> None:
         """Say why a rendered page failed when the browser's relay refused a connection meanwhile.
@@ -193,10 +224,13 @@ class NetPolicyDownloaderMiddleware:
 
     def refuse(self, request: Request, reason: str) -> None:
         """Count, log and raise the refusal."""
+        refusal = CrawlPolicyRefused(reason)
         if self.crawler.stats is not None:
             self.crawler.stats.inc_value("netpolicy/refused")
+            # For any spider, not only the query spider: the platform names it when nothing was fetched.
+            self.crawler.stats.set_value("netpolicy/last_refusal", f"{refusal} for {request.url}")
         logger.warning("%s: %s for %s", REFUSED_PREFIX, reason, request.url)
-        raise CrawlPolicyRefused(reason)
+        raise refusal
 
 
 class NetPolicyResolver(CachingThreadedResolver):

@@ -19,18 +19,41 @@ _EXCEPTION_NAMES = {
 }
 
 
-def _failures(stats: dict[str, Any]) -> list[str]:
-    """Human summaries of failed requests found in Scrapy's standard stats."""
+def _int(value: Any) -> int:
+    """A count from the stats (which a crawl reports as JSON: anything else counts as 0)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _failure_counts(stats: dict[str, Any]) -> list[tuple[str, int]]:
+    """(what, how many) of the failed requests found in Scrapy's standard stats."""
     found = []
     for code, count in sorted(_status_counts(stats).items()):
         if code >= 400:
-            found.append(f"HTTP {code} ×{count}")
+            found.append((f"HTTP {code}", count))
     prefix = "downloader/exception_type_count/"
     for key, count in sorted(stats.items()):
-        if key.startswith(prefix):
-            name = key[len(prefix):].rsplit(".", 1)[-1]
-            found.append(f"{_EXCEPTION_NAMES.get(name, name)} ×{count}")
+        name = key[len(prefix):].rsplit(".", 1)[-1]
+        if key.startswith(prefix) and name != "CrawlPolicyRefused":
+            found.append((_EXCEPTION_NAMES.get(name, name), _int(count)))
+    # Every refusal, redirects included (one refused at its 3xx is no downloader exception).
+    if refused := _int(stats.get("netpolicy/refused")):
+        found.append(("Refused by crawl policy", refused))
     return found
+
+
+def _failures(stats: dict[str, Any]) -> list[str]:
+    """Human summaries of failed requests, e.g. "HTTP 404 ×2"."""
+    return [f"{what} ×{count}" for what, count in _failure_counts(stats)]
+
+
+def _spider_exceptions(stats: dict[str, Any]) -> dict[str, int]:
+    """Exception class name -> count, from Scrapy's spider_exceptions/<name> (not its /count total)."""
+    prefix = "spider_exceptions/"
+    return {
+        key[len(prefix):]: _int(value)
+        for key, value in sorted(stats.items())
+        if key.startswith(prefix) and key != "spider_exceptions/count"
+    }
 
 
 def _status_counts(stats: dict[str, Any]) -> dict[int, int]:
@@ -58,11 +81,82 @@ def judge(
     # Pages that came back fine (redirects are followed and counted again at their target).
     good = sum(count for code, count in _status_counts(stats).items() if 200 <= code < 300 or code == 304)
     failures = _failures(stats)
-    spider_errors = sum(v for k, v in stats.items() if k.startswith("spider_exceptions/") and isinstance(v, int))
-    if items == 0 and good == 0 and (failures or stats.get("query/last_error")):
-        detail = stats.get("query/last_error") or "; ".join(failures)
+    spider_errors = sum(_spider_exceptions(stats).values())
+    refusal = stats.get("netpolicy/last_refusal")
+    if items == 0 and good == 0 and (failures or stats.get("query/last_error") or refusal):
+        detail = stats.get("query/last_error") or refusal or "; ".join(failures)
         return RunStatus.FAILED, f"No page could be fetched: {detail}"
     if items == 0 and spider_errors:
         return RunStatus.FAILED, f"The spider raised {spider_errors} exception(s) and scraped nothing; see the log"
-    # Some failed requests among successful ones: a success; the stats keep the counts.
+    extraction = _extraction(stats)
+    if extraction and extraction["count"] >= extraction["pages"]:
+        # Pages came back but no page's fields could be read (say, a regex timing out on each).
+        first = extraction["examples"][0] if extraction["examples"] else ""
+        return RunStatus.FAILED, f"Extraction failed on every page ({extraction['pages']}): {first}"
+    # Some failed requests or pages among successful ones: a success, with warnings (see below).
     return RunStatus.SUCCEEDED, ""
+
+
+def _numbered(stats: dict[str, Any], prefix: str) -> list[str]:
+    """Values of `<prefix>1`, `<prefix>2`, ... in order (how the stats keep the first few messages)."""
+    found = {}
+    for key, value in stats.items():
+        if key.startswith(prefix) and key[len(prefix):].isdigit():
+            found[int(key[len(prefix):])] = str(value)
+    return [found[n] for n in sorted(found)]
+
+
+def _extraction(stats: dict[str, Any]) -> dict[str, Any] | None:
+    """The query spider's extraction failures (spiders.builtin.query), or None if there were none."""
+    count = _int(stats.get("extraction/error_count"))
+    if not count:
+        return None
+    prefix = "extraction/error_count/"
+    by_query = {key[len(prefix):]: _int(value) for key, value in sorted(stats.items()) if key.startswith(prefix)}
+    pages = max(_int(stats.get("extraction/page_count")), count)
+    return {
+        "kind": "extraction",
+        "count": count,
+        "pages": pages,
+        "message": f"Extraction failed on {count} of {pages} page(s)",
+        "examples": _numbered(stats, "extraction/error_messages/"),
+        "by_query": by_query,
+    }
+
+
+def warnings(stats: dict[str, Any]) -> list[dict[str, Any]]:
+    """What went wrong in a crawl without (necessarily) failing it, computed from its stats.
+
+    Each warning: kind ("extraction", "requests" or "spider_exceptions"), count, pages (pages
+    concerned, or None), message (one line), examples (the first messages the crawl kept) and
+    by_query (extraction failures per query name; empty for other kinds).
+    """
+    found = []
+    extraction = _extraction(stats)
+    if extraction:
+        found.append(extraction)
+    failures = _failure_counts(stats)
+    if failures:
+        found.append(
+            {
+                "kind": "requests",
+                "count": sum(count for _what, count in failures),
+                "pages": None,
+                "message": f"Failed requests: {'; '.join(f'{what} ×{count}' for what, count in failures)}",
+                "examples": [],
+                "by_query": {},
+            }
+        )
+    exceptions = _spider_exceptions(stats)
+    if exceptions:
+        found.append(
+            {
+                "kind": "spider_exceptions",
+                "count": sum(exceptions.values()),
+                "pages": None,
+                "message": "The spider raised " + "; ".join(f"{name} ×{n}" for name, n in exceptions.items()),
+                "examples": [],
+                "by_query": {},
+            }
+        )
+    return found

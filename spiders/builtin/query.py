@@ -26,10 +26,14 @@ from twisted.internet.error import (
 )
 from twisted.python.failure import Failure
 
-from spiders.extraction import REGEX_TIMEOUT_SECONDS, extract, validate_queries
+from spiders.extraction import REGEX_TIMEOUT_SECONDS, ExtractionError, extract, validate_queries
 from spiders.proxying import ProxyRotation, playwright_meta
 
 logger = logging.getLogger(__name__)
+
+# Extraction failures the stats keep word for word (extraction/error_messages/1..N); the platform
+# shows them as a run's warnings. Counts are kept for every page and per query.
+EXTRACTION_MESSAGES_KEPT = 5
 
 # Twisted's errors come from the default HTTP/1.1 handler, Scrapy's from the newer handlers.
 _REFUSED = (ConnectionRefusedError, DownloadConnectionRefusedError)
@@ -173,8 +177,9 @@ class QuerySpider(scrapy.Spider):
 
     def parse(self, response: Response, **kwargs: Any) -> Any:
         """Extract the queries' fields from one page (or from each item node), then follow links."""
+        self.crawler.stats.inc_value("extraction/page_count")
         if not isinstance(response, TextResponse):
-            self.record_error(f"Not a text response for {response.url}")
+            self.record_extraction_error(f"Not a text response for {response.url}")
             return
         try:
             if self.config.get("item_selector"):
@@ -183,9 +188,10 @@ class QuerySpider(scrapy.Spider):
             else:
                 yield {"url": response.url, **extract(response.selector, self.queries, text=response.text, regex_timeout=self.regex_timeout)}
         except ValueError as exc:
-            # An XPath can pass validation and still fail on a page (e.g. a function whose
-            # step never ran on the validation sample): report it like a failed request.
-            self.record_error(f"Extraction failed for {response.url}: {exc}")
+            # A regex can time out on one page, and an XPath pass validation and still fail on a
+            # page (a function whose step never ran on the validation sample): the page fails.
+            query = exc.query if isinstance(exc, ExtractionError) else None
+            self.record_extraction_error(f"Extraction failed for {response.url}: {exc}", query=query)
             return
         if self.config.get("follow"):
             for href in select(response.selector, self.config["follow"]).getall():
@@ -202,3 +208,14 @@ class QuerySpider(scrapy.Spider):
         logger.error(message)
         self.crawler.stats.inc_value("query/failed_requests")
         self.crawler.stats.set_value("query/last_error", message)
+
+    def record_extraction_error(self, message: str, *, query: str | None = None) -> None:
+        """Record a page whose fields could not be extracted: counted per crawl and per query."""
+        self.record_error(message)
+        stats = self.crawler.stats
+        stats.inc_value("extraction/error_count")
+        if query is not None:
+            stats.inc_value(f"extraction/error_count/{query}")
+        count = stats.get_value("extraction/error_count")
+        if count <= EXTRACTION_MESSAGES_KEPT:
+            stats.set_value(f"extraction/error_messages/{count}", message)

@@ -181,3 +181,90 @@ def test_redelivered_dispatch_never_starts_a_second_crawl(platform, api, site, n
     seen = [job for state in ("pending", "running", "finished") for job in listing[state] if job["id"] == run.scrapyd_job_id]
     assert len(seen) == 1
     assert final.items_scraped == 1
+
+
+# --- Outcomes of pages that fail: extraction on every page or on some, redirects the policy refuses ---
+
+# On a long run of "a" ending in "!", (a+)+$ backtracks for ages: the query times out at
+# REGEX_TIMEOUT_SECONDS on that page, and matches in no time on an ordinary one.
+CATASTROPHIC_QUERIES = [
+    {"name": "title", "type": "css", "query": "title::text"},
+    {"name": "a_run", "type": "regex", "query": "(a+)+$"},
+]
+
+
+def hostile(handler, query):
+    body = f"<html><head><title>Hostile</title></head><body><p>{'a' * 100_000}!</p></body></html>"
+    handler.send(200, body.encode(), {"Content-Type": "text/html; charset=utf-8"})
+
+
+@pytest.fixture
+def scripted():
+    from tests.scripted import ScriptedSite, html, redirect
+
+    page = html("<html><head><title>Fine</title></head><body><p>ok</p></body></html>")
+    with ScriptedSite({"": page, "hostile": hostile, "redirect": redirect}) as server:
+        yield server
+
+
+def test_extraction_failing_on_every_page_fails_the_run(platform, api, scripted, node_a):
+    sources = [f"{scripted.url}/hostile?n={n}" for n in (1, 2)]
+    job = create_job(api, sources, queries=CATASTROPHIC_QUERIES)
+    run = run_to_end(api, job["job_id"])
+    assert run["status"] == "failed", run
+    assert run["error"].startswith("Extraction failed on every page (2): Extraction failed for "), run["error"]
+    assert run["error"].endswith(": Query 'a_run': regular expression timed out after 1.0 s"), run["error"]
+    assert run["items_scraped"] == 0
+    (warning,) = run["warnings"]
+    assert (warning["kind"], warning["count"], warning["pages"]) == ("extraction", 2, 2)
+    assert warning["by_query"] == {"a_run": 2}
+    assert sorted(warning["examples"]) == [
+        f"Extraction failed for {url}: Query 'a_run': regular expression timed out after 1.0 s" for url in sources
+    ]
+    assert api.get(f"/api/v1/jobs/{job['job_id']}").json()["status"] == "failed"
+
+
+def test_extraction_failing_on_some_pages_succeeds_with_warnings(platform, api, scripted, node_a, admin_client):
+    sources = [f"{scripted.url}/fine{n}" for n in range(3)] + [f"{scripted.url}/hostile"]
+    job = create_job(api, sources, queries=CATASTROPHIC_QUERIES)
+    run = run_to_end(api, job["job_id"])
+    assert run["status"] == "succeeded", run
+    assert run["error"] == ""
+    assert run["items_scraped"] == 3
+    message = f"Extraction failed for {scripted.url}/hostile: Query 'a_run': regular expression timed out after 1.0 s"
+    assert run["warnings"] == [
+        {
+            "kind": "extraction",
+            "count": 1,
+            "pages": 4,
+            "message": "Extraction failed on 1 of 4 page(s)",
+            "examples": [message],
+            "by_query": {"a_run": 1},
+        }
+    ]
+    listed = api.get(f"/api/v1/runs?job_id={job['job_id']}").json()
+    assert [r["warnings"] for r in listed["results"] if r["run_id"] == run["run_id"]] == [run["warnings"]]
+    page = admin_client.get(f"/admin/jobs/run/{run['run_id']}/change/").content.decode()
+    assert "Extraction failed on 1 of 4 page(s)" in page
+    assert f"Extraction failed for {scripted.url}/hostile: Query &#x27;a_run&#x27;" in page
+
+
+@pytest.mark.parametrize(
+    ("target", "reason"),
+    [
+        ("file:///etc/passwd", "Only http and https URLs can be crawled (redirected to file:///etc/passwd)"),
+        ("ftp://127.0.0.1/x", "Only http and https URLs can be crawled (redirected to ftp://127.0.0.1/x)"),
+        ("http://169.254.169.254/latest/meta-data/", "169.254.169.254 is in a link-local network"),
+    ],
+)
+def test_redirect_refused_by_the_policy_reads_as_its_refusal(platform, api, scripted, node_a, target, reason):
+    from urllib.parse import quote
+
+    source = f"{scripted.url}/redirect?to={quote(target, safe='')}"
+    job = create_job(api, source)
+    run = run_to_end(api, job["job_id"])
+    assert run["status"] == "failed", run
+    assert run["error"].startswith(f"No page could be fetched: Refused by crawl policy: {reason} for "), run["error"]
+    assert "302" not in run["error"]
+    assert run["warnings"][0]["message"] == "Failed requests: Refused by crawl policy ×1"
+    assert len(scripted.hits) == 1

@@ -144,6 +144,35 @@ def test_middleware_refuses_a_response_redirected_by_the_download_handler() -> N
     assert asyncio.run(mw.process_response(request, same)) is same
 
 
+@pytest.mark.parametrize(
+    "location",
+    ["file:///etc/passwd", "ftp://public.test/x", "data:text/html,<p>x</p>", "gopher://public.test/", "//user@10.0.0.1@x/"],
+)
+def test_middleware_refuses_a_redirect_scrapy_does_not_follow(location: str) -> None:
+    """A 3xx to a scheme RedirectMiddleware leaves alone is the policy's refusal, not a spider's "HTTP 302"."""
+    mw = middleware()
+    request = Request("http://public.test/")
+    response = HtmlResponse(request.url, status=302, headers={"Location": location}, request=request)
+    with pytest.raises(CrawlPolicyRefused, match=r"^Refused by crawl policy: .* \(redirected to "):
+        asyncio.run(mw.process_response(request, response))
+    assert mw.crawler.stats.get_value("netpolicy/refused") == 1
+    assert mw.crawler.stats.get_value("netpolicy/last_refusal").endswith(" for http://public.test/")
+
+
+@pytest.mark.parametrize(
+    "meta",
+    [{"dont_redirect": True}, {"handle_httpstatus_list": [302]}, {"handle_httpstatus_all": True}],
+)
+def test_middleware_hands_over_a_redirect_the_spider_asked_for(meta: dict[str, Any]) -> None:
+    """A spider that handles its redirects itself still gets the 3xx (it is not fetched through)."""
+    mw = middleware()
+    request = Request("http://public.test/", meta=meta)
+    response = HtmlResponse(request.url, status=302, headers={"Location": "file:///etc/passwd"}, request=request)
+    assert asyncio.run(mw.process_response(request, response)) is response
+    plain = HtmlResponse(request.url, status=302, request=Request("http://public.test/"))  # no Location
+    assert asyncio.run(mw.process_response(plain.request, plain)) is plain
+
+
 def test_middleware_resolves_each_host_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """Host verdicts are remembered for the crawl (the resolver re-checks at connect time)."""
     lookups: list[str] = []
@@ -297,6 +326,19 @@ def test_crawl_refuses_redirects_to_blocked_destinations(site: ScriptedSite, tmp
     assert stat(log, "netpolicy/refused") == 1
     assert stat(log, "item_scraped_count") is None
     assert site.hits == [urlsplit(source).path + "?" + urlsplit(source).query]
+    assert attempts == []
+
+
+@pytest.mark.parametrize("target", ["file:///etc/passwd", "ftp://127.0.0.1/x", "data:text/html,secret"])
+def test_crawl_refuses_redirects_to_other_schemes(site: ScriptedSite, tmp_path: Path, target: str) -> None:
+    """Scrapy does not follow a redirect to another scheme: the crawl says the policy refused it."""
+    source = f"{site.url}/redirect?to={quote(target, safe='')}"
+    log, attempts = crawl(tmp_path, [source], CRAWL_ALLOWED_NETWORKS="127.0.0.1/32")
+    message = f"Refused by crawl policy: Only http and https URLs can be crawled (redirected to {target}) for {source}"
+    assert f"ERROR: {message}" in log
+    assert "HTTP 302" not in log
+    assert stat(log, "netpolicy/refused") == 1
+    assert len(site.hits) == 1
     assert attempts == []
 
 
