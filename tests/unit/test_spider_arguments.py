@@ -218,7 +218,8 @@ def test_a_run_saved_before_the_rule_gets_it_at_dispatch(user, shop):
     ({"spider_name": "both", "version": "v9"}, 400, {"version": "Project shop has no version 'v9'"}),
     ({"spider_name": "new", "version": "v1"}, 400, {"version": "Version 'v1' of project shop has no spider 'new'"}),
     ({"spider_name": "both", "arguments": {"x": "a\x00b"}}, 400, {"arguments.x": None}),
-    ({"spider_name": "both", "arguments": {"x\x00": "a"}}, 400, {"arguments.x\x00": None}),
+    ({"spider_name": "both", "arguments": {"x\x07": "a"}}, 400, {"arguments.x\x07": None}),
+    ({"spider_name": "both", "arguments": {"x": "esc\x1b"}}, 400, {"arguments.x": None}),
     ({"spider_name": "both", "arguments": {"x": None}}, 400, {"arguments.x": None}),
     ({"spider_name": "both", "arguments": {"name": "a"}}, 400, {"arguments.name": None}),
     ({"spider_name": "both", "arguments": ["x"]}, 400, {"arguments": None}),
@@ -241,7 +242,7 @@ def test_post_runs_with_a_pinned_old_version_runs_it(api, shop, no_dispatch):
 
 
 def test_spider_jobs_refuse_the_same_arguments(api, shop):
-    response = api.post("/api/v1/jobs", {"name": "j", "spider_name": "both", "arguments": {"x": "\x00", "jobid": "1"}},
+    response = api.post("/api/v1/jobs", {"name": "j", "spider_name": "both", "arguments": {"x": "\x1b", "jobid": "1"}},
                         format="json")
     assert response.status_code == 400
     assert set(response.json()["details"]) == {"arguments.x", "arguments.jobid"}
@@ -258,9 +259,11 @@ def test_schedule_json_runs_only_spiders_of_the_version_that_runs(api, shop, no_
     assert status == 400 and "has no spider 'new'" in body["message"]
     status, body = _scrapyd(api, "schedule.json", {"project": "shop", "spider": "both", "_version": "v9"})
     assert status == 400 and "no version 'v9'" in body["message"]
-    for bad in ({"name": "x"}, {"settings": "x"}, {"x": "a\x00"}, {"a b": "x"}):
+    for bad in ({"name": "x"}, {"settings": "x"}, {"x": "a\x1b"}, {"a b": "x"}):
         status, body = _scrapyd(api, "schedule.json", {"project": "shop", "spider": "both", **bad})
         assert status == 400 and body["status"] == "error" and "arguments." in body["message"], bad
+    status, body = _scrapyd(api, "schedule.json", {"project": "shop", "spider": "both", "x": "a\x00"})
+    assert status == 400  # NUL: refused before any view (core.middleware)
     status, body = _scrapyd(api, "schedule.json", {"project": "shop"})
     assert status == 400 and "'spider'" in body["message"]
     assert Run.objects.count() == 1
