@@ -230,6 +230,9 @@ PLATFORM_PUBLIC_URL = env_str("PLATFORM_PUBLIC_URL", f"http://127.0.0.1:{PORT}")
 SCRAPYD_TIMEOUT = env_float("SCRAPYD_TIMEOUT", 10.0)
 BUILTIN_PROJECT = "builtin"
 ITEMS_DIR = DATA_DIR / "items"
+# Copies of finished runs' logs (nodes forget old jobs); each keeps at most the last MAX_BYTES of its log.
+LOG_ARCHIVE_DIR = DATA_DIR / "run-logs"
+LOG_ARCHIVE_MAX_BYTES = env_int("LOG_ARCHIVE_MAX_BYTES", 50 * 1024 * 1024)
 RUN_DISPATCH_RETRIES = env_int("RUN_DISPATCH_RETRIES", 5)
 RUN_DISPATCH_TIMEOUT = env_float("RUN_DISPATCH_TIMEOUT", 60.0)
 RUN_REPORT_GRACE = env_float("RUN_REPORT_GRACE", 30.0)

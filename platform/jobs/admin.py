@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 
 from django.contrib import admin, messages
+from django.http import HttpResponse, JsonResponse
+from django.urls import path, reverse
 from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 
-from core.errors import PlatformError
+from core.errors import PlatformError, error_body
 from exports.itemstore import ItemStore
 from schedules.admin import ScheduleInline
 
@@ -16,6 +19,25 @@ from .models import Job, Query, Run, Trigger
 
 ADMIN_ITEMS = 20
 ADMIN_LOG_LINES = 100
+# Appends what the running crawl writes to the log field, asking the admin's log view for `?since=`.
+_FOLLOW_SCRIPT = mark_safe("""<script>(function () {
+  var pre = document.getElementById("run-log"), next = pre.dataset.next;
+  function poll() {
+    fetch(pre.dataset.url + "?since=" + next, {credentials: "same-origin"}).then(function (r) {
+      if (!r.ok) { setTimeout(poll, 5000); return; }
+      var done = r.headers.get("X-Log-Finished") === "true";
+      next = r.headers.get("X-Log-Next-Offset");
+      done = done && next === r.headers.get("X-Log-Size");
+      return r.text().then(function (text) {
+        var bottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+        pre.textContent += text;
+        if (bottom) pre.scrollTop = pre.scrollHeight;
+        if (!done) setTimeout(poll, 2000);
+      });
+    }).catch(function () { setTimeout(poll, 5000); });
+  }
+  setTimeout(poll, 2000);
+})();</script>""")  # noqa: S308 - a constant
 
 
 class QueryInline(admin.TabularInline):
@@ -111,7 +133,29 @@ class RunAdmin(admin.ModelAdmin):
     @admin.display(description=f"Log (last {ADMIN_LOG_LINES} lines)")
     def log_tail(self, run: Run) -> str:
         try:
-            text = logs.read_log(run, {"tail": str(ADMIN_LOG_LINES)}).data.decode(errors="replace")
+            view = logs.read_log(run, {"tail": str(ADMIN_LOG_LINES)})
         except PlatformError as exc:
-            text = f"({exc.message})"
-        return format_html("<pre style='max-height:30em;overflow:auto'>{}</pre>", text)
+            return format_html("<pre>({})</pre>", exc.message)
+        url = reverse("admin:jobs_run_log", args=[run.pk])
+        follow = "" if view.finished else _FOLLOW_SCRIPT
+        return format_html(
+            "<pre id='run-log' style='max-height:30em;overflow:auto' data-url='{}' data-next='{}'>{}</pre>"
+            "<p>{} of {} bytes ({}). <a href='{}?tail={}'>More lines</a> · API: <code>GET {}?since=OFFSET</code></p>{}",
+            url, view.next_offset, view.chunk.data.decode(errors="replace"),
+            len(view.chunk.data), view.chunk.size, "complete" if view.finished else "following the running crawl",
+            url, logs.MAX_TAIL_LINES, reverse("run-log", args=[run.pk]), follow,
+        )
+
+    def get_urls(self):
+        log = path("<path:object_id>/log/", self.admin_site.admin_view(self.log_view), name="jobs_run_log")
+        return [log, *super().get_urls()]
+
+    def log_view(self, request, object_id: str) -> HttpResponse:
+        """The run's log as the API serves it (`tail`, `offset`/`length`, `since`), for the admin's user."""
+        run = self.get_object(request, object_id)
+        if run is None or not self.has_view_permission(request, run):
+            return JsonResponse(error_body("not_found", "Not found"), status=404)
+        try:
+            return logs.log_response(logs.read_log(run, request.GET))
+        except PlatformError as exc:
+            return JsonResponse(error_body(exc.code, exc.message, exc.details), status=exc.status_code)

@@ -6,3 +6,6 @@ class JobsConfig(AppConfig):
 
     name = "jobs"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import logarchive  # noqa: F401 - connects the deletion of a run's archived log

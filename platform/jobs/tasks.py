@@ -8,7 +8,7 @@ from django.conf import settings
 from core.errors import NodeUnavailable
 from core.models import Heartbeat
 
-from . import lifecycle, services
+from . import lifecycle, logarchive, services
 from .crawl import RunConfigError
 
 
@@ -31,6 +31,7 @@ def reconcile_runs() -> None:
     """Settle runs whose reports never came (beat, every RECONCILE_INTERVAL seconds)."""
     Heartbeat.beat("reconciler")
     lifecycle.reconcile()
+    logarchive.enqueue_recent()  # copy the logs of runs that ended to the platform's disk
 
 
 @shared_task(name="jobs.force_cancel", ignore_result=True, time_limit=60)
@@ -39,3 +40,9 @@ def force_cancel(run_id: str) -> None:
     from . import control
 
     control.force_cancel(run_id)
+
+
+@shared_task(name="jobs.archive_run_log", ignore_result=True, time_limit=600)
+def archive_run_log(run_id: str) -> None:
+    """Copy a finished run's log from its node to the platform's disk (the reconciler retries a failure)."""
+    logarchive.archive_by_id(run_id)

@@ -6,6 +6,7 @@ the body, and "finished" from Scrapyd never means more than "the process ended".
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -13,7 +14,7 @@ from urllib.parse import quote
 import requests
 from django.conf import settings
 
-from core.errors import NodeUnavailable
+from core.errors import NodeUnavailable, NotFound
 
 
 # The form fields Scrapyd's schedule.json reads itself; any other field becomes a spider argument.
@@ -25,6 +26,10 @@ class ScrapydError(NodeUnavailable):
 
     code = "node_error"
     status_code = 502
+
+
+class LogNotFound(NotFound):
+    """The node has no log file for the crawl (not started yet, or deleted since)."""
 
 
 @dataclass(frozen=True)
@@ -131,28 +136,80 @@ class ScrapydClient:
         """pending, running or finished, or None if the node does not know the job (status.json)."""
         return self._call("GET", "status.json", params={"job": job_id})["currstate"]
 
-    def log(self, *, project: str, spider: str, job_id: str, start: int | None = None, end: int | None = None) -> LogChunk:
-        """Bytes `start`..`end` (inclusive; from the end when `start` is negative) of a crawl's log."""
-        url = f"{self.base_url}logs/{quote(project)}/{quote(spider)}/{quote(job_id)}.log"
-        headers = {}
-        if start is not None and start < 0:
-            headers["Range"] = f"bytes={start}"  # a suffix range: the last -start bytes
-        elif start is not None:
-            headers["Range"] = f"bytes={start}-" if end is None else f"bytes={start}-{end}"
+    # --- crawl logs (Scrapyd serves them as static files from /logs/) ---------------------------------
+    # Twisted's static files answer 500 to a suffix range (`bytes=-N`) longer than the file, and 416
+    # to any range of an empty file: ask for the size first and send explicit ranges only.
+    def _log_url(self, project: str, spider: str, job_id: str) -> str:
+        return f"{self.base_url}logs/{quote(project)}/{quote(spider)}/{quote(job_id)}.log"
+
+    def _log_request(self, method: str, url: str, headers: dict[str, str], *, stream: bool = False):
         try:
-            response = requests.get(url, headers=headers, auth=self.auth, timeout=self.timeout)
+            response = requests.request(method, url, headers=headers, auth=self.auth, timeout=self.timeout, stream=stream)
         except requests.RequestException as exc:
             raise NodeUnavailable(f"Scrapyd at {self.base_url} is unreachable: {exc.__class__.__name__}") from exc
         if response.status_code == 404:
-            raise ScrapydError("The node has no log for this crawl")
-        if response.status_code == 416:  # the range starts past the end
-            return LogChunk(b"", 0, int(response.headers.get("Content-Range", "*/0").rsplit("/", 1)[-1] or 0))
-        if response.status_code not in (200, 206):
+            response.close()
+            raise LogNotFound("The node has no log for this crawl")
+        if response.status_code not in (200, 206, 416):
+            response.close()
             raise ScrapydError(f"Scrapyd answered HTTP {response.status_code} for the log")
-        total = len(response.content)
-        first = 0
-        if response.status_code == 206:
-            span, _, size = response.headers.get("Content-Range", "").removeprefix("bytes ").partition("/")
-            first = int(span.split("-")[0])
-            total = int(size) if size.isdigit() else first + len(response.content)
-        return LogChunk(response.content, first, total)
+        return response
+
+    def log_size(self, *, project: str, spider: str, job_id: str) -> int:
+        """The size in bytes of a crawl's log (LogNotFound if the node has none)."""
+        response = self._log_request("HEAD", self._log_url(project, spider, job_id), {})
+        length = response.headers.get("Content-Length", "")
+        if not length.isdigit():
+            raise ScrapydError("Scrapyd gave no size for the log")
+        return int(length)
+
+    def log(self, *, project: str, spider: str, job_id: str, start: int = 0, end: int | None = None) -> LogChunk:
+        """Bytes `start`..`end` (inclusive; from the end when `start` is negative) of a crawl's log.
+
+        A range past the end is an empty chunk at `start` with the log's size, never an error."""
+        if start < 0:
+            size = self.log_size(project=project, spider=spider, job_id=job_id)
+            start, end = max(size + start, 0), None
+        if end is not None and end < start:
+            raise ValueError("end must not be before start")
+        buffer = bytearray()
+        first, size = self._stream_log(project, spider, job_id, start, end, buffer.extend)
+        return LogChunk(bytes(buffer), first, size)
+
+    def save_log(self, *, project: str, spider: str, job_id: str, start: int, write: Callable[[bytes], object]) -> LogChunk:
+        """Stream the log from `start` to its end into `write`; returns where it started and the size (no data)."""
+        first, size = self._stream_log(project, spider, job_id, start, None, write)
+        return LogChunk(b"", first, size)
+
+    def _stream_log(self, project: str, spider: str, job_id: str, start: int, end: int | None,
+                    write: Callable[[bytes], object]) -> tuple[int, int]:
+        wanted = None if end is None else end - start + 1
+        headers = {"Range": f"bytes={start}-" + ("" if end is None else str(end))}
+        response = self._log_request("GET", self._log_url(project, spider, job_id), headers, stream=True)
+        with response:
+            if response.status_code == 416:  # the range starts at or past the end (or the log is empty)
+                total = response.headers.get("Content-Range", "").rpartition("/")[2]
+                return start, int(total) if total.isdigit() else 0
+            skip = 0
+            if response.status_code == 206:
+                span, _, total = response.headers.get("Content-Range", "").removeprefix("bytes ").partition("/")
+                first = int(span.partition("-")[0]) if span.partition("-")[0].isdigit() else start
+                size = int(total) if total.isdigit() else None
+            else:  # the server ignored the range: the whole file
+                first, size, skip = start, int(response.headers.get("Content-Length", "0") or 0), start
+            received = 0
+            try:
+                for block in response.iter_content(64 * 1024):
+                    if skip:
+                        cut, skip = min(skip, len(block)), skip - min(skip, len(block))
+                        block = block[cut:]
+                    if wanted is not None:
+                        block = block[: wanted - received]
+                    if block:
+                        write(block)
+                        received += len(block)
+                    if wanted is not None and received >= wanted:
+                        break
+            except requests.RequestException as exc:
+                raise NodeUnavailable(f"Scrapyd at {self.base_url} broke off the log: {exc.__class__.__name__}") from exc
+        return first, first + received if size is None else size

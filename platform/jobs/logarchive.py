@@ -1,0 +1,213 @@
+"""Copies of finished runs' logs on the platform's disk: nodes forget old jobs (`jobs_to_keep`, a node
+removed, or restarted on new storage), the platform keeps the log of every run that ended.
+
+In LOG_ARCHIVE_DIR, `<run id>.log` is the log, or its last LOG_ARCHIVE_MAX_BYTES from a line start when
+it was longer, and `<run id>.json` says where the copy starts in the crawl's log (so offsets mean the
+same in the copy as on the node) and which end of the run it was made for; `<run id>.missing` records
+that the node had no log to copy. Every file is written under a temporary name and renamed: a reader
+never sees half a copy.
+
+A copy is made once the crawl process has ended (a run turns terminal from its crawl's report, just
+before Scrapy writes its last lines): by a task the reconciler enqueues for recently finished runs,
+or on the first read of a finished run without one (jobs.logs). A run settled `lost` whose crawl
+reports again ends a second time: a copy made for its first end is out of date, and made again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+from django.db.models.signals import post_delete
+from django.dispatch import receiver
+from django.utils import timezone
+
+from core.errors import NodeUnavailable
+from nodes.client import LogNotFound, ScrapydClient
+
+from .models import Run
+from .models.run import TERMINAL
+
+logger = logging.getLogger(__name__)
+
+# The reconciler copies the logs of runs that ended within RECENT (a node down for less than that
+# is retried), at most once per RETRY_EVERY for each run; older runs are copied when first read.
+RECENT = timedelta(days=1)
+RETRY_EVERY = 60
+
+
+@dataclass(frozen=True)
+class Archived:
+    """A run's archived log: the file, the offset in the crawl's log of its first byte, and whether it
+    was made for the run's latest end (else a newer copy should replace it)."""
+
+    path: Path
+    first: int
+    current: bool
+
+    @property
+    def size(self) -> int:
+        """The size of the crawl's whole log (bytes before `first` were not kept)."""
+        return self.first + self.path.stat().st_size
+
+
+def _path(run_id: uuid.UUID | str, suffix: str) -> Path:
+    return Path(settings.LOG_ARCHIVE_DIR) / f"{uuid.UUID(str(run_id))}{suffix}"
+
+
+def _end_of(run: Run) -> str:
+    return run.finished_at.isoformat() if run.finished_at else ""
+
+
+def enabled() -> bool:
+    return settings.LOG_ARCHIVE_MAX_BYTES > 0
+
+
+def archived(run: Run) -> Archived | None:
+    """The run's archived log, or None."""
+    path = _path(run.id, ".log")
+    if not path.exists():
+        return None
+    try:
+        meta = json.loads(_path(run.id, ".json").read_text())
+    except (OSError, ValueError):
+        meta = {}
+    return Archived(path, int(meta.get("first", 0)), meta.get("finished_at", "") == _end_of(run))
+
+
+def is_missing(run: Run) -> bool:
+    """When the run's log was to be archived, its node had none (the crawl never started, or it was deleted)."""
+    try:
+        return _path(run.id, ".missing").read_text() == _end_of(run)
+    except OSError:
+        return False
+
+
+def _settled(run: Run) -> bool:
+    copy = archived(run)
+    return (copy is not None and copy.current) or is_missing(run)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+class _TailWriter:
+    """Writes a log copied from `start`; when `start` cuts a line, drops it up to its end."""
+
+    def __init__(self, out, *, cut: bool, limit: int) -> None:
+        self.out, self.cutting, self.room, self.skipped = out, cut, limit, 0
+
+    def write(self, block: bytes) -> None:
+        if self.cutting:
+            end = block.find(b"\n")
+            if end < 0:
+                self.skipped += len(block)
+                return
+            self.skipped += end + 1
+            block, self.cutting = block[end + 1 :], False
+        block = block[: self.room]  # the log cannot grow after its crawl ended; never keep more anyway
+        self.room -= len(block)
+        self.out.write(block)
+
+
+def archive_log(run: Run) -> bool:
+    """Copy a finished run's log from its node once its crawl process has ended.
+
+    True when the run has an up-to-date copy (or its node has no log to copy); False when it cannot
+    have one yet (not finished, process still running, no node, archiving off). NodeUnavailable when
+    the node cannot be reached."""
+    if _settled(run):
+        return True
+    if not enabled() or not run.is_terminal or run.node is None:
+        return False
+    client = ScrapydClient.for_node(run.node)
+    if client.job_state(run.scrapyd_job_id) in ("pending", "running"):
+        return False  # still writing its log
+    where = {"project": run.project, "spider": run.spider, "job_id": run.scrapyd_job_id}
+    Path(settings.LOG_ARCHIVE_DIR).mkdir(parents=True, exist_ok=True)
+    try:
+        size = client.log_size(**where)
+    except LogNotFound:
+        _write_atomic(_path(run.id, ".missing"), _end_of(run).encode())
+        logger.info("Run %s: node %s has no log to archive", run.id, run.node.name)
+        return True
+    limit = settings.LOG_ARCHIVE_MAX_BYTES
+    start = max(size - limit, 0)
+    target = _path(run.id, ".log")
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            writer = _TailWriter(out, cut=start > 0, limit=limit)
+            if size:
+                client.save_log(**where, start=start, write=writer.write)
+        meta = {"first": start + writer.skipped, "size": size, "finished_at": _end_of(run)}
+        _write_atomic(_path(run.id, ".json"), json.dumps(meta).encode())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(FileNotFoundError):
+        _path(run.id, ".missing").unlink()
+    logger.info("Run %s: archived its log (%s bytes%s)", run.id, size - meta["first"], f" of {size}" if start else "")
+    return True
+
+
+def archive_by_id(run_id: str) -> None:
+    """archive_log for a run id (the task); a node that cannot be reached is logged, and retried later."""
+    run = Run.objects.filter(pk=run_id).select_related("node").first()
+    if run is None:
+        return
+    try:
+        archive_log(run)
+    except NodeUnavailable as exc:
+        logger.warning("Log of run %s not archived: %s", run_id, exc.message)
+
+
+def delete_archive(run_id: uuid.UUID | str) -> None:
+    """Remove a run's archived log."""
+    for suffix in (".log", ".json", ".missing"):
+        with contextlib.suppress(FileNotFoundError):
+            _path(run_id, suffix).unlink()
+
+
+def enqueue_recent() -> int:
+    """Enqueue the copy of every log of a run that ended recently and has none (the reconciler calls this)."""
+    from .tasks import archive_run_log
+
+    if not enabled():
+        return 0
+    recent = Run.objects.filter(status__in=TERMINAL, node__isnull=False, finished_at__gte=timezone.now() - RECENT)
+    sent = 0
+    for run in recent.only("id", "finished_at").iterator():
+        if _settled(run) or not cache.add(f"logarchive:{run.id}", 1, RETRY_EVERY):
+            continue
+        transaction.on_commit(lambda run_id=str(run.id): archive_run_log.delay(run_id))
+        sent += 1
+    return sent
+
+
+@receiver(post_delete, sender=Run, dispatch_uid="jobs.delete_archived_log")
+def _run_deleted(sender, instance: Run, **kwargs) -> None:
+    # After the commit: a rolled-back delete keeps its run, and so its log.
+    run_id = instance.id  # Django clears the instance's pk once the delete is done
+    transaction.on_commit(lambda: delete_archive(run_id))
