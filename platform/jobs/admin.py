@@ -7,7 +7,7 @@ import json
 from django.contrib import admin, messages
 from django.http import HttpResponse, JsonResponse
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from core.errors import PlatformError, error_body
@@ -16,6 +16,7 @@ from schedules.admin import ScheduleInline
 
 from . import control, logs, services
 from .models import Job, Query, Run, Trigger
+from .outcome import warnings as run_warnings
 
 ADMIN_ITEMS = 20
 ADMIN_LOG_LINES = 100
@@ -96,7 +97,7 @@ class RunAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     actions = ["cancel"]
     fieldsets = [
-        (None, {"fields": ["job", "status", "error", "close_reason", "node", "scrapyd_job", "trigger", "partial"]}),
+        (None, {"fields": ["job", "status", "error", "warning_list", "close_reason", "node", "scrapyd_job", "trigger", "partial"]}),
         ("Schedule", {"fields": ["schedule", "fire_time", "overlap_policy"]}),
         ("Times", {"fields": ["created_at", "started_at", "finished_at"]}),
         ("Results", {"fields": ["items_scraped", "result_count", "first_items"]}),
@@ -104,7 +105,9 @@ class RunAdmin(admin.ModelAdmin):
     ]
 
     def get_readonly_fields(self, request, obj=None):
-        return [f.name for f in Run._meta.fields] + ["scrapyd_job", "first_items", "pretty_stats", "log_tail", "pretty_config"]
+        return [f.name for f in Run._meta.fields] + [
+            "scrapyd_job", "warning_list", "first_items", "pretty_stats", "log_tail", "pretty_config"
+        ]
 
     def has_add_permission(self, request):
         return False
@@ -116,6 +119,15 @@ class RunAdmin(admin.ModelAdmin):
     @admin.display(description="Scrapyd job")
     def scrapyd_job(self, run: Run) -> str:
         return f"{run.project}/{run.spider}/{run.scrapyd_job_id}"
+
+    @admin.display(description="Warnings")
+    def warning_list(self, run: Run) -> str:
+        """Each warning's line, with the first messages the crawl kept under it."""
+        entries = []
+        for warning in run_warnings(run.stats or {}):
+            examples = format_html_join("", "<li>{}</li>", ((example,) for example in warning["examples"]))
+            entries.append(format_html("<li>{}<ul>{}</ul></li>", warning["message"], examples))
+        return format_html("<ul>{}</ul>", format_html_join("", "{}", ((entry,) for entry in entries))) if entries else "-"
 
     @admin.display(description="Stats")
     def pretty_stats(self, run: Run) -> str:
