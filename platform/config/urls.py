@@ -30,6 +30,7 @@ router.register("projects", ProjectViewSet, basename="project")
 internal = [
     path("runs/<uuid:run_id>/started", reports.started),
     path("runs/<uuid:run_id>/items", reports.items),
+    path("runs/<uuid:run_id>/heartbeat", reports.heartbeat),
     path("runs/<uuid:run_id>/finished", reports.finished),
 ]
 

@@ -148,8 +148,10 @@ class ItemStore:
             tmp.unlink(missing_ok=True)
         return True
 
-    def count(self) -> int:
-        return sum(pq.ParquetFile(p).metadata.num_rows for p in self.segments())
+    def count(self, *, part: int | None = None) -> int:
+        """Items stored (of crawl part `part` only, if given)."""
+        prefix = "" if part is None else f"{part:04d}-"
+        return sum(pq.ParquetFile(p).metadata.num_rows for p in self.segments() if p.name.startswith(prefix))
 
     def schema(self) -> pa.Schema:
         # Unified as segments are read (the merge is pairwise), so memory does not grow with their number.

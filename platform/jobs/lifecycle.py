@@ -22,17 +22,41 @@ logger = logging.getLogger(__name__)
 
 
 # --- reports from the crawl (spiders/reporting.py) ---
+# Every report notes when the crawl was last heard from: the reconciler does not settle a run lost
+# within RUN_REPORT_GRACE of a report, and a run it settled lost whose crawl reports again (its node
+# forgot it, as after a Scrapyd restart, but the crawl went on) is running again, or ends as the
+# crawl's own report says. A crawl's reports are refused only once it has reported its own end.
+def _heard_from(run: Run) -> None:
+    now = timezone.now()
+    Run.objects.filter(pk=run.pk).update(last_report_at=now)
+    run.last_report_at = now
+
+
+def _revive(run: Run) -> None:
+    if run.status in (RunStatus.QUEUED, RunStatus.PENDING, RunStatus.LOST):
+        was = run.status
+        with contextlib.suppress(IllegalTransition):
+            run.mark_running(reported=True)
+        if was == RunStatus.LOST:
+            logger.warning("Run %s was settled lost, but its crawl is reporting: running again", run.id)
+
+
 def record_started(run: Run) -> None:
     """The crawl process is up."""
-    if run.status in (RunStatus.QUEUED, RunStatus.PENDING):
-        with contextlib.suppress(IllegalTransition):
-            run.mark_running()
+    _heard_from(run)
+    _revive(run)
+
+
+def record_heartbeat(run: Run) -> None:
+    """The crawl is alive, though it has nothing to send."""
+    _heard_from(run)
+    _revive(run)
 
 
 def record_items(run: Run, seq: int, body: bytes) -> int:
     """Store one batch of items (NDJSON); returns how many were new."""
-    if run.is_terminal:
-        raise IllegalTransition(f"Run is {run.status}; it takes no more items")
+    if run.close_reason:
+        raise IllegalTransition(f"Run is {run.status} and its crawl reported its end; it takes no more items")
     items = []
     for number, line in enumerate(body.splitlines(), start=1):
         if not line.strip():
@@ -44,6 +68,9 @@ def record_items(run: Run, seq: int, body: bytes) -> int:
         if not isinstance(item, dict):
             raise ValidationFailed(f"Line {number} of the batch is not a JSON object")
         items.append(item)
+    _heard_from(run)
+    if run.status == RunStatus.LOST:
+        _revive(run)
     if not items or not ItemStore(run.result_key).append(seq, items, part=run.part):
         return 0
     Run.objects.filter(pk=run.pk).update(
@@ -54,9 +81,10 @@ def record_items(run: Run, seq: int, body: bytes) -> int:
 
 def record_finished(run: Run, *, finish_reason: str, stats: dict, items_lost: int = 0) -> None:
     """The crawl closed: settle the run from its own close reason and stats."""
+    _heard_from(run)
     run.refresh_from_db()
-    if run.is_terminal:
-        return  # a retried report, or a run the reconciler settled meanwhile
+    if run.is_terminal and run.status != RunStatus.LOST:
+        return  # a retried report, or a run the platform settled meanwhile (cancelled by force)
     status, error = judge(
         finish_reason,
         stats,
@@ -65,8 +93,18 @@ def record_finished(run: Run, *, finish_reason: str, stats: dict, items_lost: in
     )
     if items_lost and status == RunStatus.SUCCEEDED:
         status, error = RunStatus.FAILED, f"{items_lost} item(s) could not be delivered to the platform"
+        if stats.get("platform/items_dropped_spool_full"):
+            error += " (the node's report spool was full while the platform could not be reached)"
+    # Counted from the store, not the running sums: a web process killed between storing a batch
+    # and counting it must not leave the counts short (the retried batch is recognised as stored).
+    store = ItemStore(run.result_key)
+    Run.objects.filter(pk=run.pk).update(items_scraped=store.count(part=run.part), result_count=store.count())
+    run.refresh_from_db()
     partial = status in (RunStatus.CANCELLED, RunStatus.PAUSED) or finish_reason != "finished"
-    run.finish(status, close_reason=finish_reason, stats=stats, error=error, partial=partial)
+    try:
+        run.finish(status, close_reason=finish_reason, stats=stats, error=error, partial=partial, reported=True)
+    except IllegalTransition:
+        return  # a concurrent delivery of the same report settled it first
     release_waiting(run)
     logger.info("Run %s %s (%s, %s items)", run.id, run.status, finish_reason, run.items_scraped)
 
@@ -99,10 +137,13 @@ def _reconcile_one(run: Run, state: str | None, now) -> None:
     """Act on what the node says of an active run; a crawl's own report always gets a grace period."""
     grace = timedelta(seconds=settings.RUN_REPORT_GRACE)
     if state is None:
-        if run.dispatch_claimed_at and now - run.dispatch_claimed_at > grace:
+        # A crawl whose node forgot it (restarted) may still be running and reporting.
+        heard = max(filter(None, (run.dispatch_claimed_at, run.last_report_at)), default=None)
+        if heard and now - heard > grace:
             _settle(run, RunStatus.LOST, f"Node {run.node.name} no longer knows this crawl (was it restarted?)")
     elif state == "running" and run.status == RunStatus.PENDING:
-        record_started(run)
+        with contextlib.suppress(IllegalTransition):
+            run.mark_running()
     elif state == "finished":
         if run.process_ended_at is None:
             Run.objects.filter(pk=run.pk).update(process_ended_at=now)

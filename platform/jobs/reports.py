@@ -65,6 +65,12 @@ def started(request: HttpRequest, run: Run) -> dict:
 
 
 @reporting_view
+def heartbeat(request: HttpRequest, run: Run) -> dict:
+    lifecycle.record_heartbeat(run)
+    return {"ok": True, "status": run.status}
+
+
+@reporting_view
 def items(request: HttpRequest, run: Run) -> dict:
     try:
         seq = int(request.GET["seq"])

@@ -5,10 +5,12 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -62,8 +64,13 @@ class FakePlatform:
         self.status_for = lambda path, index: status if index < count else 200
 
     def delivered(self) -> list[Recorded]:
-        """Return the requests that were answered 2xx, in arrival order."""
-        return [r for r in self.requests if r.status < 300]
+        """Return the reports (not heartbeats) that were answered 2xx, in arrival order."""
+        return [r for r in self.requests if r.status < 300 and r.path != "heartbeat"]
+
+    def down_for(self, seconds: float) -> None:
+        """Answer 503 to everything for the next `seconds` seconds."""
+        until = time.monotonic() + seconds
+        self.status_for = lambda path, index: 503 if time.monotonic() < until else 200
 
 
 def _serve(server: ThreadingHTTPServer) -> Iterator[str]:
@@ -108,7 +115,7 @@ def site(tmp_path: Path) -> Iterator[str]:
     """A small website of static files on a free loopback port."""
     root = tmp_path / "site"
     root.mkdir()
-    for n in range(1, 6):
+    for n in range(1, 21):
         page = f"<html><head><title> Page {n} — ü </title></head><body>"
         page += f"<span class='price'>{n}.00</span></body></html>"
         (root / f"p{n}.html").write_text(page, encoding="utf-8")
@@ -129,13 +136,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def crawl(sources: list[str], platform: FakePlatform, **settings: Any) -> str:
+def crawl(sources: list[str], platform: FakePlatform, spool: Path | None = None, **settings: Any) -> str:
     """Run the query spider in a subprocess reporting to `platform`; return its log."""
     config = json.dumps({"source": sources, "queries": QUERIES})
     options = {
         "PLATFORM_REPORT_URL": platform.url,
         "PLATFORM_REPORT_TOKEN": TOKEN,
         "PLATFORM_REPORT_BATCH_SIZE": 2,
+        **({"PLATFORM_REPORT_SPOOL_DIR": spool} if spool else {}),
         **settings,
     }
     command = [sys.executable, "-m", "scrapy", "crawl", "query", "-a", f"config={config}"]
@@ -174,7 +182,7 @@ def check_report(platform: FakePlatform, expected: list[dict[str, Any]]) -> dict
         lines = batch.body.decode("utf-8").split("\n")[:-1]
         assert 1 <= len(lines) <= 2
         items += [json.loads(line) for line in lines]
-    assert sorted(items, key=lambda item: item["url"]) == expected
+    assert sorted(items, key=lambda item: item["url"]) == sorted(expected, key=lambda item: item["url"])
 
     finished = delivered[-1].json()
     assert delivered[-1].headers["Content-Type"] == "application/json"
@@ -230,13 +238,61 @@ def finished_batches(platform: FakePlatform) -> int:
 
 
 def test_dead_platform_does_not_hang_the_crawl(site: str, platform: FakePlatform) -> None:
-    """When the platform never recovers, the crawl gives up after RETRY_FOR and still exits."""
+    """When the platform never recovers, the crawl gives up CLOSE_WAIT after closing and still exits."""
     platform.status_for = lambda path, index: 503
-    log = crawl([f"{site}/p1.html"], platform, PLATFORM_REPORT_RETRY_FOR=1)
-    assert "Giving up on started after 2 attempt(s): HTTP 503" in log
+    started = time.monotonic()
+    log = crawl([f"{site}/p1.html"], platform, PLATFORM_REPORT_CLOSE_WAIT=1)
+    assert time.monotonic() - started < 30
+    assert re.search(r"Giving up on started after \d+ attempt\(s\): HTTP 503", log)
     assert platform.requests[-1].path == "finished"
     finished = platform.requests[-1].json()
     assert (finished["items_sent"], finished["items_lost"], finished["batches"]) == (0, 1, 1)
+
+
+def test_reports_wait_on_disk_while_the_platform_is_away(
+    site: str, platform: FakePlatform, tmp_path: Path
+) -> None:
+    """While the platform is away, batches past the few kept in memory are spooled to disk; once it
+    is back, everything arrives once and in order, and the spool is gone."""
+    spool = tmp_path / "spool"
+    back: list[bool] = []  # the platform is back once the first batch was spooled, and stays
+
+    def status_for(path: str, index: int) -> int:
+        if not back and any(spool.rglob("*.ndjson")):
+            back.append(True)
+        return 200 if back else 503
+
+    platform.status_for = status_for
+    pages = range(1, 21)
+    log = crawl([f"{site}/p{n}.html" for n in pages], platform, spool=spool, PLATFORM_REPORT_BATCH_SIZE=1)
+    check_report(platform, [expected_item(site, n) for n in pages])
+    assert "The platform is not keeping up: spooling reports to" in log
+    assert not spool.exists()
+
+
+def test_a_full_spool_is_counted_and_said(site: str, platform: FakePlatform, tmp_path: Path) -> None:
+    """Past PLATFORM_REPORT_SPOOL_BYTES, batches are dropped, counted as lost and logged."""
+    spool = tmp_path / "spool"
+    platform.status_for = lambda path, index: 200 if path == "finished" else 503
+    log = crawl(
+        [f"{site}/p{n}.html" for n in range(1, 21)], platform, spool=spool,
+        PLATFORM_REPORT_BATCH_SIZE=1, PLATFORM_REPORT_SPOOL_BYTES=1, PLATFORM_REPORT_CLOSE_WAIT=1,
+    )
+    finished = platform.delivered()[-1].json()
+    # The sender never got past `started`: 8 batches waited in memory, 12 found the spool full.
+    assert (finished["items_sent"], finished["items_lost"]) == (0, 20)
+    assert finished["stats"]["platform/items_dropped_spool_full"] == 12
+    assert "the spool is full (1 bytes, PLATFORM_REPORT_SPOOL_BYTES): dropping item batches from items?seq=8" in log
+    assert not spool.exists()
+
+
+def test_an_idle_crawl_sends_heartbeats(site: str, platform: FakePlatform) -> None:
+    """Between reports, the crawl tells the platform it is alive (so a node that forgot it does not
+    make it lost); heartbeats carry the run token and do not disturb the report."""
+    crawl([f"{site}/p{n}.html" for n in range(1, 4)], platform, DOWNLOAD_DELAY=0.6, PLATFORM_REPORT_HEARTBEAT=0.2)
+    check_report(platform, [expected_item(site, n) for n in range(1, 4)])
+    beats = [r for r in platform.requests if r.path == "heartbeat"]
+    assert beats and all(r.headers["X-Run-Token"] == TOKEN for r in beats)
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from jobs import lifecycle, services
-from jobs.models import TERMINAL, TRANSITIONS, IllegalTransition, Job, Run, RunStatus
+from jobs.models import REPORTED_TRANSITIONS, TERMINAL, TRANSITIONS, IllegalTransition, Job, Run, RunStatus
 from jobs.outcome import judge
 
 pytestmark = pytest.mark.django_db
@@ -156,3 +156,99 @@ def test_a_queued_overlap_run_waits_for_the_earlier_run(run, monkeypatch):
     assert waiting.status == RunStatus.QUEUED and waiting.dispatch_attempts == 0
     lifecycle.record_finished(run, finish_reason="finished", stats={"item_scraped_count": 1})
     assert sent == [str(waiting.id)]  # its turn: dispatched again
+
+
+# --- a crawl that outlives what the platform knows of it (its node restarted) -----------------------
+@pytest.mark.parametrize("start", sorted(RunStatus.values))
+def test_only_the_crawls_own_report_moves_a_run_out_of_lost(user, start):
+    """Table-driven over every status pair: a platform move follows TRANSITIONS; a report from the
+    crawl may also follow REPORTED_TRANSITIONS, which only lets `lost` go on."""
+    for target in RunStatus.values:
+        for reported in (False, True):
+            job = Job.objects.create(owner=user, name="j", source="https://example.com/")
+            run = Run.objects.create(owner=user, job=job, project="builtin", spider="query")
+            Run.objects.filter(pk=run.pk).update(status=start)
+            run.refresh_from_db()
+            allowed = TRANSITIONS[start] | (REPORTED_TRANSITIONS.get(start, frozenset()) if reported else frozenset())
+            if target in allowed:
+                run._transition(target, reported=reported)
+                assert Run.objects.get(pk=run.pk).status == target
+            else:
+                with pytest.raises(IllegalTransition):
+                    run._transition(target, reported=reported)
+    assert {RunStatus.LOST: {RunStatus.RUNNING} | TERMINAL - {RunStatus.LOST}} == REPORTED_TRANSITIONS
+
+
+def _lost(run) -> Run:
+    run.mark_pending()
+    run.finish(RunStatus.LOST, error="Node n no longer knows this crawl (was it restarted?)")
+    return run
+
+
+def test_a_lost_run_whose_crawl_reports_takes_its_items_and_outcome(run):
+    _lost(run)
+    assert lifecycle.record_items(run, 0, b'{"a": 1}\n{"a": 2}\n') == 2
+    run.refresh_from_db()
+    assert run.status == RunStatus.RUNNING and run.error == "" and run.finished_at is None
+    assert run.last_report_at is not None
+    Run.objects.filter(pk=run.pk).update(status=RunStatus.LOST)  # settled lost again meanwhile
+    run.refresh_from_db()
+    lifecycle.record_finished(run, finish_reason="finished", stats={"item_scraped_count": 2})
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCEEDED and run.items_scraped == 2 and run.close_reason == "finished"
+
+
+@pytest.mark.parametrize("report", ["started", "heartbeat"])
+def test_a_lost_run_whose_crawl_says_it_is_alive_is_running(run, report):
+    _lost(run)
+    getattr(lifecycle, f"record_{report}")(run)
+    run.refresh_from_db()
+    assert run.status == RunStatus.RUNNING and run.last_report_at is not None
+
+
+def test_items_are_refused_only_once_the_crawl_reported_its_end(run):
+    run.mark_running()
+    # Settled by the platform (as force_cancel does when the node cannot be reached): the crawl,
+    # if it still runs, is still part of the run.
+    run.finish(RunStatus.CANCELLED, error="Stopped by force after 30 s")
+    assert lifecycle.record_items(run, 0, b'{"a": 1}\n') == 1
+    assert lifecycle.record_items(run, 0, b'{"a": 1}\n') == 0  # a retried batch is stored once
+    lifecycle.record_finished(run, finish_reason="shutdown", stats={})
+    other = Run.objects.create(owner=run.owner, job=run.job, project="builtin", spider="query")
+    lifecycle.record_finished(other, finish_reason="finished", stats={})
+    other.refresh_from_db()
+    with pytest.raises(IllegalTransition):
+        lifecycle.record_items(other, 0, b'{"a": 1}\n')
+
+
+def test_finished_counts_the_items_stored(run):
+    """The counts come from the store: a web process killed between storing a batch and counting it
+    (the retried batch is then recognised as stored) does not leave them short."""
+    run.mark_running()
+    lifecycle.record_items(run, 0, b'{"a": 1}\n{"a": 2}\n')
+    Run.objects.filter(pk=run.pk).update(items_scraped=1, result_count=1)
+    lifecycle.record_finished(run, finish_reason="finished", stats={"item_scraped_count": 2})
+    run.refresh_from_db()
+    assert (run.items_scraped, run.result_count) == (2, 2)
+
+
+@pytest.mark.parametrize(
+    ("reported_ago", "settled"),
+    [(None, True), (1, False), (4, False), (3600, True)],
+    ids=["never-reported", "reported-just-now", "reported-within-grace", "quiet-past-grace"],
+)
+def test_a_crawl_its_node_forgot_is_lost_only_once_it_went_quiet(run, settings, reported_ago, settled):
+    from nodes.models import Node
+
+    settings.RUN_REPORT_GRACE = 5
+    now = timezone.now()
+    run.node = Node.objects.create(name="n", url="http://127.0.0.1:9/", slots=1)
+    run.mark_pending()
+    Run.objects.filter(pk=run.pk).update(
+        node=run.node, dispatch_claimed_at=now - timedelta(hours=1),
+        last_report_at=None if reported_ago is None else now - timedelta(seconds=reported_ago),
+    )
+    run.refresh_from_db()
+    lifecycle._reconcile_one(run, None, now)  # None: the node does not list the crawl
+    run.refresh_from_db()
+    assert (run.status == RunStatus.LOST) is settled

@@ -3,6 +3,6 @@
 from core.errors import IllegalTransition
 
 from .job import Job, Query
-from .run import ACTIVE, TERMINAL, TRANSITIONS, Run, RunStatus, Trigger
+from .run import ACTIVE, REPORTED_TRANSITIONS, TERMINAL, TRANSITIONS, Run, RunStatus, Trigger
 
-__all__ = ["ACTIVE", "TERMINAL", "TRANSITIONS", "IllegalTransition", "Job", "Query", "Run", "RunStatus", "Trigger"]
+__all__ = ["ACTIVE", "REPORTED_TRANSITIONS", "TERMINAL", "TRANSITIONS", "IllegalTransition", "Job", "Query", "Run", "RunStatus", "Trigger"]

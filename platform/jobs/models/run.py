@@ -34,12 +34,18 @@ TERMINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED
 ACTIVE = frozenset({RunStatus.QUEUED, RunStatus.PENDING, RunStatus.RUNNING})
 
 # A crawl can report it started before the dispatcher recorded `pending`, and can report its end
-# before (or without) reporting its start: those moves are legal. Terminal states are final.
+# before (or without) reporting its start: those moves are legal. Terminal states are final...
 TRANSITIONS: dict[str, frozenset[str]] = {
     RunStatus.QUEUED: frozenset({RunStatus.PENDING, RunStatus.RUNNING} | TERMINAL),
     RunStatus.PENDING: frozenset({RunStatus.RUNNING} | TERMINAL),
     RunStatus.RUNNING: TERMINAL,
     **{status: frozenset() for status in TERMINAL},
+}
+# ...except `lost`, for a report from the crawl itself: `lost` is the platform's guess that the crawl
+# is gone (its node forgot it, as after a Scrapyd restart, and it went quiet). A crawl that reports
+# again was not lost: it goes on running, or ends as its own report says.
+REPORTED_TRANSITIONS: dict[str, frozenset[str]] = {
+    RunStatus.LOST: frozenset({RunStatus.RUNNING} | TERMINAL - {RunStatus.LOST}),
 }
 
 
@@ -84,6 +90,9 @@ class Run(GuardedStatus):
         null=True, blank=True, editable=False, help_text="When the platform first saw the node report the crawl process gone"
     )
     finished_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_report_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="When the crawl last reported (started, items, heartbeat, finished)"
+    )
     items_scraped = models.PositiveBigIntegerField(default=0, editable=False)
     close_reason = models.CharField(max_length=100, blank=True, editable=False)
     stats = models.JSONField(default=dict, blank=True, editable=False)
@@ -136,9 +145,12 @@ class Run(GuardedStatus):
         return hmac.compare_digest(self.report_token(), token or "")
 
     # --- state machine ---------------------------------------------------------------------------
-    def _transition(self, to: str, **fields: Any) -> None:
-        """Move to `to` if legal, guarded against a concurrent writer having moved the run first."""
-        if to not in TRANSITIONS[self.status]:
+    def _transition(self, to: str, *, reported: bool = False, **fields: Any) -> None:
+        """Move to `to` if legal, guarded against a concurrent writer having moved the run first.
+
+        `reported`: the move comes from the crawl's own report (REPORTED_TRANSITIONS apply too)."""
+        allowed = TRANSITIONS[self.status] | (REPORTED_TRANSITIONS.get(self.status, frozenset()) if reported else frozenset())
+        if to not in allowed:
             raise IllegalTransition(f"Run cannot go from {self.status} to {to}")
         updated = Run.objects.filter(pk=self.pk, status=self.status).update(status=to, **fields)
         if not updated:
@@ -151,8 +163,11 @@ class Run(GuardedStatus):
     def mark_pending(self) -> None:
         self._transition(RunStatus.PENDING)
 
-    def mark_running(self, *, started_at: datetime | None = None) -> None:
-        self._transition(RunStatus.RUNNING, started_at=started_at or timezone.now())
+    def mark_running(self, *, started_at: datetime | None = None, reported: bool = False) -> None:
+        fields: dict[str, Any] = {"started_at": self.started_at or started_at or timezone.now()}
+        if self.status == RunStatus.LOST:
+            fields.update(finished_at=None, error="")  # its crawl reported again: it was not lost
+        self._transition(RunStatus.RUNNING, reported=reported, **fields)
 
     def finish(
         self,
@@ -163,8 +178,9 @@ class Run(GuardedStatus):
         error: str = "",
         finished_at: datetime | None = None,
         partial: bool = False,
+        reported: bool = False,
     ) -> None:
-        """Settle the run in a terminal state."""
+        """Settle the run in a terminal state (`reported`: as the crawl's own report says)."""
         if status not in TERMINAL:
             raise IllegalTransition(f"{status} is not a final status")
         fields: dict[str, Any] = {
@@ -177,7 +193,7 @@ class Run(GuardedStatus):
             fields["stats"] = stats
         if self.started_at is None and status != RunStatus.LOST and stats and stats.get("start_time"):
             fields["started_at"] = _parse_time(stats["start_time"])
-        self._transition(status, **fields)
+        self._transition(status, reported=reported, **fields)
 
 
 def _parse_time(value: Any) -> datetime | None:
