@@ -6,8 +6,6 @@ import base64
 import logging
 from typing import BinaryIO
 
-from django.utils import timezone
-
 from . import storage
 from .errors import FileDisabled, FileExpired, FileNotReady, FileOveruse, StorageUnavailable
 from .models import FileStatus, ResultFile
@@ -70,7 +68,7 @@ class FileStream:
 
 def open_download(*, file: ResultFile, encoding: str | None = None) -> FileStream:
     """Count a download of `file` and open its bytes: the local copy, else the backup copy."""
-    if file.status == FileStatus.ENABLED and file.expires_at <= timezone.now():
+    if file.past_expiry:  # not swept yet
         raise FileExpired("The file has expired", details={"status": FileStatus.EXPIRED})
     if file.status != FileStatus.ENABLED or not file.claim_download():
         _refuse(file)

@@ -36,6 +36,15 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 }
 
 
+def sources(to: str) -> frozenset[str]:
+    """The statuses a file may move to `to` from (TRANSITIONS read backwards)."""
+    return frozenset(status for status, targets in TRANSITIONS.items() if to in targets)
+
+
+# Every status a file expires from once past `expires_at` (overuse included: it is 410 then, not 403).
+EXPIRABLE = sources(FileStatus.EXPIRED)
+
+
 def _lease_cutoff():
     return timezone.now() - timedelta(seconds=settings.EXPORT_DOWNLOAD_LEASE)
 
@@ -93,10 +102,15 @@ class ResultFile(GuardedStatus):
         return bool(updated)
 
     def _transition(self, to: str, condition: Q | None = None, **fields: Any) -> bool:
-        sources = [s for s, targets in TRANSITIONS.items() if to in targets]
-        if self.status not in sources:
+        allowed = sources(to)
+        if self.status not in allowed:
             raise IllegalTransition(f"Result file cannot go from {self.status} to {to}")
-        return self._update(Q(status__in=sources) & (condition or Q()), status=to, **fields)
+        return self._update(Q(status__in=sorted(allowed)) & (condition or Q()), status=to, **fields)
+
+    @property
+    def past_expiry(self) -> bool:
+        """Past its lifetime in a status it expires from, whether or not the sweeper got to it yet."""
+        return self.status in EXPIRABLE and self.expires_at <= timezone.now()
 
     def claim_build(self, *, lease: float) -> bool:
         """Take the right to write this pending file (a redelivered task finds it taken while the lease runs)."""

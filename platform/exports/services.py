@@ -23,7 +23,7 @@ from jobs.models import Run
 from . import storage
 from .exporters import export_to, get_exporter
 from .itemstore import ItemStore
-from .models import LIVE, FileStatus, ResultFile
+from .models import EXPIRABLE, LIVE, FileStatus, ResultFile
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def request_export(*, run: Run, fmt: str, options: Mapping[str, Any]) -> tuple[R
     key = fingerprint(fmt, cleaned)
     live = ResultFile.objects.filter(run=run, fingerprint=key, status__in=list(LIVE))
     existing = live.first()
-    if existing is not None and existing.expires_at <= timezone.now() and existing.status == FileStatus.ENABLED:
+    if existing is not None and existing.past_expiry:
         local, remote = existing.local_name, existing.remote_name
         if existing.expire():  # past its lifetime but not yet swept: make room for a fresh one
             storage.delete_local(local)
@@ -149,7 +149,7 @@ def expire_files() -> dict[str, int]:
     """
     now = timezone.now()
     counts = dict.fromkeys(("expired", "local_dropped", "copies_deleted", "failed", "temp_removed"), 0)
-    for file in ResultFile.objects.filter(status=FileStatus.ENABLED, expires_at__lte=now):
+    for file in ResultFile.objects.filter(status__in=sorted(EXPIRABLE), expires_at__lte=now):
         local, remote = file.local_name, file.remote_name
         if file.expire():
             storage.delete_local(local)

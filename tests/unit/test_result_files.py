@@ -17,7 +17,7 @@ from config.celery import app as celery_app
 from exports import downloads, services, storage
 from exports.exporters import CsvExporter
 from exports.itemstore import ItemStore
-from exports.models import FileStatus, ResultFile
+from exports.models import EXPIRABLE, TRANSITIONS, FileStatus, ResultFile
 from jobs.models import IllegalTransition, Job, Run, RunStatus
 
 pytestmark = pytest.mark.django_db
@@ -331,3 +331,84 @@ def test_export_command(run, tmp_path, capsys):
         call_command("export", "00000000-0000-0000-0000-000000000000", "--format", "csv", "-o", str(target))
     with pytest.raises(CommandError):
         call_command("export", str(run.id), "--format", "sql", "--dialect", "oracle", "-o", str(target))
+
+
+# --- Expiry applies to every status a file may expire from (models.EXPIRABLE), overuse included ---
+
+
+def file_in(status: str, *, api, run, request_file, settings) -> ResultFile:
+    """A result file brought to `status` by the transitions a real file goes through."""
+    if status == FileStatus.PENDING:
+        return services.request_export(run=run, fmt="json", options={})[0]
+    if status == FileStatus.FAILED:
+        file = services.request_export(run=run, fmt="json", options={})[0]
+        assert file.mark_failed("boom")
+        return file
+    settings.EXPORT_MAX_DOWNLOADS = 1 if status == FileStatus.OVERUSE else 0
+    file = ResultFile.objects.get(pk=request_file(run).json()["id"])
+    if status == FileStatus.OVERUSE:
+        assert download(api, file.id).status_code == 200
+    elif status == FileStatus.DISABLED:
+        services.disable_file(file=file)
+    elif status == FileStatus.EXPIRED:
+        assert file.expire()
+    file.refresh_from_db()
+    assert file.status == status
+    return file
+
+
+def test_expirable_statuses_are_those_the_transitions_allow() -> None:
+    assert {FileStatus.ENABLED, FileStatus.OVERUSE} == EXPIRABLE
+    assert {s for s, targets in TRANSITIONS.items() if FileStatus.EXPIRED in targets} == EXPIRABLE
+
+
+# What a download answers past expiry, and the status the sweep leaves, for a file in each status.
+AFTER_EXPIRY = {
+    FileStatus.ENABLED: (410, "expired", FileStatus.EXPIRED),
+    FileStatus.OVERUSE: (410, "expired", FileStatus.EXPIRED),
+    FileStatus.PENDING: (409, "not_ready", FileStatus.PENDING),
+    FileStatus.FAILED: (409, "not_ready", FileStatus.FAILED),
+    FileStatus.DISABLED: (410, "disabled", FileStatus.DISABLED),
+    FileStatus.EXPIRED: (410, "expired", FileStatus.EXPIRED),
+}
+
+
+def test_every_status_has_an_outcome_past_expiry() -> None:
+    assert set(AFTER_EXPIRY) == set(FileStatus.values)
+
+
+@pytest.mark.parametrize("status", sorted(AFTER_EXPIRY))
+def test_past_its_lifetime_a_file_expires_from_every_expirable_status(api, run, request_file, settings, export_dirs, status):
+    """Before the sweep a download already says 410; the sweep then expires it and deletes its copies."""
+    file = file_in(status, api=api, run=run, request_file=request_file, settings=settings)
+    copies = [path for path in (
+        file.local_name and storage.local_path(file.local_name),
+        file.remote_name and export_dirs / "backup" / file.remote_name,
+    ) if path]
+    ResultFile.objects.filter(pk=file.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    code, error, after = AFTER_EXPIRY[status]
+    before_sweep = download(api, file.id)
+    assert (before_sweep.status_code, before_sweep.json()["error"]) == (code, error)
+    expired = services.expire_files()["expired"]
+    assert expired == (1 if status in EXPIRABLE else 0)
+    file.refresh_from_db()
+    assert file.status == after
+    assert api.get(f"/api/v1/files/{file.id}/info").json()["status"] == after
+    after_sweep = download(api, file.id)
+    assert (after_sweep.status_code, after_sweep.json()["error"]) == (code, error)
+    if after in (FileStatus.EXPIRED, FileStatus.DISABLED):
+        assert (file.local_name, file.remote_name) == ("", "")
+        assert not any(path.exists() for path in copies)
+
+
+def test_an_overused_file_held_by_its_last_download_expires_once_it_ends(api, run, request_file, settings):
+    settings.EXPORT_MAX_DOWNLOADS = 1
+    file = ResultFile.objects.get(pk=request_file(run).json()["id"])
+    stream = downloads.open_download(file=file)  # the last download allowed, still being read
+    file.refresh_from_db()
+    assert file.status == FileStatus.OVERUSE
+    ResultFile.objects.filter(pk=file.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert services.expire_files()["expired"] == 0
+    assert b"".join(stream).startswith(b'"name"')  # read to the end, which closes it
+    assert services.expire_files()["expired"] == 1
+    assert ResultFile.objects.get(pk=file.pk).status == FileStatus.EXPIRED
