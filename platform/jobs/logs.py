@@ -121,7 +121,7 @@ def _source(run: Run) -> _Archive | _Node:
     if run.node is None:
         if copy:
             return _Archive(copy)
-        raise NotFound("The run has no node (it never reached one, or its node was removed) and no archived log")
+        raise NotFound("The run has not reached a node, or its node was removed before its log was archived")
     # The crawl process is still writing (or archiving is off): read the node.
     return _Node(run, finished=not logarchive.enabled())
 

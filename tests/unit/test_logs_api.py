@@ -212,7 +212,7 @@ def test_a_run_without_a_node(api, user):
     assert response.status_code == 404 and "has not reached a node" in response.json()["message"]
     lost = make_run(user, None, status=RunStatus.LOST)
     response = get_log(api, lost)
-    assert response.status_code == 404 and "no archived log" in response.json()["message"]
+    assert response.status_code == 404 and "removed before its log was archived" in response.json()["message"]
 
 
 @pytest.mark.parametrize("status", [RunStatus.RUNNING, RunStatus.SUCCEEDED])
