@@ -16,7 +16,6 @@ from django.conf import settings
 
 from core.errors import NodeUnavailable, NotFound
 
-
 # The form fields Scrapyd's schedule.json reads itself; any other field becomes a spider argument.
 SCHEDULE_PARAMETERS = frozenset({"project", "spider", "_version", "jobid", "priority", "setting"})
 
