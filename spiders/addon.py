@@ -27,6 +27,7 @@ class PlatformAddon(NetGuard):
         settings.set_in_component_priority_dict("EXTENSIONS", "spiders.reporting.PlatformReporter", 100)
         settings.set_in_component_priority_dict("EXTENSIONS", "spiders.jobdir.JobdirCleanup", 110)
         settings.set_in_component_priority_dict("EXTENSIONS", "spiders.addon.StartRequestsFallback", 0)
+        settings.set_in_component_priority_dict("EXTENSIONS", "spiders.stopping.PromptStop", 120)
         if settings.get("SCHEDULER") == "scrapy.core.scheduler.Scheduler":
             # A project's own scheduler (scrapy-redis, say) is kept as it is.
             settings.set("SCHEDULER", "spiders.jobdir.JobdirScheduler", priority="cmdline")

@@ -14,8 +14,13 @@ ROBOTSTXT_OBEY = False
 TELNETCONSOLE_ENABLED = False
 REMOTE_CONTROL_ENABLED = False
 
-# Inert until the platform passes PLATFORM_REPORT_URL (and its token) with the job.
-EXTENSIONS = {"spiders.reporting.PlatformReporter": 100, "spiders.jobdir.JobdirCleanup": 110}
+# Inert until the platform passes PLATFORM_REPORT_URL (and its token) with the job. PromptStop makes a
+# pause or cancel settle at once: requests waiting behind DOWNLOAD_DELAY go back to the scheduler.
+EXTENSIONS = {
+    "spiders.reporting.PlatformReporter": 100,
+    "spiders.jobdir.JobdirCleanup": 110,
+    "spiders.stopping.PromptStop": 120,
+}
 # Every run has a JOBDIR (to be paused and resumed): pending requests are written to it when the
 # crawl stops rather than one by one as they come.
 SCHEDULER = "spiders.jobdir.JobdirScheduler"

@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 from django.conf import settings
-from proxies.models import pool
+from proxies.models import ProxyPasswordUnreadable, pool
 
 from core.errors import PlatformError
 from projects.runnable import normalise_arguments
@@ -53,9 +53,14 @@ def crawl_settings(run: Run) -> dict[str, str]:
         return {name: str(value) for name, value in values.items()}
     rate = config.get("rate_limit")
     if rate:
-        # With one download slot for the job (the spider sets it), this delay is the job's pace.
-        values["DOWNLOAD_DELAY"] = 60.0 / rate
-        values["RANDOMIZE_DOWNLOAD_DELAY"] = False
+        # With one download slot for the job (the query spider's "job" slot), this delay is the job's
+        # pace. One download at a time in it: a slow page delays the next one instead of overlapping
+        # it, and a pause or cancel has at most that one on the wire (spiders.stopping takes back
+        # the requests waiting behind the delay).
+        delay = 60.0 / rate
+        values["DOWNLOAD_DELAY"] = delay
+        values["DOWNLOAD_DELAY_JITTER"] = 0
+        values["DOWNLOAD_SLOTS"] = json.dumps({"job": {"concurrency": 1, "delay": delay, "jitter": 0}})
         values["AUTOTHROTTLE_ENABLED"] = False
     if config.get("render"):
         handler = "scrapy_playwright.handler.ScrapyPlaywrightDownloadHandler"
@@ -83,7 +88,9 @@ def spider_arguments(run: Run) -> dict[str, str]:
         if not proxies:
             where = f" in {country}" if country else ""
             raise RunConfigError(f"No enabled proxy{where} in the proxy pool")
-        args["proxies"] = json.dumps(
-            {"rotation": proxy.get("rotation_strategy", "round-robin"), "urls": [p.url_with_credentials() for p in proxies]}
-        )
+        try:
+            urls = [p.url_with_credentials() for p in proxies]
+        except ProxyPasswordUnreadable as exc:
+            raise RunConfigError(str(exc)) from None
+        args["proxies"] = json.dumps({"rotation": proxy.get("rotation_strategy", "round-robin"), "urls": urls})
     return args

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from django.core.cache import cache
 from proxies.models import Proxy
@@ -137,7 +139,8 @@ def test_crawl_settings_follow_the_job(user, settings):
                              proxy_config={"enabled": True, "geo_targeting": "US", "rotation_strategy": "sticky"})
     run = start_run(job=job)
     values = crawl_settings(run)
-    assert values["DOWNLOAD_DELAY"] == "2.0" and values["RANDOMIZE_DOWNLOAD_DELAY"] == "False"
+    assert values["DOWNLOAD_DELAY"] == "2.0" and values["DOWNLOAD_DELAY_JITTER"] == "0"
+    assert json.loads(values["DOWNLOAD_SLOTS"]) == {"job": {"concurrency": 1, "delay": 2.0, "jitter": 0}}
     assert values["CLOSESPIDER_PAGECOUNT"] == "7" and values["DEPTH_LIMIT"] == "3"
     assert values["JOBDIR"] == f"jobdirs/{run.id.hex}"
     assert "ScrapyPlaywrightDownloadHandler" in values["DOWNLOAD_HANDLERS"]

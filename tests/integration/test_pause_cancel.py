@@ -1,0 +1,136 @@
+"""Pause and cancel under a rate limit: settled at once, and nothing pending lost or fetched twice.
+
+With a rate limit the requests the crawl will fetch next wait in the downloader (behind the delay),
+outside the scheduler. A pause or cancel must not wait for them (at most the download on the wire
+finishes), and a paused crawl must keep them, so that the resumed run fetches every remaining page
+exactly once. Two crawl shapes: a chain of "next" links (one request pending at any time, always in
+the downloader) and a wide list (many pending, in the downloader and in the scheduler).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import pytest
+
+from jobs.models import Run
+from tests.integration.test_job_features import wait_status
+from tests.integration.test_query_runs import create_job
+from tests.support import FixtureSite, wait_until
+
+pytestmark = pytest.mark.integration
+
+TITLE = [{"name": "title", "type": "css", "query": "title::text"}]
+CHAIN = 20  # c0 … c19: the query spider follows at most 20 links deep (MAX_DEPTH)
+WIDE = 30  # list.html links w0 … w29
+SETTLE = 5.0  # seconds a pause or a cancel may take, at any rate limit
+PAUSED = {"paused", "succeeded", "failed", "cancelled", "lost"}
+ENDED = {"succeeded", "failed", "cancelled", "lost"}
+
+
+@pytest.fixture
+def shapes(tmp_path):
+    """A chain of pages, each linking the next, and a list page linking many pages."""
+    for i in range(CHAIN):
+        link = f'<a class="next" href="c{i + 1}.html">next</a>' if i + 1 < CHAIN else ""
+        (tmp_path / f"c{i}.html").write_text(f"<html><head><title>chain {i}</title></head><body>{link}</body></html>")
+    links = "".join(f'<a href="w{i}.html">{i}</a>' for i in range(WIDE))
+    (tmp_path / "list.html").write_text(f"<html><head><title>list</title></head><body>{links}</body></html>")
+    for i in range(WIDE):
+        (tmp_path / f"w{i}.html").write_text(f"<html><head><title>wide {i}</title></head><body></body></html>")
+    server = FixtureSite(tmp_path)
+    yield server
+    server.stop()
+
+
+def pages(site: FixtureSite, prefix: str) -> list[str]:
+    """The pages fetched so far whose name starts with `prefix`, from the site's access log."""
+    return [path for _, path in list(site.hits) if path.startswith(f"/{prefix}")]
+
+
+def stop(api, site: FixtureSite, run_id: str, how: str, expected: str) -> tuple[dict, float, list[str]]:
+    """Pause (the run's job) or cancel a run; returns the settled run, seconds taken, pages fetched since."""
+    before = len(site.hits)
+    started = time.monotonic()
+    if how == "pause":
+        job_id = Run.objects.get(pk=run_id).job_id
+        response = api.post(f"/api/v1/jobs/{job_id}/pause")
+    else:
+        response = api.post(f"/api/v1/runs/{run_id}/cancel")
+    assert response.status_code == 202, response.json()
+    run = wait_status(api, run_id, PAUSED, timeout=60)
+    took = time.monotonic() - started
+    assert run["status"] == expected, run
+    time.sleep(0.5)  # anything still fetching would show in the access log by now
+    return run, took, [path for _, path in list(site.hits)[before:]]
+
+
+def start(api, job_id: str) -> str:
+    response = api.post(f"/api/v1/jobs/{job_id}/run")
+    assert response.status_code == 202, response.json()
+    return response.json()["run_id"]
+
+
+def resume(api, job_id: str, paused_run: str) -> str:
+    response = api.post(f"/api/v1/jobs/{job_id}/resume")
+    assert response.status_code == 202, response.json()
+    assert response.json()["resumed_from"] == paused_run
+    return response.json()["run_id"]
+
+
+def titles(api, job_id: str) -> Counter:
+    results = api.get(f"/api/v1/jobs/{job_id}/results?limit=1000").json()
+    return Counter(item["title"] for item in results["results"])
+
+
+@pytest.mark.parametrize("shape", ["chain", "wide"])
+def test_paused_crawl_resumes_with_every_pending_page_fetched_once(platform, api, shapes, node_a, shape):
+    """Paused midway (requests waiting in the downloader and the scheduler), resumed to the end."""
+    if shape == "chain":
+        job = create_job(api, f"{shapes.url}c0.html", TITLE, name=shape, rate_limit=120,
+                         follow={"type": "css", "query": "a.next::attr(href)"}, max_depth=20)
+        prefix, expected = "c", {f"chain {i}" for i in range(CHAIN)}
+    else:
+        job = create_job(api, f"{shapes.url}list.html", TITLE, name=shape, rate_limit=120,
+                         follow={"type": "css", "query": "a::attr(href)"}, max_depth=1)
+        prefix, expected = "w", {f"wide {i}" for i in range(WIDE)} | {"list"}
+    first = start(api, job["job_id"])
+    wait_until(lambda: len(pages(shapes, prefix)) >= 5, timeout=60, what="a few pages")
+
+    paused, took, since = stop(api, shapes, first, "pause", "paused")
+    assert took < SETTLE, took
+    assert len(since) <= 1, since  # the one download on the wire, at most
+    assert paused["partial"] is True and 0 < paused["items_scraped"] < len(expected)
+
+    final = wait_status(api, resume(api, job["job_id"], first), ENDED, timeout=90)
+    assert final["status"] == "succeeded", final
+    fetched = Counter(path for _, path in shapes.hits)
+    assert max(fetched.values()) == 1, [path for path, n in fetched.items() if n > 1]
+    assert len(pages(shapes, prefix)) == (CHAIN if shape == "chain" else WIDE)
+    assert titles(api, job["job_id"]) == Counter(expected)  # every item once, across both runs
+    assert paused["items_scraped"] + final["items_scraped"] == len(expected)
+
+
+def test_pause_and_cancel_settle_at_once_at_a_slow_rate(platform, api, shapes, node_a):
+    """At 2 requests a minute (30 s between requests) neither waits for the requests in the downloader."""
+    job = create_job(api, f"{shapes.url}list.html", TITLE, rate_limit=2,
+                     follow={"type": "css", "query": "a::attr(href)"}, max_depth=1)
+    first = start(api, job["job_id"])
+    # The list page is fetched at once; its 30 links wait 30 s each, 16 of them in the downloader.
+    wait_until(lambda: Run.objects.get(pk=first).items_scraped >= 1, timeout=60, what="the list page's item")
+    paused, took, since = stop(api, shapes, first, "pause", "paused")
+    assert took < SETTLE, took
+    assert since == [] and pages(shapes, "w") == []
+
+    # A new crawl has no delay to wait for its first request: the resumed run fetches one pending
+    # page at once, then waits 30 s for the next: cancelled then, it stops at once too.
+    second = resume(api, job["job_id"], first)
+    wait_until(lambda: len(pages(shapes, "w")) == 1, timeout=60, what="the resumed run's first page")
+    wait_until(lambda: Run.objects.get(pk=second).items_scraped >= 1, timeout=30, what="its item")
+    cancelled, took, since = stop(api, shapes, second, "cancel", "cancelled")
+    assert took < SETTLE, took
+    assert since == [], since
+    assert cancelled["partial"] is True and cancelled["items_scraped"] == 1
+    assert [path for _, path in shapes.hits].count("/list.html") == 1  # not fetched again on resume
+    assert titles(api, job["job_id"]) == Counter(["list", pages(shapes, "w")[0].replace("/w", "wide ").removesuffix(".html")])
