@@ -6,35 +6,30 @@ message asking for them again) and changes every webhook secret.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 
-from cryptography.fernet import Fernet, InvalidToken
 from django.conf import settings
 
+from core import encryption
 
-class CredentialsUnreadable(Exception):
+_PURPOSE = "projects-credentials"  # part of the key: changing it makes stored credentials unreadable
+
+
+class CredentialsUnreadable(encryption.SecretUnreadable):
     """Stored credentials cannot be decrypted with the current SECRET_KEY."""
-
-
-def _fernet() -> Fernet:
-    key = hashlib.sha256(f"projects-credentials:{settings.SECRET_KEY}".encode()).digest()
-    return Fernet(base64.urlsafe_b64encode(key))
 
 
 def encrypt(value: str) -> str:
     """Encrypt `value` for storage; the empty string stays empty."""
-    return _fernet().encrypt(value.encode()).decode() if value else ""
+    return encryption.encrypt(value, purpose=_PURPOSE)
 
 
 def decrypt(stored: str) -> str:
     """The plain value of `encrypt`'s output."""
-    if not stored:
-        return ""
     try:
-        return _fernet().decrypt(stored.encode()).decode()
-    except InvalidToken:
+        return encryption.decrypt(stored, purpose=_PURPOSE)
+    except encryption.SecretUnreadable:
         raise CredentialsUnreadable(
             "The project's stored credentials cannot be read (SECRET_KEY changed?): set them again"
         ) from None

@@ -1,4 +1,8 @@
-"""The proxy pool. Credentials never leave the platform except to the crawl that uses them."""
+"""The proxy pool. Credentials never leave the platform except to the crawl that uses them.
+
+A proxy's password is write-only: stored encrypted (core.encryption), never shown by the admin or
+any API, and decrypted only to build the URL a crawl connects through (url_with_credentials).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,15 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from django.core.exceptions import ValidationError
 from django.db import models
+
+from core import encryption
+
+# Part of the key proxy passwords are encrypted with: changing it makes stored passwords unreadable.
+PASSWORD_PURPOSE = "proxies-password"
+
+
+class ProxyPasswordUnreadable(encryption.SecretUnreadable):
+    """A proxy's stored password cannot be decrypted with the current SECRET_KEY."""
 
 
 def validate_proxy_url(value: str) -> None:
@@ -20,7 +33,7 @@ class Proxy(models.Model):
     url = models.CharField(max_length=300, validators=[validate_proxy_url], help_text="http://host:port")
     country = models.CharField(max_length=2, blank=True, help_text="ISO 3166 code of the exit country, e.g. US")
     username = models.CharField(max_length=200, blank=True)
-    password = models.CharField(max_length=200, blank=True)
+    password_encrypted = models.TextField(blank=True, editable=False, help_text="The password, encrypted")
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -35,12 +48,33 @@ class Proxy(models.Model):
         self.country = self.country.upper()
         super().save(*args, **kwargs)
 
+    @property
+    def password(self) -> str:
+        raise AttributeError("A proxy's password is write-only (see has_password)")
+
+    @password.setter
+    def password(self, value: str) -> None:
+        """Set (or with "" remove) the password: only its encrypted form is kept."""
+        self.password_encrypted = encryption.encrypt(value, purpose=PASSWORD_PURPOSE)
+
+    @property
+    def has_password(self) -> bool:
+        return bool(self.password_encrypted)
+
+    def _decrypted_password(self) -> str:
+        try:
+            return encryption.decrypt(self.password_encrypted, purpose=PASSWORD_PURPOSE)
+        except encryption.SecretUnreadable:
+            raise ProxyPasswordUnreadable(
+                f"The password of proxy {self.url} cannot be read (SECRET_KEY changed?): set it again in the admin"
+            ) from None
+
     def url_with_credentials(self) -> str:
         """The URL a crawl connects through (Scrapy and Playwright read credentials from it)."""
         if not self.username:
             return self.url
         parts = urlsplit(self.url)
-        userinfo = f"{quote(self.username, safe='')}:{quote(self.password, safe='')}"
+        userinfo = f"{quote(self.username, safe='')}:{quote(self._decrypted_password(), safe='')}"
         netloc = f"{userinfo}@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
         return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import statistics
 
 import pytest
@@ -67,7 +68,11 @@ def test_round_robin_spreads_requests_evenly_across_the_pool(platform, api, site
     assert run_to_end(api, job["job_id"])["status"] == "succeeded"
     assert api.get(f"/api/v1/jobs/{job['job_id']}/results").json()["count"] == 6
     assert [len(p.requests) for p in proxies.values()] == [2, 2, 2]
-    assert all(auth and auth.startswith("Basic ") for p in proxies.values() for _, auth in p.requests)
+    # Each proxy got its own credentials, decrypted at dispatch (they are stored encrypted).
+    for name, server in proxies.items():
+        expected = "Basic " + base64.b64encode(f"user-{name}:s3cret:@".encode()).decode()
+        assert {auth for _, auth in server.requests} == {expected}
+    assert not Proxy.objects.filter(password_encrypted__contains="s3cret").exists()
 
 
 def test_geo_targeting_uses_only_that_countrys_proxies(platform, api, site, node_a, proxies):
