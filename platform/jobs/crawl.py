@@ -58,13 +58,21 @@ def crawl_settings(run: Run) -> dict[str, str]:
         values["RANDOMIZE_DOWNLOAD_DELAY"] = False
         values["AUTOTHROTTLE_ENABLED"] = False
     if config.get("render"):
-        handler = "scrapy_playwright.handler.ScrapyPlaywrightDownloadHandler"
-        values["DOWNLOAD_HANDLERS"] = json.dumps({"http": handler, "https": handler})
-        values["PLAYWRIGHT_ABORT_REQUEST"] = "spiders.netguard.abort_request"
-        values["PLAYWRIGHT_BROWSER_PROVIDER"] = "spiders.browserguard.GuardedBrowserProvider"
-        values["PLAYWRIGHT_MAX_PAGES_PER_CONTEXT"] = settings.RENDER_MAX_PAGES
-        values["CONCURRENT_REQUESTS"] = settings.RENDER_MAX_PAGES
+        values.update(render_settings())
     return {name: str(value) for name, value in values.items()}
+
+
+def render_settings() -> dict[str, Any]:
+    """Scrapy settings of a crawl that renders its pages in Chromium (query preview's too), guarded as
+    spiders.netguard and spiders.browserguard describe."""
+    handler = "scrapy_playwright.handler.ScrapyPlaywrightDownloadHandler"
+    return {
+        "DOWNLOAD_HANDLERS": json.dumps({"http": handler, "https": handler}),
+        "PLAYWRIGHT_ABORT_REQUEST": "spiders.netguard.abort_request",
+        "PLAYWRIGHT_BROWSER_PROVIDER": "spiders.browserguard.GuardedBrowserProvider",
+        "PLAYWRIGHT_MAX_PAGES_PER_CONTEXT": settings.RENDER_MAX_PAGES,
+        "CONCURRENT_REQUESTS": settings.RENDER_MAX_PAGES,
+    }
 
 
 def spider_arguments(run: Run) -> dict[str, str]:

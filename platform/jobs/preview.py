@@ -1,20 +1,74 @@
-"""Try queries before saving them: on a page fetched now (with the crawl's safety rules) or on HTML."""
+"""Try queries before saving them: on a page fetched now (with the crawl's safety rules), rendered in
+Chromium when the render config asks (as a rendered run would), or on HTML."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from parsel import Selector
 
+import spiders
 from core.errors import ValidationFailed
 from spiders.builtin.query import select
 from spiders.extraction import ExtractionError, extract
 from spiders.netpolicy import NetPolicy
 
-from .fetch import fetch
+from .crawl import render_settings
+from .fetch import FetchFailed, FetchResult, fetch
 
 MAX_PREVIEW_ITEMS = 100
+# Time for the renderer process to start Scrapy and Chromium, on top of the page's own wait.
+RENDER_START_SECONDS = 30.0
+_ROOT = Path(spiders.__file__).resolve().parent.parent
+
+
+def render(url: str, render_config: dict[str, Any]) -> FetchResult:
+    """The page at `url` rendered in Chromium, by a one-page crawl of the rendered runs' kind (spiders.preview)."""
+    wait = (render_config.get("wait_timeout_ms") or 30_000) / 1000
+    budget = wait + settings.CRAWL_DOWNLOAD_TIMEOUT + RENDER_START_SECONDS
+    request = {
+        "url": url,
+        "render": render_config,
+        "settings": {
+            **render_settings(),
+            "CONCURRENT_REQUESTS": 1,
+            "CRAWL_ALLOWED_NETWORKS": ",".join(str(net) for net in settings.CRAWL_ALLOWED_NETWORKS),
+            "DOWNLOAD_TIMEOUT": settings.CRAWL_DOWNLOAD_TIMEOUT,
+            "DOWNLOAD_MAXSIZE": settings.CRAWL_MAX_PAGE_BYTES,
+        },
+    }
+    path = os.pathsep.join(filter(None, [str(_ROOT), os.environ.get("PYTHONPATH")]))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "spiders.preview"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, cwd=_ROOT, env={**os.environ, "PYTHONPATH": path}, text=True,
+        start_new_session=True,  # its browser too is stopped on a timeout
+    )
+    try:
+        out, err = process.communicate(json.dumps(request), timeout=budget)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise FetchFailed(f"Timed out rendering {url} (limit {budget:g} s)") from None
+    lines = out.strip().splitlines()
+    try:
+        result = json.loads(lines[-1]) if lines else None
+    except ValueError:
+        result = None
+    if not isinstance(result, dict):
+        last = (err.strip().splitlines() or ["no output"])[-1]
+        raise FetchFailed(f"Rendering {url} failed: {last[:500]}")
+    if result.get("refused"):
+        raise ValidationFailed("This URL cannot be fetched", details={"url": result["refused"]})
+    if result.get("error"):
+        raise FetchFailed(result["error"])
+    return FetchResult(result["url"], result["status"], {}, result["html"])
 
 
 def _counts(selector: Selector, queries: list[dict[str, Any]], text: str) -> dict[str, int]:
@@ -24,10 +78,13 @@ def _counts(selector: Selector, queries: list[dict[str, Any]], text: str) -> dic
 
 
 def preview(*, queries: list[dict[str, Any]], url: str | None = None, html: str | None = None,
-            item_selector: dict[str, str] | None = None) -> dict[str, Any]:
+            item_selector: dict[str, str] | None = None, render_config: dict[str, Any] | None = None) -> dict[str, Any]:
     """The item(s) a run would extract, with match counts per query."""
     final_url, status = url, None
-    if url:
+    if url and render_config and render_config.get("enabled"):
+        page = render(url, render_config)
+        final_url, status, html = page.url, page.status, page.text
+    elif url:
         page = fetch(url, policy=NetPolicy(allowed=settings.CRAWL_ALLOWED_NETWORKS),
                      timeout=settings.CRAWL_DOWNLOAD_TIMEOUT, max_bytes=settings.CRAWL_MAX_PAGE_BYTES)
         final_url, status, html = page.url, page.status, page.text

@@ -433,6 +433,7 @@ class PreviewSerializer(StrictFieldsMixin, serializers.Serializer):
     html = serializers.CharField(required=False, trim_whitespace=False)
     queries = QueriesField()
     item_selector = LocatorSerializer(required=False, allow_null=True)
+    render_config = RenderConfigSerializer(required=False, help_text="Render the url in Chromium first, as a run would")
 
     def to_internal_value(self, data: Any) -> dict:
         errors: dict[str, str] = {}
@@ -446,6 +447,8 @@ class PreviewSerializer(StrictFieldsMixin, serializers.Serializer):
                 errors.update(validate_queries(data["queries"]))
             if bool(data.get("url")) == bool(data.get("html")):
                 errors["url"] = "Give either a url or html"
+            elif data.get("html") and isinstance(data.get("render_config"), dict) and data["render_config"].get("enabled"):
+                errors["render_config.enabled"] = "Rendering applies to a url, not to html"
             elif data.get("url") and "url" not in errors and (problem := url_error(data["url"])):
                 errors["url"] = problem
         if errors:
