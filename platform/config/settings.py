@@ -78,6 +78,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "core.middleware.BodySizeLimitMiddleware",
+    "core.middleware.NulCharacterMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -143,6 +144,13 @@ WHITENOISE_USE_FINDERS = True
 # Request bodies: API payloads are small; crawl reports stream item batches and check their own cap.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("API_MAX_BODY_BYTES", 1024 * 1024)
 INGEST_MAX_BATCH_BYTES = env_int("INGEST_MAX_BATCH_BYTES", 64 * 1024 * 1024)
+# JSON bodies nested deeper are a 400 (core.parsers); no API body needs more than a few levels.
+API_MAX_JSON_DEPTH = env_int("API_MAX_JSON_DEPTH", 64)
+# Idempotency-Key (core.idempotency): how long a key's answer is kept, how long a duplicate sent while
+# the first request runs waits for its answer, and after how long an unanswered claim is taken over.
+IDEMPOTENCY_KEY_TTL = env_int("IDEMPOTENCY_KEY_TTL", 24 * 3600)
+IDEMPOTENCY_WAIT = env_float("IDEMPOTENCY_WAIT", 10.0)
+IDEMPOTENCY_LOCK_TIMEOUT = env_float("IDEMPOTENCY_LOCK_TIMEOUT", 300.0)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -151,7 +159,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["core.parsers.JSONParser"],
     "DEFAULT_PAGINATION_CLASS": "core.pagination.LimitOffsetPagination",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -160,6 +168,8 @@ REST_FRAMEWORK = {
     "URL_FORMAT_OVERRIDE": None,
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_THROTTLE_CLASSES": ["core.throttling.ApiKeyRateThrottle"],
+    # OPTIONS would answer 200 for any id, another user's included; the schema describes the API.
+    "DEFAULT_METADATA_CLASS": None,
 }
 API_DEFAULT_LIMIT = env_int("API_DEFAULT_LIMIT", 50)
 API_MAX_LIMIT = env_int("API_MAX_LIMIT", 1000)
@@ -218,7 +228,13 @@ CELERY_TIMEZONE = "UTC"
 
 RECONCILE_INTERVAL = env_float("RECONCILE_INTERVAL", 10.0)
 NODE_SYNC_INTERVAL = env_float("NODE_SYNC_INTERVAL", 30.0)
+# Tasks that start work go through an outbox (core.outbox): one the broker could not take when its
+# request was answered is sent again by this flush once it is older than OUTBOX_RESEND_AFTER.
+OUTBOX_FLUSH_INTERVAL = env_float("OUTBOX_FLUSH_INTERVAL", 5.0)
+OUTBOX_RESEND_AFTER = env_float("OUTBOX_RESEND_AFTER", 10.0)
 CELERY_BEAT_SCHEDULE = {
+    "flush-outbox": {"task": "core.flush_outbox", "schedule": OUTBOX_FLUSH_INTERVAL},
+    "purge-idempotency-keys": {"task": "core.purge_idempotency_keys", "schedule": 3600.0},
     "reconcile-runs": {"task": "jobs.reconcile_runs", "schedule": RECONCILE_INTERVAL},
     "sync-nodes": {"task": "nodes.sync_nodes", "schedule": NODE_SYNC_INTERVAL},
 }

@@ -52,6 +52,8 @@ class ApiKey(models.Model):
 
     @classmethod
     def lookup(cls, raw: str) -> ApiKey | None:
+        if not raw.isascii() or not raw.isprintable():
+            return None  # keys are printable ASCII; this also keeps odd header bytes from the digest
         return cls.objects.active().select_related("user").filter(digest=hash_key(raw)).first()
 
 
@@ -88,3 +90,38 @@ class GuardedStatus(models.Model):
     def refresh_from_db(self, *args, **kwargs) -> None:
         super().refresh_from_db(*args, **kwargs)
         self._loaded_status = self.status
+
+
+class OutboxMessage(models.Model):
+    """A task to send to the broker, written in the transaction of the work it starts (core.outbox).
+
+    Deleted once the broker took it; one whose send failed (broker down) is sent by core.flush_outbox.
+    """
+
+    task = models.CharField(max_length=200)
+    args = models.JSONField(default=list)
+    eta = models.DateTimeField(null=True, blank=True)  # a delayed task's due time (countdown)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.task}{tuple(self.args)}"
+
+
+class IdempotencyKey(models.Model):
+    """A user's `Idempotency-Key` and the response it first got (core.idempotency), kept IDEMPOTENCY_KEY_TTL."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    fingerprint = models.CharField(max_length=64)  # method, path and body of the first request
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    completed_at = models.DateTimeField(null=True, blank=True)  # null while the first request runs
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    body = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "key"], name="idempotency_key_unique_per_user")]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.user_id})"

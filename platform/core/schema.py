@@ -33,6 +33,8 @@ def add_error_responses(result: dict, generator, request, public) -> dict:
                 wanted["403"] = "Staff only"
             if "{" in path:
                 wanted["404"] = "Not found, or not the caller's"
+            if any(p.get("in") == "header" and p.get("name") == "Idempotency-Key" for p in operation.get("parameters", [])):
+                wanted["409"] = "Idempotency-Key already used with a different request, or its first request still running"
             for code, description in wanted.items():
                 responses.setdefault(code, {"description": description, **_ERROR_REF})
     # Routes accept an optional trailing slash; document them the way the API is written, without.

@@ -5,13 +5,15 @@ from __future__ import annotations
 from django.urls import reverse
 from rest_framework import serializers
 
+from core.serializers import StrictFieldsMixin
+
 from .exporters import EXPORTERS
 from .formats.base import ESCAPE_FORMULAS
 from .formats.sql import SqlExporter
 from .models import ResultFile
 
 
-class ExportRequestSerializer(serializers.Serializer):
+class ExportRequestSerializer(StrictFieldsMixin, serializers.Serializer):
     format = serializers.ChoiceField(choices=list(EXPORTERS), help_text="Export format")
     escape_formulas = serializers.BooleanField(required=False, help_text=f"csv, xlsx: {ESCAPE_FORMULAS.help} (default true)")
     dialect = serializers.ChoiceField(choices=list(SqlExporter.options["dialect"].choices), required=False,

@@ -18,6 +18,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from core.errors import Conflict
+from core.outbox import send_on_commit
 from jobs.models import Run
 
 from . import storage
@@ -62,6 +63,8 @@ def request_export(*, run: Run, fmt: str, options: Mapping[str, Any]) -> tuple[R
             existing = None
     if existing is not None:
         return existing, False
+    from .tasks import build_result_file  # tasks import this module
+
     now = timezone.now()
     try:
         with transaction.atomic():
@@ -72,11 +75,9 @@ def request_export(*, run: Run, fmt: str, options: Mapping[str, Any]) -> tuple[R
                 local_expires_at=now + timedelta(seconds=settings.EXPORT_LOCAL_TTL),
                 expires_at=now + timedelta(seconds=settings.EXPORT_FILE_TTL),
             )
+            send_on_commit(build_result_file, str(file.id))  # outbox: survives a broker that is down
     except IntegrityError:  # a concurrent request created it first
         return live.get(), False
-    from .tasks import build_result_file  # tasks import this module
-
-    transaction.on_commit(lambda: build_result_file.delay(str(file.id)))
     return file, True
 
 

@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.errors import ValidationFailed
+from core.idempotency import idempotent
 from jobs import selectors as job_selectors
 
 from . import downloads, selectors, services
@@ -43,6 +44,7 @@ class RunExportsView(APIView):
         files = selectors.files_of_run(request.user, run)
         return Response(ResultFileSerializer(files, many=True, context={"request": request}).data)
 
+    @idempotent
     @extend_schema(
         operation_id="runs_exports_create",
         parameters=[RUN_ID],

@@ -6,10 +6,10 @@ import contextlib
 import logging
 
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
 from core.errors import Conflict, NodeUnavailable
+from core.outbox import send_on_commit
 from nodes.client import ScrapydClient
 
 from .models import ACTIVE, IllegalTransition, Job, Run, RunStatus
@@ -44,7 +44,7 @@ def cancel_run(*, run: Run) -> Run:
     if previous in (None, "pending"):
         _finish_quietly(run, RunStatus.CANCELLED)  # removed from the node's queue before it started
     else:
-        transaction.on_commit(lambda: force_cancel.apply_async(args=[str(run.id)], countdown=settings.CANCEL_TIMEOUT))
+        send_on_commit(force_cancel, str(run.id), countdown=settings.CANCEL_TIMEOUT)  # outbox: broker may be down
     run.refresh_from_db()
     return run
 

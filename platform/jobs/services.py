@@ -13,6 +13,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from core.errors import Conflict
+from core.outbox import send_on_commit
 from nodes.client import ScrapydClient
 from nodes.models import Node
 from nodes.services import choose_node, ensure_builtin
@@ -127,7 +128,8 @@ def start_continuation(*, paused: Run) -> Run:
 def _enqueue(run: Run) -> None:
     from .tasks import dispatch_run  # tasks import services: import here to keep the graph acyclic
 
-    transaction.on_commit(lambda: dispatch_run.delay(str(run.id)))
+    # Through the outbox: a broker that is down delays the dispatch, it neither fails the request nor loses it.
+    send_on_commit(dispatch_run, str(run.id))
 
 
 def dispatch(run_id: str) -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 from rest_framework import serializers, viewsets
 from rest_framework.permissions import IsAdminUser
 
+from core.serializers import StrictFieldsMixin
+
 from .models import Node
 
 
-class NodeSerializer(serializers.ModelSerializer):
+class NodeSerializer(StrictFieldsMixin, serializers.ModelSerializer):
     """A Scrapyd node; its password is write-only."""
 
     password = serializers.CharField(write_only=True, required=False, allow_blank=True)

@@ -21,6 +21,7 @@ from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
 
 from core.errors import PlatformError
+from core.idempotency import idempotent_handler
 from core.models import ApiKey
 from jobs import control
 from jobs import services as job_services
@@ -138,6 +139,7 @@ def listspiders(request, user, params) -> dict:
 
 
 @endpoint(("POST",))
+@idempotent_handler
 def schedule(request, user, params) -> dict:
     project = _project(user, params)
     if not params.get("spider"):

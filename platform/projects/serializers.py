@@ -7,6 +7,8 @@ from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from core.serializers import StrictFieldsMixin
+
 from .models import Deploy, Project, ProjectVersion, Spider
 from .validation import deploy_key_error, git_url_error, is_ssh_url, name_error, ref_error, token_error
 
@@ -37,7 +39,7 @@ class VersionSerializer(serializers.ModelSerializer):
         fields = ["version", "source", "ref", "commit", "spiders", "deployed_at"]
 
 
-class ProjectSerializer(serializers.ModelSerializer):
+class ProjectSerializer(StrictFieldsMixin, serializers.ModelSerializer):
     """A project; `token` and `deploy_key` are write-only and never shown again."""
 
     token = serializers.CharField(write_only=True, required=False, allow_blank=True, trim_whitespace=True,
@@ -118,7 +120,7 @@ class ProjectDetailSerializer(ProjectSerializer):
         fields = [*ProjectSerializer.Meta.fields, "webhook_secret"]
 
 
-class DeployRequestSerializer(serializers.Serializer):
+class DeployRequestSerializer(StrictFieldsMixin, serializers.Serializer):
     """What to deploy: a branch, tag or commit (default: the project's branch)."""
 
     ref = serializers.CharField(required=False, allow_blank=True, max_length=300, trim_whitespace=False,

@@ -10,6 +10,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 
 from core.errors import ValidationFailed
+from core.outbox import send_on_commit
 
 from .deploys import DeployLog, deploy_egg, run_deploy
 from .models import Deploy, Project, ProjectVersion, Source, Spider, Trigger
@@ -52,7 +53,7 @@ def request_deploy(*, project: Project, ref: str | None = None, requested_by=Non
     with transaction.atomic():
         deploy = Deploy.objects.create(project=project, source=Source.GIT, trigger=trigger, ref=ref, requested_by=requested_by)
         if enqueue:
-            transaction.on_commit(lambda: deploy_task.delay(str(deploy.id)))
+            send_on_commit(deploy_task, str(deploy.id))  # outbox: survives a broker that is down
     return deploy
 
 

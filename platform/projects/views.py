@@ -10,6 +10,8 @@ from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from core.idempotency import idempotent
+
 from . import selectors, services, webhooks
 from .models import Project, Trigger
 from .serializers import (
@@ -50,6 +52,7 @@ class ProjectViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cr
         )
         serializer.instance = selectors.get_project(self.request.user, project.pk)
 
+    @idempotent
     @extend_schema(request=DeployRequestSerializer, responses={202: DeploySerializer})
     @action(detail=True, methods=["post"])
     def deploy(self, request: Request, pk: str) -> Response:
