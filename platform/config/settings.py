@@ -241,6 +241,11 @@ CELERY_BEAT_SCHEDULE = {
 
 # --- Runs and nodes -----------------------------------------------------------------------------
 PORT = env_int("PORT", 8000)
+# gunicorn's control socket (`gunicornc`), one per platform so two on one machine do not share
+# gunicorn's default ($XDG_RUNTIME_DIR or ~/.gunicorn). Unix socket paths are short: past 100 bytes,
+# and with "", there is none.
+_CONTROL_SOCKET = str(DATA_DIR / "gunicorn.ctl")
+GUNICORN_CONTROL_SOCKET = env_str("GUNICORN_CONTROL_SOCKET", _CONTROL_SOCKET if len(_CONTROL_SOCKET.encode()) <= 100 else "")
 # Where crawls on the nodes report back to: nodes on other machines need an address they can reach.
 PLATFORM_PUBLIC_URL = env_str("PLATFORM_PUBLIC_URL", f"http://127.0.0.1:{PORT}").rstrip("/")
 SCRAPYD_TIMEOUT = env_float("SCRAPYD_TIMEOUT", 10.0)

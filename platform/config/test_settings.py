@@ -6,6 +6,8 @@ import tempfile
 
 os.environ.setdefault("DATA_DIR", tempfile.mkdtemp(prefix="platform-test-"))
 os.environ.setdefault("TEST_DATABASE_PATH", os.path.join(os.environ["DATA_DIR"], "test.sqlite3"))
+# Platforms that tests start record their settings here, not over a developer's ./.platform.env.
+os.environ.setdefault("PLATFORM_ENV_FILE", os.path.join(os.environ["DATA_DIR"], "platform.env"))
 os.environ.setdefault("RUN_REPORT_GRACE", "5")
 # Fixture sites and proxies listen on loopback (crawls started by tests inherit this as well); tests
 # of refusals override CRAWL_ALLOWED_NETWORKS to an empty allow-list.

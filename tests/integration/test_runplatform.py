@@ -38,7 +38,8 @@ def port_open(port: int) -> bool:
 
 def test_runplatform_serves_a_job_and_stops_on_ctrl_c(backends, tmp_path, site):
     port, scrapyd_port = free_port(), free_port()
-    env = child_env(DATA_DIR=str(tmp_path / "data"), PORT=str(port), SCRAPYD_PORT=str(scrapyd_port), **backends)
+    env = child_env(DATA_DIR=str(tmp_path / "data"), PORT=str(port), SCRAPYD_PORT=str(scrapyd_port),
+                    PLATFORM_ENV_FILE=str(tmp_path / "platform.env"), **backends)
     platform = Process("runplatform", [sys.executable, "manage.py", "runplatform"], env=env, cwd=REPO, log_dir=tmp_path)
     base = f"http://127.0.0.1:{port}/api/v1"
     try:
@@ -54,10 +55,13 @@ def test_runplatform_serves_a_job_and_stops_on_ctrl_c(backends, tmp_path, site):
         assert health["database"]["vendor"] == ("postgresql" if backends else "sqlite")
         assert health["broker"]["transport"] == ("redis" if backends else "filesystem")
 
+        # A second terminal, told nothing: the settings runplatform recorded lead to its database.
+        second = {name: value for name, value in env.items() if name not in ("DATA_DIR", *backends)}
         key = subprocess.run(
-            [sys.executable, "manage.py", "createapikey", "alice"], env=env, cwd=REPO, check=True,
+            [sys.executable, "manage.py", "createapikey", "alice"], env=second, cwd=REPO, check=True,
             capture_output=True, text=True,
         ).stdout.strip()
+        assert (tmp_path / "data" / "gunicorn.ctl").is_socket()  # this platform's own, not one per machine
         headers = {"Authorization": f"Bearer {key}"}
         job = requests.post(f"{base}/jobs", headers=headers, timeout=10, json={
             "name": "Products",

@@ -3,6 +3,7 @@
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
+from core.management.database import require_tables
 from core.models import ApiKey
 
 
@@ -15,6 +16,7 @@ class Command(BaseCommand):
         parser.add_argument("--staff", action="store_true", help="Make the user staff (node registry, admin)")
 
     def handle(self, *args, username: str, name: str, staff: bool, **options):
+        require_tables(get_user_model(), ApiKey)
         user, created = get_user_model().objects.get_or_create(username=username)
         if created:
             user.set_unusable_password()

@@ -32,6 +32,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
+from config import recorded
 from core.errors import NodeUnavailable
 from nodes.client import ScrapydClient
 from nodes.services import register_node, sync_node
@@ -233,6 +234,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **opts):
+        recorded.write({**os.environ, "DATA_DIR": str(settings.DATA_DIR), "PORT": str(opts["port"])})  # for manage.py
         call_command("migrate", interactive=False, verbosity=0)
         python = sys.executable
         repo = settings.REPO_DIR
@@ -259,7 +261,8 @@ class Command(BaseCommand):
                 "web",
                 [python, "-m", "gunicorn", "config.wsgi", "--bind", f"{opts['host']}:{opts['port']}",
                  "--workers", str(opts["web_workers"]), "--threads", "4", "--worker-class", "gthread",
-                 "--timeout", "120", "--graceful-timeout", "10", "--access-logfile", "-"],
+                 "--timeout", "120", "--graceful-timeout", "10", "--access-logfile", "-",
+                 *(["--control-socket", settings.GUNICORN_CONTROL_SOCKET] if settings.GUNICORN_CONTROL_SOCKET else ["--no-control-socket"])],
                 env=django_env,
             ))
             supervisor.start(Child(
