@@ -54,6 +54,42 @@ def spider_module(name: str, page: str) -> str:
         ''')
 
 
+def start_requests_spider_module(name: str, pages: list[str]) -> str:
+    """A spider written for Scrapy before 2.13: `start_requests()` only, no `start()`.
+
+    Its `start_urls` points where nothing listens: before 2.13 an overridden start_requests() meant
+    they were never fetched, and the platform must keep that meaning.
+    """
+    class_name = name.capitalize() + "Spider"
+    return textwrap.dedent(f'''\
+        import scrapy
+
+
+        class {class_name}(scrapy.Spider):
+            name = "{name}"
+            start_urls = ["http://127.0.0.1:9/never-fetched"]
+
+            def __init__(self, base_url="http://127.0.0.1/", **kwargs):
+                super().__init__(**kwargs)
+                self.base_url = base_url
+
+            def start_requests(self):
+                for page in {pages!r}:
+                    yield scrapy.Request(self.base_url + page, callback=self.parse_page)
+
+            def parse_page(self, response):
+                yield {{"url": response.url, "title": response.css("h1::text").get()}}
+        ''')
+
+
+def start_requests_files() -> dict[str, str]:
+    """A Scrapy project whose only spider defines start_requests() and not start()."""
+    files = {k: v for k, v in base_files().items() if not k.startswith("shop/spiders/")}
+    files["shop/spiders/__init__.py"] = ""
+    files["shop/spiders/legacy.py"] = start_requests_spider_module("legacy", ["product1.html", "product2.html"])
+    return files
+
+
 def base_files() -> dict[str, str]:
     """A Scrapy project with two spiders, plus files a deploy must leave out of the egg."""
     return {

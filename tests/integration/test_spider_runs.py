@@ -14,7 +14,7 @@ from jobs.serializers import BUILTIN_SPIDER_ID
 from projects import tasks
 from tests.integration.test_projects_deploys import create_project, deploy
 from tests.integration.test_query_runs import by_url
-from tests.projects_support import base_files, make_repo
+from tests.projects_support import base_files, make_repo, start_requests_files
 from tests.support import wait_until
 
 pytestmark = pytest.mark.integration
@@ -73,9 +73,15 @@ def test_run_requests_are_checked(deployed, api):
     assert missing.status_code == 400 and "spider_id" in missing.json()["details"]
     unknown = api.post("/api/v1/runs", {"spider_name": "nope"}, format="json")
     assert unknown.status_code == 404 and unknown.json() == {"error": "not_found", "message": "Spider not found"}
-    for arguments in ({"setting": "FEEDS=x"}, {"jobid": "x"}, {"_version": "x"}, {"a b": "x"}, {"x": {"nested": 1}}):
+    for arguments in ({"setting": "FEEDS=x"}, {"jobid": "x"}, {"_version": "x"}, {"a b": "x"}, {"x": None},
+                      {"x": "a\x00b"}, {"name": "x"}):
         response = api.post("/api/v1/runs", {"spider_name": "products", "arguments": arguments}, format="json")
-        assert response.status_code == 400, arguments
+        assert response.status_code == 400 and list(response.json()["details"])[0].startswith("arguments"), arguments
+    version = api.post("/api/v1/runs", {"spider_name": "products", "version": "nope"}, format="json")
+    assert version.status_code == 400 and version.json()["details"] == {"version": "Project shop has no version 'nope'"}
+    query = api.post("/api/v1/runs", {"spider_name": "query"}, format="json")
+    assert query.status_code == 400 and "POST /jobs" in query.json()["details"]["spider_name"]
+    assert api.get("/api/v1/runs").json()["count"] == 0
 
 
 def test_delete_cancels_a_run(deployed, api, site):
@@ -99,6 +105,24 @@ def test_a_saved_job_can_run_a_deployed_spider(deployed, api, site):
     assert [(i["url"], i["title"].strip()) for i in results["results"]] == [(f"{site.url}product1.html", "Widget 1")]
     both = api.post("/api/v1/jobs", {"name": "x", "spider_name": "products", "source": "https://example.com/"}, format="json")
     assert both.status_code == 400 and "source" in both.json()["details"]
+
+
+def test_a_spider_with_only_start_requests_runs_as_its_author_meant(platform, api, tmp_path, node_a, site, monkeypatch):
+    """Scrapy 2.19 calls only start(): without the add-on's fallback this spider would fetch nothing."""
+    monkeypatch.setattr(tasks.deploy, "delay", lambda deploy_id: tasks.deploy(deploy_id))
+    path, _ = make_repo(tmp_path / "legacy", start_requests_files())
+    assert deploy(api, create_project(api, path, name="legacy"))["status"] == "succeeded"
+    before = len(site.hits)
+    run = api.post("/api/v1/runs", {"spider_name": "legacy", "arguments": {"base_url": site.url}}, format="json")
+    assert run.status_code == 202, run.json()
+    final = wait_run(api, run.json()["run_id"])
+    assert final["status"] == "succeeded" and final["items_scraped"] == 2, final
+    assert final["stats"]["platform/start_requests_fallback"] is True
+    assert final["stats"].get("downloader/request_count") == 2  # start_urls were never fetched
+    items = api.get(f"/api/v1/runs/{final['run_id']}/items").json()["results"]
+    assert sorted((i["url"], i["title"].strip()) for i in items) == [
+        (f"{site.url}product1.html", "Widget 1"), (f"{site.url}product2.html", "Widget 2")]
+    assert sorted(path for _, path in site.hits[before:]) == ["/product1.html", "/product2.html"]
 
 
 def scrapyd_deploy(project_dir: Path, url: str, key: str, name: str) -> subprocess.CompletedProcess:
