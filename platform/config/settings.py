@@ -258,6 +258,10 @@ RUN_DISPATCH_RETRIES = env_int("RUN_DISPATCH_RETRIES", 5)
 RUN_DISPATCH_TIMEOUT = env_float("RUN_DISPATCH_TIMEOUT", 60.0)
 RUN_REPORT_GRACE = env_float("RUN_REPORT_GRACE", 30.0)
 REPORT_BATCH_SIZE = env_int("REPORT_BATCH_SIZE", 1000)
+# While the platform cannot take a crawl's reports, the node spools them to disk, up to this much.
+REPORT_SPOOL_BYTES = env_int("REPORT_SPOOL_BYTES", 256 * 1024 * 1024)
+# How long a closed crawl keeps trying to deliver the rest of its report before its process exits.
+REPORT_CLOSE_WAIT = env_float("REPORT_CLOSE_WAIT", 300.0)
 # Caps on what a job may ask of one run (a job's max_pages / max_items may only be lower).
 CRAWL_MAX_PAGES = env_int("CRAWL_MAX_PAGES", 100_000)
 CRAWL_MAX_ITEMS = env_int("CRAWL_MAX_ITEMS", 10_000_000)

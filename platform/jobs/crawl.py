@@ -35,6 +35,8 @@ def crawl_settings(run: Run) -> dict[str, str]:
         "PLATFORM_REPORT_URL": report_url(run),
         "PLATFORM_REPORT_TOKEN": run.report_token(),
         "PLATFORM_REPORT_BATCH_SIZE": settings.REPORT_BATCH_SIZE,
+        "PLATFORM_REPORT_SPOOL_BYTES": settings.REPORT_SPOOL_BYTES,
+        "PLATFORM_REPORT_CLOSE_WAIT": settings.REPORT_CLOSE_WAIT,
         "CRAWL_ALLOWED_NETWORKS": ",".join(str(net) for net in settings.CRAWL_ALLOWED_NETWORKS),
         "DOWNLOAD_MAXSIZE": settings.CRAWL_MAX_PAGE_BYTES,
         "DOWNLOAD_TIMEOUT": settings.CRAWL_DOWNLOAD_TIMEOUT,
