@@ -68,6 +68,8 @@ class Platform:
         return {
             **env,
             "DATA_DIR": str(self.data_dir),
+            # Its record stays with it, away from the developer's ./.platform.env (config.recorded).
+            "PLATFORM_ENV_FILE": str(self.data_dir / "platform.env"),
             "PORT": str(self.port),
             "SCRAPYD_PORT": str(self.scrapyd_port),
             # The fixture sites are on loopback, which crawls may not reach by default; the benchmarks

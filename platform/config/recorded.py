@@ -15,6 +15,7 @@ file's mode. Delete the file to go back to the defaults.
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import tempfile
@@ -23,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
+logger = logging.getLogger(__name__)
 REPO_DIR = Path(__file__).resolve().parents[2]
 # Where the record is; tests (and a second checkout's tooling) may point elsewhere.
 RECORD_VARIABLE = "PLATFORM_ENV_FILE"
@@ -56,12 +58,20 @@ def record_path(environ: Mapping[str, str] = os.environ) -> Path:
     return Path(environ.get(RECORD_VARIABLE) or DEFAULT_RECORD)
 
 
-def write(values: Mapping[str, str], *, path: Path | None = None) -> Path:
-    """Record the NAMES found in `values` (runplatform's environment with its effective DATA_DIR), atomically."""
+def write(values: Mapping[str, str], *, path: Path | None = None) -> Path | None:
+    """Record the NAMES found in `values` (runplatform's environment with its effective DATA_DIR), atomically.
+
+    A record that cannot be written (a read-only checkout) is logged, not fatal: the platform runs on.
+    """
     path = path or record_path()
     lines = [f"{name}={shlex.quote(str(values[name]))}\n" for name in NAMES if values.get(name)]
     header = _HEADER.format(when=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"))
-    fd, tmp = tempfile.mkstemp(prefix=".platform-env.", dir=path.parent)  # mode 0600
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".platform-env.", dir=path.parent)  # mode 0600
+    except OSError as exc:
+        logger.warning("Could not record the platform's settings in %s (%s): other commands need DATA_DIR", path, exc)
+        return None
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(header + "".join(lines))

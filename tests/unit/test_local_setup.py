@@ -175,3 +175,12 @@ def test_each_platform_has_its_own_control_socket_under_its_data_dir(tmp_path: P
     assert control_socket(str(two)) == str(two / "gunicorn.ctl")
     too_long = tmp_path / ("d" * 120)  # a Unix socket path has at most 107 bytes: none rather than a broken one
     assert control_socket(str(too_long)) == ""
+
+
+def test_a_record_that_cannot_be_written_does_not_stop_the_platform(tmp_path: Path, caplog) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert recorded.write({"DATA_DIR": "/d"}, path=blocker / "platform.env") is None
+    assert "Could not record the platform's settings" in caplog.text
+    nested = recorded.write({"DATA_DIR": "/d"}, path=tmp_path / "new" / "dir" / "platform.env")
+    assert nested is not None and recorded.read(nested) == {"DATA_DIR": "/d"}
