@@ -78,7 +78,7 @@ def builtin_egg() -> Egg:
 
 # What a third-party crawl needs of the platform (spiders/addon.py enables it per run): added to every
 # deployed egg, so nodes need nothing but Scrapy and Scrapyd installed.
-PLATFORM_MODULES = ("__init__.py", "addon.py", "browserguard.py", "jobdir.py", "netguard.py", "netpolicy.py", "reporting.py")
+PLATFORM_MODULES = ("__init__.py", "addon.py", "browserguard.py", "jobdir.py", "netguard.py", "netpolicy.py", "reporting.py", "stopping.py")
 
 
 class ReservedPackage(ValueError):

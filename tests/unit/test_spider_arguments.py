@@ -358,3 +358,34 @@ def test_start_iterates_start_requests_when_only_that_is_defined(cls, items, fal
     StartRequestsFallback(crawler)
     assert asyncio.run(_collect(spider)) == items
     assert spider.crawler.stats.get_value("platform/start_requests_fallback") is fallback
+
+
+def test_every_module_the_add_on_enables_ships_in_deployed_eggs():
+    """A component the add-on enables but the egg lacks fails every deployed crawl at start."""
+    import ast
+    from pathlib import Path
+
+    from scrapy.settings import Settings
+
+    from projects.eggs import PLATFORM_MODULES
+    from spiders.addon import PlatformAddon
+
+    settings = Settings()
+    PlatformAddon().update_settings(settings)
+    named = {str(part) for name in ("EXTENSIONS", "DOWNLOADER_MIDDLEWARES", "SPIDER_MIDDLEWARES", "ITEM_PIPELINES",
+                                    "DOWNLOAD_HANDLERS") for entry in (settings.getdict(name) or {}).items()
+             for part in entry}  # components are keys, except download handlers (values)
+    named |= {str(settings.get(name)) for name in ("SCHEDULER", "DNS_RESOLVER")}
+    needed = {path.split(".")[1] for path in named if path.startswith("spiders.")}
+    root = Path(__file__).resolve().parents[2] / "spiders"
+    todo = set(needed)
+    while todo:  # and the platform modules those import, at any depth
+        module = todo.pop()
+        for node in ast.walk(ast.parse((root / f"{module}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("spiders."):
+                found = node.module.split(".")[1]
+                if found not in needed:
+                    needed.add(found)
+                    todo.add(found)
+    assert {"addon", "reporting", "jobdir"} <= needed
+    assert {f"{module}.py" for module in needed} <= set(PLATFORM_MODULES)
