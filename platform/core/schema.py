@@ -1,4 +1,10 @@
-"""OpenAPI schema additions: the one error body, declared on every operation it can come from."""
+"""OpenAPI schema additions: the one error body, declared on every operation it can come from.
+
+Statuses every operation of a kind can answer (400 for input, 401 and 429 when authenticated, 404 for
+an id in the path, 413 and 415 for a body, 409 for a reused Idempotency-Key) follow from the operation itself;
+those particular to an operation are in OPERATION_ERRORS. tests/integration/test_schema_contract.py
+checks, against a live server, that every status, content type and body answered is declared here.
+"""
 
 from __future__ import annotations
 
@@ -13,30 +19,85 @@ ERROR_SCHEMA = {
             "additionalProperties": {"type": "string"},
             "description": "Per-field problems keyed by path, e.g. queries[0].type",
         },
+        "retry_after": {"type": "integer", "description": "rate_limited: seconds to wait before retrying"},
     },
 }
 _ERROR_REF = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+_RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait before retrying"}}
+
+GENERIC = {
+    400: "Invalid input (see `details`)",
+    401: "Missing or invalid API key",
+    403: "Staff only",
+    404: "Not found, or not the caller's",
+    409: "`conflict`: the Idempotency-Key was used with another request, or its first request is still running",
+    413: "`payload_too_large`: the body is larger than API_MAX_BODY_BYTES",
+    415: "`unsupported_media_type`: the body is not `application/json`",
+    429: "`rate_limited`: more requests than API_RATE_LIMIT; retry after `Retry-After` seconds",
+}
+
+_SPIDER_REFERENCE = {
+    404: "`spider_id` / `spider_name` names no spider of yours",
+    409: "The spider is not in its project's current version, or the project has none",
+}
+# Statuses particular to one operation ("METHOD path" as in the schema), from its domain errors.
+OPERATION_ERRORS: dict[str, dict[int, str]] = {
+    "POST /api/v1/jobs": _SPIDER_REFERENCE,
+    "PUT /api/v1/jobs/{id}": _SPIDER_REFERENCE,
+    "PATCH /api/v1/jobs/{id}": _SPIDER_REFERENCE,
+    "DELETE /api/v1/jobs/{id}": {409: "The job has an active run: cancel it first"},
+    "POST /api/v1/jobs/{id}/run": {409: "A spider job whose spider is no longer in its project's current version"},
+    "POST /api/v1/jobs/{id}/pause": {409: "Already paused, its run is already stopping, or its node cannot be reached"},
+    "POST /api/v1/jobs/{id}/resume": {409: "The job is not paused"},
+    "POST /api/v1/jobs/preview": {502: "`fetch_failed`: the page could not be fetched or rendered (network, timeout, "
+                                       "HTTP status of 400 or more, too large)"},
+    "POST /api/v1/runs": {**_SPIDER_REFERENCE, 404: "No such spider, or no such `version` of its project"},
+    "DELETE /api/v1/runs/{id}": {409: "The run has already ended or is being cancelled"},
+    "POST /api/v1/runs/{id}/cancel": {409: "The run has already ended or is being cancelled"},
+    "GET /api/v1/runs/{id}/log": {503: "`node_unavailable`: the run's node cannot be reached and no copy of the log "
+                                       "was kept"},
+}
+
+
+def _error(description: str, code: int) -> dict:
+    response = {"description": description, **_ERROR_REF}
+    if code in (429, 503):
+        response["headers"] = _RETRY_AFTER
+    return response
 
 
 def add_error_responses(result: dict, generator, request, public) -> dict:
-    """Postprocessing hook: 400/401/403/404 responses with the error body where they apply; paths without the optional slash."""
+    """Postprocessing hook: the error responses of every operation; paths without the optional slash."""
     result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
-    for path, operations in result.get("paths", {}).items():
-        for method, operation in operations.items():
-            responses = operation.setdefault("responses", {})
-            wanted = {}
-            if method in ("post", "put", "patch") or any(p.get("in") == "query" for p in operation.get("parameters", [])):
-                wanted["400"] = "Invalid input (see `details`)"
-            if operation.get("security") != [{}]:
-                wanted["401"] = "Missing or invalid API key"
-            if "/nodes" in path:
-                wanted["403"] = "Staff only"
-            if "{" in path:
-                wanted["404"] = "Not found, or not the caller's"
-            if any(p.get("in") == "header" and p.get("name") == "Idempotency-Key" for p in operation.get("parameters", [])):
-                wanted["409"] = "Idempotency-Key already used with a different request, or its first request still running"
-            for code, description in wanted.items():
-                responses.setdefault(code, {"description": description, **_ERROR_REF})
     # Routes accept an optional trailing slash; document them the way the API is written, without.
     result["paths"] = {path.rstrip("/") or "/": ops for path, ops in result.get("paths", {}).items()}
+    for path, operations in result["paths"].items():
+        for method, operation in operations.items():
+            responses = operation.setdefault("responses", {})
+            parameters = operation.get("parameters", [])
+            authenticated = operation.get("security") != [{}]
+            wanted: dict[int, str] = {}
+            if method in ("post", "put", "patch") or any(p.get("in") == "query" for p in parameters):
+                wanted[400] = GENERIC[400]
+            if authenticated:
+                wanted[401] = GENERIC[401]
+                wanted[429] = GENERIC[429]
+            if "/nodes" in path:
+                wanted[403] = GENERIC[403]
+            if "{" in path:
+                wanted[404] = GENERIC[404]
+            if any(p.get("in") == "header" and p.get("name") == "Idempotency-Key" for p in parameters):
+                wanted[409] = GENERIC[409]
+            if "requestBody" in operation:
+                wanted[413] = GENERIC[413]
+                wanted[415] = GENERIC[415]
+            for code, description in OPERATION_ERRORS.get(f"{method.upper()} {path}", {}).items():
+                wanted[code] = f"{wanted[code]}; or: {description}" if code in wanted else description
+            for code, description in wanted.items():
+                responses.setdefault(str(code), _error(description, code))
+            for code, response in responses.items():
+                if int(code) >= 400 and "content" not in response:
+                    # Declared by the view with a description only: the body is the error body.
+                    response.update(_error(response.get("description", ""), int(code)))
+            operation["responses"] = dict(sorted(responses.items()))
     return result

@@ -24,7 +24,13 @@ EXPORT_PARAMETERS = [
                      description="sql: dialect of the dump (default sqlite)"),
     OpenApiParameter("table", str, description="sql: name of the table the dump creates (default items)"),
 ]
-DOWNLOAD_RESPONSES = {(200, "application/octet-stream"): OpenApiTypes.BINARY}
+# One media type per format (`format` chooses which), as the response's Content-Type says; json is
+# an array of the items.
+DOWNLOAD_RESPONSES = {
+    (200, media): OpenApiTypes.BINARY
+    for media in dict.fromkeys(exporter.content_type.split(";")[0].strip() for exporter in EXPORTERS.values())
+}
+DOWNLOAD_RESPONSES[(200, "application/json")] = {"type": "array", "items": {"type": "object"}}
 
 
 def export_request(request: Request) -> tuple[type[Exporter], dict[str, Any]]:

@@ -76,6 +76,7 @@ class FileView(APIView):
         parameters=[FILE_ID, ENCODING_PARAM],
         responses={
             **DOWNLOAD_RESPONSES,
+            (200, "text/plain"): OpenApiResponse(OpenApiTypes.STR, description="With `encoding=base64`"),
             403: OpenApiResponse(description="`overuse`: downloaded `max_downloads` times"),
             409: OpenApiResponse(description="`not_ready`: still being written, or failed"),
             410: OpenApiResponse(description="`expired` or `disabled`: gone from both stores"),

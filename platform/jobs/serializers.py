@@ -426,6 +426,19 @@ class JobStatusListSerializer(serializers.Serializer):
     count = serializers.IntegerField()
 
 
+class PreviewResultSerializer(serializers.Serializer):
+    """What a preview extracted: `item` for a page, or `items` (and `item_count`) with an item_selector."""
+
+    url = serializers.CharField(allow_null=True, help_text="The page's final URL (after redirects); null for html")
+    status = serializers.IntegerField(allow_null=True, help_text="The page's HTTP status; null for html")
+    item = serializers.DictField(required=False, help_text="The item extracted from the page (without item_selector)")
+    items = serializers.ListField(
+        child=serializers.DictField(), required=False, help_text="The first 100 items (with item_selector)"
+    )
+    item_count = serializers.IntegerField(required=False, help_text="How many nodes item_selector selected")
+    matches = serializers.DictField(child=serializers.IntegerField(), help_text="Matches per query (first item)")
+
+
 class PreviewSerializer(StrictFieldsMixin, serializers.Serializer):
     """Queries to try on a URL (fetched now) or on HTML given in the request."""
 

@@ -6,7 +6,8 @@ from django.http import HttpResponse, StreamingHttpResponse
 from django_filters import rest_framework as filters
 from django_filters.utils import translate_validation
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import fields as drf_fields
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -29,6 +30,7 @@ from .serializers import (
     ItemsPageSerializer,
     JobSerializer,
     JobStatusListSerializer,
+    PreviewResultSerializer,
     PreviewSerializer,
     RunSerializer,
     SpiderListSerializer,
@@ -182,7 +184,7 @@ class JobViewSet(viewsets.ModelViewSet):
         run = selectors.results_run(request.user, job, request.query_params.get("run"))
         return export_response(run, exporter, options)
 
-    @extend_schema(request=PreviewSerializer, responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(request=PreviewSerializer, responses={200: PreviewResultSerializer})
     @action(detail=False, methods=["post"])
     def preview(self, request: Request) -> Response:
         """Apply queries to a URL (fetched now, with the crawl's safety rules) or to HTML, without saving."""
@@ -232,7 +234,10 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
                                         version=runnable.version.version)
         return Response({"run_id": str(run.id), "status": run.status}, status=status.HTTP_202_ACCEPTED)
 
-    @extend_schema(request=None, responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(
+        request=None,
+        responses={200: inline_serializer("RunCancelled", {"ok": drf_fields.BooleanField(), "message": drf_fields.CharField()})},
+    )
     def destroy(self, request: Request, pk: str) -> Response:
         """Cancel the run (as `POST /runs/{id}/cancel`)."""
         control.cancel_run(run=self.get_object())

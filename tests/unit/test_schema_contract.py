@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import pytest
+from django.core.cache import cache
 
 from jobs.models import Job, Run, RunStatus
 from jobs.services import start_run
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_dispatch")]
+
+
+@pytest.fixture(autouse=True)
+def fresh_rate_limit():
+    # Throttle counts live in the cache, keyed by the API key's id, which the next test's key reuses.
+    cache.clear()
 
 BASE = {
     "name": "Example",

@@ -128,6 +128,9 @@ class Renderer:
         lines: list[str] = []
         for media_type, media in sorted(content.items()):
             node = media.get("schema", {})
+            if node.get("$ref") == "#/components/schemas/Error":
+                lines += [f"Content type `{media_type}`, the error body (see [Errors](#errors)).", ""]
+                continue
             lines += [f"Content type `{media_type}`, {self.type_of(node)}.", ""]
             lines += table(("Field", "Type", "Required", "Description"), self.fields(node, "", writing, frozenset()))
         return lines
