@@ -9,14 +9,18 @@ the downloader) and a wide list (many pending, in the downloader and in the sche
 
 from __future__ import annotations
 
+import textwrap
 import time
 from collections import Counter
 
 import pytest
 
 from jobs.models import Run
+from projects import tasks
 from tests.integration.test_job_features import wait_status
+from tests.integration.test_projects_deploys import create_project, deploy
 from tests.integration.test_query_runs import create_job
+from tests.projects_support import SETTINGS, base_files, make_repo
 from tests.support import FixtureSite, wait_until
 
 pytestmark = pytest.mark.integration
@@ -64,6 +68,14 @@ def stop(api, site: FixtureSite, run_id: str, how: str, expected: str) -> tuple[
     assert run["status"] == expected, run
     time.sleep(0.5)  # anything still fetching would show in the access log by now
     return run, took, [path for _, path in list(site.hits)[before:]]
+
+
+def wait_items(api, run_id: str, count: int, what: str) -> None:
+    """Wait until the run has reported `count` items (the run in the message if it never does)."""
+    try:
+        wait_until(lambda: Run.objects.get(pk=run_id).items_scraped >= count, timeout=60, what=what)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the run: {api.get(f'/api/v1/runs/{run_id}').json()}") from None
 
 
 def start(api, job_id: str) -> str:
@@ -118,7 +130,7 @@ def test_pause_and_cancel_settle_at_once_at_a_slow_rate(platform, api, shapes, n
                      follow={"type": "css", "query": "a::attr(href)"}, max_depth=1)
     first = start(api, job["job_id"])
     # The list page is fetched at once; its 30 links wait 30 s each, 16 of them in the downloader.
-    wait_until(lambda: Run.objects.get(pk=first).items_scraped >= 1, timeout=60, what="the list page's item")
+    wait_items(api, first, 1, "the list page's item")
     paused, took, since = stop(api, shapes, first, "pause", "paused")
     assert took < SETTLE, took
     assert since == [] and pages(shapes, "w") == []
@@ -127,10 +139,65 @@ def test_pause_and_cancel_settle_at_once_at_a_slow_rate(platform, api, shapes, n
     # page at once, then waits 30 s for the next: cancelled then, it stops at once too.
     second = resume(api, job["job_id"], first)
     wait_until(lambda: len(pages(shapes, "w")) == 1, timeout=60, what="the resumed run's first page")
-    wait_until(lambda: Run.objects.get(pk=second).items_scraped >= 1, timeout=30, what="its item")
+    wait_items(api, second, 1, "its item")
     cancelled, took, since = stop(api, shapes, second, "cancel", "cancelled")
     assert took < SETTLE, took
     assert since == [], since
     assert cancelled["partial"] is True and cancelled["items_scraped"] == 1
     assert [path for _, path in shapes.hits].count("/list.html") == 1  # not fetched again on resume
     assert titles(api, job["job_id"]) == Counter(["list", pages(shapes, "w")[0].replace("/w", "wide ").removesuffix(".html")])
+
+
+# A third-party project, unchanged for the platform: its own delay, its own way of following links.
+CHAIN_SPIDER = textwrap.dedent("""\
+    import scrapy
+
+
+    class ChainSpider(scrapy.Spider):
+        name = "chain"
+
+        def __init__(self, base_url="http://127.0.0.1/", **kwargs):
+            super().__init__(**kwargs)
+            self.base_url = base_url
+
+        async def start(self):
+            yield scrapy.Request(self.base_url + "c0.html")
+
+        def parse(self, response):
+            yield {"url": response.url, "title": response.css("title::text").get()}
+            for href in response.css("a.next::attr(href)").getall():
+                yield response.follow(href)
+    """)
+
+
+@pytest.fixture
+def deployed_chain(platform, api, tmp_path, node_a, monkeypatch):
+    monkeypatch.setattr(tasks.deploy, "delay", lambda deploy_id: tasks.deploy(deploy_id))
+    files = {**base_files(), "shop/settings.py": SETTINGS + "DOWNLOAD_DELAY = 30\n", "shop/spiders/chain.py": CHAIN_SPIDER}
+    path, _ = make_repo(tmp_path / "shop", files)
+    project = create_project(api, path)
+    assert deploy(api, project)["status"] == "succeeded"
+    return project
+
+
+def test_deployed_spider_pauses_and_cancels_at_once_behind_its_own_delay(deployed_chain, api, shapes):
+    """A deployed spider (the platform's add-on) with DOWNLOAD_DELAY = 30: same promises."""
+    job = api.post("/api/v1/jobs", {"name": "chain", "spider_name": "chain", "arguments": {"base_url": shapes.url}},
+                   format="json")
+    assert job.status_code == 201, job.json()
+    job_id = job.json()["job_id"]
+    first = start(api, job_id)
+    wait_items(api, first, 1, "the first page's item")
+    assert pages(shapes, "c") == ["/c0.html"]  # c1 waits 30 s in the downloader
+    paused, took, since = stop(api, shapes, first, "pause", "paused")
+    assert took < SETTLE, took
+    assert since == [], since
+
+    # The request taken back from the downloader was kept: the resumed run fetches it at once.
+    second = resume(api, job_id, first)
+    wait_items(api, second, 1, "the resumed run's item")
+    cancelled, took, since = stop(api, shapes, second, "cancel", "cancelled")
+    assert took < SETTLE, took
+    assert since == [], since
+    assert pages(shapes, "c") == ["/c0.html", "/c1.html"]
+    assert titles(api, job_id) == Counter(["chain 0", "chain 1"])
