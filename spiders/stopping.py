@@ -127,7 +127,7 @@ def _dropped(*args: Any, **kwargs: Any) -> None:
 
 def requeue(scheduler: BaseScheduler, request: Request) -> bool:
     """Put a request the dupefilter has seen back into the scheduler's queue."""
-    if isinstance(scheduler, Scheduler):
+    if Scheduler in type(scheduler).__mro__:  # isinstance() would accept anything with its methods
         # Scrapy's scheduler (JobdirScheduler included): its queues, not enqueue_request's filter.
         if not scheduler._dqpush(request):
             scheduler._mqpush(request)
