@@ -31,6 +31,7 @@ from string import Template
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
+from django.db import close_old_connections
 
 from config import recorded
 from core.errors import NodeUnavailable
@@ -298,6 +299,7 @@ class Command(BaseCommand):
         from jobs.shutdown import stop_node_crawls
         from nodes.models import Node
 
+        close_old_connections()  # this process may have been idle for days: reconnect if need be
         node = None if opts["no_scrapyd"] else Node.objects.filter(name="local").first()
         if node is None:
             return
@@ -318,6 +320,7 @@ class Command(BaseCommand):
         def ready(proc: subprocess.Popen) -> None:
             # After a restart as at start-up: a Scrapyd that lost its eggs gets the built-in project again.
             wait_for_scrapyd(url, lambda: proc.poll() is None)
+            close_old_connections()
             node = register_node(name="local", url=url, slots=opts["scrapyd_max_proc"])
             try:
                 sync_node(node)
