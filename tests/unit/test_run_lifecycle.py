@@ -252,3 +252,22 @@ def test_a_crawl_its_node_forgot_is_lost_only_once_it_went_quiet(run, settings, 
     lifecycle._reconcile_one(run, None, now)  # None: the node does not list the crawl
     run.refresh_from_db()
     assert (run.status == RunStatus.LOST) is settled
+
+
+def test_the_crawls_report_endpoints_take_a_lost_runs_reports(run, client):
+    """Over HTTP, as the crawl calls them: a lost run's heartbeat, items and finish are accepted."""
+    _lost(run)
+    base = f"/api/v1/internal/runs/{run.id}/"
+    token = {"HTTP_X_RUN_TOKEN": run.report_token()}
+    assert client.post(base + "heartbeat", b"{}", content_type="application/json", HTTP_X_RUN_TOKEN="nope").status_code == 404
+    beat = client.post(base + "heartbeat", b"{}", content_type="application/json", **token)
+    assert beat.status_code == 200 and beat.json()["status"] == "running"
+    Run.objects.filter(pk=run.pk).update(status=RunStatus.LOST)  # settled lost again: items still taken
+    items = client.post(base + "items?seq=0", b'{"a": 1}\n', content_type="application/x-ndjson", **token)
+    assert items.status_code == 200 and items.json()["stored"] == 1
+    Run.objects.filter(pk=run.pk).update(status=RunStatus.LOST)
+    body = {"finish_reason": "finished", "stats": {"item_scraped_count": 1}, "items_lost": 0}
+    done = client.post(base + "finished", body, content_type="application/json", **token)
+    assert done.status_code == 200 and done.json()["status"] == "succeeded"
+    late = client.post(base + "items?seq=1", b'{"a": 2}\n', content_type="application/x-ndjson", **token)
+    assert late.status_code == 409  # the crawl reported its end: nothing comes after
