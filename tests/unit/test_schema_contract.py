@@ -140,3 +140,41 @@ def test_a_run_without_an_overlap_policy_shows_null(api):
     job = Job.objects.get(pk=create(api)["job_id"])
     run = api.get(f"/api/v1/runs/{start_run(job=job).pk}").json()
     assert run["overlap_policy"] is None
+
+
+def _schema() -> dict:
+    from drf_spectacular.generators import SchemaGenerator
+
+    return SchemaGenerator().get_schema(request=None, public=True)
+
+
+def test_every_operation_named_for_its_own_errors_exists():
+    from core.schema import OPERATION_ERRORS
+
+    paths = _schema()["paths"]
+    operations = {f"{method.upper()} {path}" for path, ops in paths.items() for method in ops}
+    assert set(OPERATION_ERRORS) <= operations, set(OPERATION_ERRORS) - operations
+
+
+def test_schema_declares_the_answers_of_the_everyday_paths():
+    paths = _schema()["paths"]
+    status = paths["/api/v1/jobs/status"]["get"]
+    assert {p["name"] for p in status.get("parameters", [])} == set()  # not paginated, not filtered
+    body = status["responses"]["200"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/JobStatusList"}
+    jobs = {p["name"]: p for p in paths["/api/v1/jobs"]["get"]["parameters"]}
+    assert set(jobs["status"]["schema"]["items"]["enum"]) == {"idle", "running", "success", "failed", "paused", "scheduled"}
+    log = paths["/api/v1/runs/{id}/log"]["get"]["responses"]
+    assert list(log["200"]["content"]) == ["text/plain"]
+    assert all(list(log[code]["content"]) == ["application/json"] for code in log if code >= "400")
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            codes = set(operation["responses"])
+            if "requestBody" in operation:
+                assert {"413", "415"} <= codes, (method, path)
+            if operation.get("security") != [{}]:
+                assert {"401", "429"} <= codes, (method, path)
+                assert "Retry-After" in operation["responses"]["429"]["headers"]
+            for code, response in operation["responses"].items():
+                if code >= "400" and path != "/api/v1/health":  # health's 503 is its report
+                    assert response["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
