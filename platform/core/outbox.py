@@ -70,6 +70,7 @@ def flush(*, limit: int = 500) -> int:
             OutboxMessage.objects.filter(pk=message.pk).delete()
             continue
         if not _send(task, message):
+            OutboxMessage.objects.filter(pk=message.pk).update(claimed_at=None)
             break  # the broker is still down: the next flush tries again
         sent += 1
     if sent:
