@@ -37,6 +37,8 @@ def crawl_settings(run: Run) -> dict[str, str]:
         "PLATFORM_REPORT_BATCH_SIZE": settings.REPORT_BATCH_SIZE,
         "PLATFORM_REPORT_SPOOL_BYTES": settings.REPORT_SPOOL_BYTES,
         "PLATFORM_REPORT_CLOSE_WAIT": settings.REPORT_CLOSE_WAIT,
+        # Several heartbeats within the grace period: a quiet crawl its node forgot is not taken for lost.
+        "PLATFORM_REPORT_HEARTBEAT": max(1.0, min(10.0, settings.RUN_REPORT_GRACE / 3)),
         "CRAWL_ALLOWED_NETWORKS": ",".join(str(net) for net in settings.CRAWL_ALLOWED_NETWORKS),
         "DOWNLOAD_MAXSIZE": settings.CRAWL_MAX_PAGE_BYTES,
         "DOWNLOAD_TIMEOUT": settings.CRAWL_DOWNLOAD_TIMEOUT,

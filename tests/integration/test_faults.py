@@ -121,10 +121,10 @@ class Platform:
 
         return wait_until(call, timeout=60, interval=0.3, what=f"{method} {path}")
 
-    def run_job(self, site: FixtureSite, *, rate_limit: int) -> tuple[dict, dict]:
+    def run_job(self, site: FixtureSite, *, rate_limit: int, pages: int = PAGES) -> tuple[dict, dict]:
         job = self.api("POST", "/jobs", json={
             "name": f"faults {rate_limit}",
-            "source": [f"{site.url}page{n}.html" for n in range(1, PAGES + 1)],
+            "source": [f"{site.url}page{n}.html" for n in range(1, pages + 1)],
             "queries": [{"name": "h", "type": "css", "query": "h1::text"}],
             "rate_limit": rate_limit,
         })
@@ -211,6 +211,26 @@ def test_a_process_killed_mid_crawl_is_restarted_and_the_run_keeps_every_item(
     if role == "web":  # the fault reached the crawl's reports: they waited, and arrived later
         crawl_log = platform.data_dir / "scrapyd" / "logs" / "builtin" / "query" / f"{final['scrapyd_job_id']}.log"
         assert "Retrying items?seq=" in crawl_log.read_text()
+
+
+def test_a_quiet_crawl_its_restarted_scrapyd_forgot_is_never_taken_for_lost(platform_under_test, pages_site):
+    """Pages 4 s apart, longer than the reconciler's 3 s grace: the crawl's heartbeats keep it running."""
+    platform = platform_under_test
+    _, run = platform.run_job(pages_site, rate_limit=15, pages=3)
+    platform.wait_for_items(run["run_id"], 1)
+    restarts = platform.log().count("scrapyd restarted (pid")
+    platform.kill("scrapyd")
+    platform.wait_restarted("scrapyd", restarts + 1)
+    statuses = set()
+
+    def settled():
+        current = platform.run(run["run_id"])
+        statuses.add(current["status"])
+        return current["status"] not in ACTIVE and current
+
+    final = wait_until(settled, timeout=60, interval=0.2, what="the run to settle")
+    assert final["status"] == "succeeded" and "lost" not in statuses, (statuses, final)
+    assert platform.headings(run["run_id"]) == ["Page 1", "Page 2", "Page 3"]
 
 
 def test_stopping_the_platform_pauses_its_crawls_even_orphaned_ones_and_they_resume(platform_under_test, pages_site):
