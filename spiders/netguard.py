@@ -59,6 +59,10 @@ _BROWSER_PROXY_ERRORS = ("ERR_SOCKS_CONNECTION_FAILED", "ERR_PROXY_CONNECTION_FA
 _active = NetPolicy()
 # (when, reason) of the browser relay's latest refusals, to say why a rendered page failed.
 _browser_refusals: deque[tuple[float, str]] = deque(maxlen=100)
+# How Chromium fails a page that redirects to a scheme it will not follow (file:, data:...): no
+# connection is opened, nor is the redirect's target told (no "response" event): the policy's refusal.
+_BROWSER_UNSAFE_REDIRECT = "ERR_UNSAFE_REDIRECT"
+_UNSAFE_REDIRECT_REASON = "Only http and https URLs can be crawled (redirected to another scheme)"
 
 
 def policy_from_settings(settings: BaseSettings) -> NetPolicy:
@@ -206,12 +210,14 @@ class NetPolicyDownloaderMiddleware:
         error saying the browser's proxy would not connect, is taken as the cause.
         """
         since = request.meta.get("netguard_started")
-        if since is not None and any(code in str(exception) for code in _BROWSER_PROXY_ERRORS):
+        if since is None:
+            return
+        if _BROWSER_UNSAFE_REDIRECT in str(exception):
+            self.refuse(request, _UNSAFE_REDIRECT_REASON)
+        if any(code in str(exception) for code in _BROWSER_PROXY_ERRORS):
             reason = browser_refusal_since(since)
             if reason is not None:
-                if self.crawler.stats is not None:
-                    self.crawler.stats.inc_value("netpolicy/refused")
-                raise CrawlPolicyRefused(reason)
+                self.refuse(request, reason, log=False)  # the relay logged it
 
     async def _resolved_error(self, url: str) -> str | None:
         key = _host_port(url)
@@ -222,14 +228,15 @@ class NetPolicyDownloaderMiddleware:
             self._verdicts.put(key, reason)
         return reason
 
-    def refuse(self, request: Request, reason: str) -> None:
+    def refuse(self, request: Request, reason: str, *, log: bool = True) -> None:
         """Count, log and raise the refusal."""
         refusal = CrawlPolicyRefused(reason)
         if self.crawler.stats is not None:
             self.crawler.stats.inc_value("netpolicy/refused")
             # For any spider, not only the query spider: the platform names it when nothing was fetched.
             self.crawler.stats.set_value("netpolicy/last_refusal", f"{refusal} for {request.url}")
-        logger.warning("%s: %s for %s", REFUSED_PREFIX, reason, request.url)
+        if log:
+            logger.warning("%s: %s for %s", REFUSED_PREFIX, reason, request.url)
         raise refusal
 
 

@@ -70,6 +70,22 @@ def test_redirect_followed_by_chromium_is_refused_where_it_connects(
     assert attempts == []
 
 
+@pytest.mark.parametrize("target", ["file:///etc/passwd", "data:text/html,secret"])
+def test_redirect_to_another_scheme_in_the_browser_reads_as_the_policys_refusal(
+    site: ScriptedSite, tmp_path: Path, target: str
+) -> None:
+    """Chromium refuses it without a connection (ERR_UNSAFE_REDIRECT): reported as the policy's refusal."""
+    source = f"{site.url}/redirect?to={quote(target, safe='')}"
+    log, attempts = crawl(tmp_path, [source], config=RENDER, **RENDERED)
+    reason = "Only http and https URLs can be crawled (redirected to another scheme)"
+    assert f"ERROR: Refused by crawl policy: {reason} for {source}" in log
+    assert "ERROR: Error: Page.goto" not in log  # not Chromium's bare net::ERR_UNSAFE_REDIRECT
+    assert stat(log, "netpolicy/refused") == 1
+    assert stat(log, "item_scraped_count") is None
+    assert len(site.hits) == 1
+    assert attempts == []
+
+
 def test_page_resources_never_reach_refused_destinations(
     site: ScriptedSite, blocked: ScriptedSite, tmp_path: Path
 ) -> None:
