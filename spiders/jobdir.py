@@ -18,17 +18,14 @@ from scrapy import signals
 from scrapy.core.scheduler import Scheduler
 from scrapy.exceptions import NotConfigured
 
+from spiders.stopping import STOPPED, as_queued
+
 if TYPE_CHECKING:
     from scrapy import Request
     from scrapy.crawler import Crawler
     from twisted.internet.defer import Deferred
 
 logger = logging.getLogger(__name__)
-
-# The close reason of a crawl stopped on request (Scrapyd's cancel, which pausing sends): the only
-# one a crawl is resumed from.
-STOPPED = "shutdown"
-
 
 class JobdirScheduler(Scheduler):
     """Scrapy's scheduler, whose disk queue (JOBDIR) is filled when the crawl closes, not per request.
@@ -49,7 +46,8 @@ class JobdirScheduler(Scheduler):
             self._closing = True
             moved = 0
             while (request := self.mqs.pop()) is not None:
-                moved += self._dqpush(request)  # an unserializable request is counted and logged there
+                # An unserializable request is counted and logged there.
+                moved += self._dqpush(as_queued(request))
             if moved:
                 logger.info("Wrote %d pending requests to JOBDIR", moved)
         return super().close(reason)

@@ -7,7 +7,8 @@ takes those back when the stop begins: the downloader answers each with a copy o
 which the engine puts back into the scheduler (Scrapy's path for a downloader middleware that
 returns a request), and the scheduler writes it to JOBDIR with the rest of the pending requests,
 so a paused crawl resumes with them. The dupefilter has seen them already: the copies are marked
-dont_filter, else the scheduler would drop them as duplicates and the resumed crawl never fetch them.
+dont_filter, else the scheduler would drop them as duplicates and the resumed crawl never fetch them
+(JobdirScheduler writes them to JOBDIR as they were, without it: see RETURNED).
 
 A download already on the wire may finish within PLATFORM_STOP_GRACE seconds (its callback's items
 are kept and the requests it yields are queued). Past that, whatever the engine still waits for,
@@ -33,11 +34,14 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# The close reason of Scrapy's graceful stop (engine.stop_async), what Scrapyd's cancel starts.
+# The close reason of Scrapy's graceful stop (engine.stop_async), what Scrapyd's cancel starts (a
+# pause sends it): the only one a crawl is resumed from.
 STOPPED = "shutdown"
 # Seconds between looks at the download slots while stopping: requests can still reach a slot queue
 # (from a middleware) after the stop began.
 SWEEP_INTERVAL = 0.1
+# Meta key of a request's copy made only to pass the dupefilter on its way back to the scheduler.
+RETURNED = "platform_stop_returned"
 
 
 class PromptStop:
@@ -100,7 +104,7 @@ class PromptStop:
                 download_slot.queue.remove(entry)
                 request, download = entry
                 self._returned.add(request)
-                download.callback(request.replace(dont_filter=True))
+                download.callback(returned_copy(request))
             taken += len(waiting)
         if self._deadline is not None and time.monotonic() >= self._deadline:
             scraping = engine.scraper.slot.active if engine.scraper.slot is not None else set()
@@ -133,4 +137,18 @@ def requeue(scheduler: BaseScheduler, request: Request) -> bool:
             scheduler._mqpush(request)
         return True
     # Another scheduler (scrapy-redis, say) has only enqueue_request, whose dupefilter knows it.
-    return scheduler.enqueue_request(request.replace(dont_filter=True))
+    return scheduler.enqueue_request(returned_copy(request))
+
+
+def returned_copy(request: Request) -> Request:
+    """A copy of a request the dupefilter has seen that the scheduler takes again."""
+    if request.dont_filter:
+        return request.copy()
+    return request.replace(dont_filter=True, meta={**request.meta, RETURNED: True})
+
+
+def as_queued(request: Request) -> Request:
+    """The request as it was before returned_copy(), for JOBDIR (a later duplicate of it is filtered)."""
+    if request.meta.pop(RETURNED, False):
+        request.dont_filter = False
+    return request
