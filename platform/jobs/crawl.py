@@ -57,9 +57,14 @@ def crawl_settings(run: Run) -> dict[str, str]:
         return {name: str(value) for name, value in values.items()}
     rate = config.get("rate_limit")
     if rate:
-        # With one download slot for the job (the spider sets it), this delay is the job's pace.
-        values["DOWNLOAD_DELAY"] = 60.0 / rate
-        values["RANDOMIZE_DOWNLOAD_DELAY"] = False
+        # With one download slot for the job (the query spider's "job" slot), this delay is the job's
+        # pace. One download at a time in it: a slow page delays the next one instead of overlapping
+        # it, and a pause or cancel has at most that one on the wire (spiders.stopping takes back
+        # the requests waiting behind the delay).
+        delay = 60.0 / rate
+        values["DOWNLOAD_DELAY"] = delay
+        values["DOWNLOAD_DELAY_JITTER"] = 0
+        values["DOWNLOAD_SLOTS"] = json.dumps({"job": {"concurrency": 1, "delay": delay, "jitter": 0}})
         values["AUTOTHROTTLE_ENABLED"] = False
     if config.get("render"):
         values.update(render_settings())
