@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
+    response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
 )
@@ -54,7 +55,7 @@ def not_a_server_error_but_unavailable(ctx, response, case):
 
 
 CHECKS = [not_a_server_error_but_unavailable, status_code_conformance, content_type_conformance,
-          response_schema_conformance]
+          response_schema_conformance, response_headers_conformance]
 # Examples per operation (SCHEMA_MAX_EXAMPLES): ~40 operations take about a minute here.
 MAX_EXAMPLES = int(os.environ.get("SCHEMA_MAX_EXAMPLES", 30))
 
@@ -215,3 +216,40 @@ def test_responses_conform_to_the_schema(case, contract):
     if os.environ.get("SCHEMA_TRACE"):
         with open(os.environ["SCHEMA_TRACE"], "a") as trace:
             trace.write(f"{case.method} {case.operation.path} {response.status_code}\n")
+
+
+def test_answers_generation_rarely_reaches_conform_too(contract, settings, refused_url):
+    """A body over the limit, the rate limit, a reused Idempotency-Key, an unreachable page or node,
+    a run started for a deployed spider, an active run blocking a delete: each as the schema says."""
+    known, url = contract["known"], contract["url"]
+    auth = {"Authorization": f"Bearer {contract['key']}"}
+
+    def call(path: str, method: str, *, expect: int, headers: dict | None = None, **parts):
+        case = schema[path][method].Case(headers={**auth, **(headers or {})}, **parts)
+        response = case.call_and_validate(base_url=url, checks=CHECKS, timeout=60)
+        assert response.status_code == expect, (path, method, response.status_code, response.text[:300])
+        return response
+
+    big = {"name": "x" * settings.DATA_UPLOAD_MAX_MEMORY_SIZE, "source": "https://example.com/", "queries": []}
+    assert call("/api/v1/jobs", "POST", body=big, expect=413).json()["error"] == "payload_too_large"
+    run = known.run()
+    first = call("/api/v1/runs/{run_id}/exports", "POST", path_parameters={"run_id": str(run.pk)},
+                 headers={"Idempotency-Key": "contract-1"}, body={"format": "json"}, expect=202)
+    again = call("/api/v1/runs/{run_id}/exports", "POST", path_parameters={"run_id": str(run.pk)},
+                 headers={"Idempotency-Key": "contract-1"}, body={"format": "json"}, expect=202)
+    assert again.json() == first.json()
+    call("/api/v1/runs/{run_id}/exports", "POST", path_parameters={"run_id": str(run.pk)},
+         headers={"Idempotency-Key": "contract-1"}, body={"format": "csv"}, expect=409)
+    started = call("/api/v1/runs", "POST", body={"spider_id": str(known.spider().pk), "arguments": {"a": "1"}}, expect=202)
+    assert Run.objects.get(pk=started.json()["run_id"]).deployed_spider_id == known.spider().pk
+    call("/api/v1/jobs/preview", "POST", body={"url": refused_url, "queries": [{"name": "t", "type": "css", "query": "title"}]},
+         expect=502)
+    running = known.running_run()
+    call("/api/v1/runs/{id}/log", "GET", path_parameters={"id": str(running.pk)}, expect=503)
+    call("/api/v1/jobs/{id}", "DELETE", path_parameters={"id": str(running.job_id)}, expect=409)
+
+    settings.API_RATE_LIMIT = "2/min"
+    _, key = ApiKey.issue(user=known.user)  # a key of its own: nothing counted yet
+    for expect in (200, 200, 429):
+        response = call("/api/v1/jobs", "GET", headers={"Authorization": f"Bearer {key}"}, expect=expect)
+    assert int(response.headers["retry-after"][0]) > 0 and response.json()["retry_after"] > 0
