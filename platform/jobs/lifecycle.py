@@ -63,7 +63,7 @@ def record_items(run: Run, seq: int, body: bytes) -> int:
             continue
         try:
             item = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply
             raise ValidationFailed(f"Line {number} of the batch is not JSON") from None
         if not isinstance(item, dict):
             raise ValidationFailed(f"Line {number} of the batch is not a JSON object")

@@ -33,7 +33,7 @@ def _authorised_run(request: HttpRequest, run_id) -> Run | None:
 def _json_body(request: HttpRequest) -> dict:
     try:
         data = json.loads(request.read(settings.DATA_UPLOAD_MAX_MEMORY_SIZE * 8) or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply
         data = None
     if not isinstance(data, dict):
         raise PlatformError("The body must be a JSON object")
@@ -76,7 +76,10 @@ def items(request: HttpRequest, run: Run) -> dict:
         seq = int(request.GET["seq"])
     except (KeyError, ValueError):
         raise PlatformError("A whole-number `seq` parameter is required") from None
-    length = int(request.headers.get("Content-Length") or 0)
+    try:
+        length = int(request.headers.get("Content-Length") or 0)
+    except ValueError:
+        raise PlatformError("Content-Length must be a whole number") from None
     if length > settings.INGEST_MAX_BATCH_BYTES:
         raise PlatformError(f"A batch may be at most {settings.INGEST_MAX_BATCH_BYTES} bytes")
     stored = lifecycle.record_items(run, seq, request.read(settings.INGEST_MAX_BATCH_BYTES))
@@ -87,10 +90,14 @@ def items(request: HttpRequest, run: Run) -> dict:
 def finished(request: HttpRequest, run: Run) -> dict:
     data = _json_body(request)
     stats = data.get("stats") if isinstance(data.get("stats"), dict) else {}
+    try:
+        items_lost = int(data.get("items_lost") or 0)
+    except (TypeError, ValueError, OverflowError):
+        raise PlatformError("`items_lost` must be a whole number") from None
     lifecycle.record_finished(
         run,
         finish_reason=str(data.get("finish_reason") or "unknown"),
         stats=stats,
-        items_lost=int(data.get("items_lost") or 0),
+        items_lost=items_lost,
     )
     return {"ok": True, "status": run.status}

@@ -35,7 +35,7 @@ def payload(body: bytes, content_type: str) -> dict:
         if content_type.startswith("application/x-www-form-urlencoded"):
             body = parse_qs(body.decode()).get("payload", [""])[0].encode()
         data = json.loads(body or b"{}")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # not JSON (UnicodeDecodeError is a ValueError), or nested too deeply
         return {}
     return data if isinstance(data, dict) else {}
 
