@@ -14,9 +14,11 @@ import os
 
 import pytest
 import schemathesis
+from django.conf import settings as django_settings
 from django.utils import timezone
 from drf_spectacular.generators import SchemaGenerator
 from hypothesis import HealthCheck, settings
+from hypothesis.configuration import set_hypothesis_home_dir
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -36,6 +38,8 @@ from projects.models import Deploy, DeployStatus, Project, ProjectVersion, Spide
 from schedules.spec import parse_scheduling
 
 pytestmark = pytest.mark.integration
+# Hypothesis keeps its caches in the test session's DATA_DIR (removed at the end), not in the work tree.
+set_hypothesis_home_dir(django_settings.DATA_DIR / "hypothesis")
 
 # A 5xx is a bug, except a 502 or 503 saying a service the request needs could not be reached.
 UNAVAILABLE = {"node_unavailable", "node_error", "fetch_failed", "storage_unavailable", "service_unavailable"}
