@@ -177,7 +177,9 @@ API_MAX_LIMIT = env_int("API_MAX_LIMIT", 1000)
 SPECTACULAR_SETTINGS = {
     "TITLE": "Scrapy hosting platform API",
     "DESCRIPTION": "Spiders, jobs, runs and their items. Authenticate with `Authorization: Bearer <key>` "
-    "or `X-API-Key: <key>`; create a key with `python manage.py createapikey USERNAME`.",
+    "or `X-API-Key: <key>`; create a key with `python manage.py createapikey USERNAME`. Every POST that starts "
+    "work takes an optional `Idempotency-Key` header, so that a retry gets the first answer instead of new work; "
+    "a body with a field the API does not know is refused (400, the field named in `details`).",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SCHEMA_PATH_PREFIX": "/api/v1",
