@@ -14,7 +14,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
+from core.errors import ValidationFailed
 from core.idempotency import idempotent
+from core.ids import parse_uuid
 from core.pagination import clamp_limit
 from exports.itemstore import ItemStore
 from exports.responses import DOWNLOAD_RESPONSES, EXPORT_PARAMETERS, export_request, export_response
@@ -43,6 +45,16 @@ RUN_PARAM = OpenApiParameter("run", OpenApiTypes.UUID, description="A run of thi
 
 def _run_response(request: Request, run: Run | None, code: int = status.HTTP_202_ACCEPTED) -> Response:
     return Response(RunSerializer(selectors.get_run(request.user, run.pk)).data, status=code)
+
+
+def run_param(request: Request) -> str | None:
+    """`?run=`: a run id, or nothing; anything else is a 400 (not a run that is "not found")."""
+    raw = request.query_params.get("run")
+    if raw in (None, ""):
+        return None
+    if parse_uuid(raw) is None:
+        raise ValidationFailed("Invalid run", details={"run": "Must be a run id (a UUID)"})
+    return raw
 
 
 def items_page(request: Request, run: Run) -> Response:
@@ -166,7 +178,7 @@ class JobViewSet(viewsets.ModelViewSet):
     @action(detail=True, methods=["get"])
     def results(self, request: Request, pk: str) -> Response:
         """A page of the items of the job's latest finished run (or of `?run=`)."""
-        run = selectors.results_run(request.user, self.get_object(), request.query_params.get("run"))
+        run = selectors.results_run(request.user, self.get_object(), run_param(request))
         return items_page(request, run)
 
     @extend_schema(
@@ -181,7 +193,7 @@ class JobViewSet(viewsets.ModelViewSet):
         """Download the items of the job's latest finished run (or of `?run=`) as a file."""
         job = self.get_object()
         exporter, options = export_request(request)
-        run = selectors.results_run(request.user, job, request.query_params.get("run"))
+        run = selectors.results_run(request.user, job, run_param(request))
         return export_response(run, exporter, options)
 
     @extend_schema(request=PreviewSerializer, responses={200: PreviewResultSerializer})

@@ -116,6 +116,8 @@ def test_jobs_filter_by_status(api, jobs_in_every_status):
         "/api/v1/jobs/{job}/runs?status=bogus",
         "/api/v1/jobs/{job}/runs?job_id=nope",
         "/api/v1/jobs?limit=x",
+        "/api/v1/jobs/{job}/results?run=nope",
+        "/api/v1/jobs/{job}/download?run=1",
         "/api/v1/runs?offset=-1",
     ],
 )
