@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.errors import NodeUnavailable
-from core.models import Heartbeat
+from core.models import Heartbeat, OutboxMessage
 from nodes.models import Node
 from nodes.services import probe
 
@@ -66,6 +66,11 @@ class HealthView(APIView):
     def get(self, request: Request) -> Response:
         database = _check_database()
         broker = _check_broker()
+        if database["ok"]:
+            # Tasks the broker could not take when their request was answered, sent once it is back (core.outbox).
+            broker["outbox_waiting"] = OutboxMessage.objects.filter(
+                created_at__lt=timezone.now() - timedelta(seconds=settings.OUTBOX_RESEND_AFTER)
+            ).count()
         worker = _check_worker() if database["ok"] else {"ok": False}
         nodes = [_check_node(node) for node in Node.objects.all()] if database["ok"] else []
         essential = database["ok"] and broker["ok"]

@@ -291,3 +291,14 @@ def test_delayed_tasks_keep_their_due_time(user, monkeypatch, settings, django_c
     with django_capture_on_commit_callbacks(execute=True):
         outbox.send_on_commit(force_cancel, "r1", countdown=30)
     assert calls[0][0] == ["r1"] and 29 < calls[0][1] <= 30 and not OutboxMessage.objects.exists()
+
+
+def test_the_health_check_counts_what_waits_for_the_broker(db, user, settings):
+    from rest_framework.test import APIClient
+
+    from jobs.tasks import dispatch_run
+
+    assert APIClient().get("/api/v1/health").json()["broker"]["outbox_waiting"] == 0
+    outbox.send_on_commit(dispatch_run, "r1")  # on_commit never runs here: as if the broker refused it
+    OutboxMessage.objects.update(created_at=timezone.now() - timedelta(seconds=settings.OUTBOX_RESEND_AFTER + 1))
+    assert APIClient().get("/api/v1/health").json()["broker"]["outbox_waiting"] == 1
