@@ -94,11 +94,16 @@ class _Outbox:
                 assert isinstance(post.body, bytes)
                 if self.spooled_bytes + len(post.body) > self.max_bytes:
                     return False
-                if not self.spool_dir.exists():
-                    logger.warning("The platform is not keeping up: spooling reports to %s", self.spool_dir)
-                    self.spool_dir.mkdir(parents=True, exist_ok=True)
-                post.spooled = self.spool_dir / f"{post.path.rpartition('=')[2]}.ndjson"
-                post.spooled.write_bytes(post.body)
+                path = self.spool_dir / f"{post.path.rpartition('=')[2]}.ndjson"
+                try:
+                    if not self.spool_dir.exists():
+                        logger.warning("The platform is not keeping up: spooling reports to %s", self.spool_dir)
+                        self.spool_dir.mkdir(parents=True, exist_ok=True)
+                    path.write_bytes(post.body)
+                except OSError as exc:  # a full or read-only disk: the same as a full spool
+                    logger.error("Cannot spool %s to %s: %s", post.path, path, exc)
+                    return False
+                post.spooled = path
                 self.spooled_bytes += len(post.body)
                 post.body = b""
             elif post is not None and post.items:
@@ -285,8 +290,8 @@ class PlatformReporter:
             if not self._spool_full_logged:
                 self._spool_full_logged = True
                 logger.error(
-                    "The platform is not taking reports and the spool is full (%d bytes, "
-                    "PLATFORM_REPORT_SPOOL_BYTES): dropping item batches from %s on",
+                    "The platform is not taking reports and the spool is full or cannot be written (%d bytes "
+                    "allowed, PLATFORM_REPORT_SPOOL_BYTES): dropping item batches from %s on",
                     self._outbox.max_bytes,
                     post.path,
                 )

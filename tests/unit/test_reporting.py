@@ -270,20 +270,28 @@ def test_reports_wait_on_disk_while_the_platform_is_away(
     assert not spool.exists()
 
 
-def test_a_full_spool_is_counted_and_said(site: str, platform: FakePlatform, tmp_path: Path) -> None:
-    """Past PLATFORM_REPORT_SPOOL_BYTES, batches are dropped, counted as lost and logged."""
+@pytest.mark.parametrize("spool_kind", ["full", "unwritable"])
+def test_a_full_spool_is_counted_and_said(site: str, platform: FakePlatform, tmp_path: Path, spool_kind: str) -> None:
+    """Past PLATFORM_REPORT_SPOOL_BYTES, or on a disk that takes nothing, batches are dropped,
+    counted as lost (the platform then fails the run saying why) and logged."""
     spool = tmp_path / "spool"
+    if spool_kind == "unwritable":
+        spool.write_text("a file where the spool folder should be")
     platform.status_for = lambda path, index: 200 if path == "finished" else 503
     log = crawl(
         [f"{site}/p{n}.html" for n in range(1, 21)], platform, spool=spool,
-        PLATFORM_REPORT_BATCH_SIZE=1, PLATFORM_REPORT_SPOOL_BYTES=1, PLATFORM_REPORT_CLOSE_WAIT=1,
+        PLATFORM_REPORT_BATCH_SIZE=1, PLATFORM_REPORT_CLOSE_WAIT=1,
+        PLATFORM_REPORT_SPOOL_BYTES=1 if spool_kind == "full" else 10**9,
     )
     finished = platform.delivered()[-1].json()
-    # The sender never got past `started`: 8 batches waited in memory, 12 found the spool full.
+    # The sender never got past `started`: 8 batches waited in memory, 12 could not be spooled.
     assert (finished["items_sent"], finished["items_lost"]) == (0, 20)
     assert finished["stats"]["platform/items_dropped_spool_full"] == 12
-    assert "the spool is full (1 bytes, PLATFORM_REPORT_SPOOL_BYTES): dropping item batches from items?seq=8" in log
-    assert not spool.exists()
+    assert "PLATFORM_REPORT_SPOOL_BYTES): dropping item batches from items?seq=8" in log
+    if spool_kind == "unwritable":
+        assert "Cannot spool items?seq=8 to" in log
+    else:
+        assert not spool.exists()
 
 
 def test_an_idle_crawl_sends_heartbeats(site: str, platform: FakePlatform) -> None:
