@@ -106,6 +106,17 @@ def test_items_lost_in_delivery_fail_the_run(run):
     assert run.status == RunStatus.FAILED and "2 item(s)" in run.error
 
 
+def test_items_dropped_by_a_full_spool_fail_the_run_saying_so(run):
+    stats = {"item_scraped_count": 5, "platform/items_lost": 3, "platform/items_dropped_spool_full": 3}
+    lifecycle.record_finished(run, finish_reason="finished", stats=stats, items_lost=3)
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED
+    assert run.error == (
+        "3 item(s) could not be delivered to the platform (the node's report spool was full while the "
+        "platform could not be reached)"
+    )
+
+
 def test_reconciler_settles_a_run_that_never_left_the_queue(run, settings, monkeypatch):
     sent = []
     monkeypatch.setattr("jobs.tasks.dispatch_run.delay", sent.append)
