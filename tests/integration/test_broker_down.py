@@ -7,16 +7,19 @@ filesystem transport's queue folder replaced by a file. Nothing is mocked.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import shutil
 import sys
 import time
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
+from django.test import Client
 from django.utils import timezone
 
 from config.celery import app as celery_app
@@ -57,10 +60,10 @@ def start_celery(kind: str, base_dir: Path, env: dict[str, str]) -> Process:
 
 
 @contextlib.contextmanager
-def publishing_to(url: str, transport_options: dict):
+def publishing_to(url: str, transport_options: dict, transport: str | None = None):
     """This process's Celery app sends to another broker (its connection pools are made again)."""
     conf = celery_app.conf
-    saved = conf.broker_url, conf.broker_transport_options
+    saved = conf.broker_url, conf.broker_transport_options, conf.broker_transport
 
     def reset_pools() -> None:
         if celery_app._pool is not None:
@@ -68,12 +71,12 @@ def publishing_to(url: str, transport_options: dict):
         celery_app._pool = None
         celery_app.amqp._producer_pool = None
 
-    conf.broker_url, conf.broker_transport_options = url, transport_options
+    conf.broker_url, conf.broker_transport_options, conf.broker_transport = url, transport_options, transport
     reset_pools()
     try:
         yield
     finally:
-        conf.broker_url, conf.broker_transport_options = saved
+        conf.broker_url, conf.broker_transport_options, conf.broker_transport = saved
         reset_pools()
 
 
@@ -115,6 +118,13 @@ def start_everything(api, work: dict, site_url: str) -> dict[str, object]:
         again = api.post(url, body, format="json", HTTP_IDEMPOTENCY_KEY=f"k-{name.replace(' ', '-')}")
         assert again.json() == response.json() and again["Idempotent-Replayed"] == "true"
         answers[name] = response.json()
+    # The Scrapyd API's schedule.json, as scrapyd-client calls it (form body, the API key as the password).
+    scrapyd = Client(HTTP_AUTHORIZATION="Basic " + base64.b64encode(f"u:{api.raw_key}".encode()).decode())
+    form = {"project": "shop", "spider": "books", "pages": "1"}
+    response = scrapyd.post("/scrapyd/schedule.json", form, HTTP_IDEMPOTENCY_KEY="k-schedule")
+    assert response.status_code == 200 and response.json()["status"] == "ok", response.content
+    assert scrapyd.post("/scrapyd/schedule.json", form, HTTP_IDEMPOTENCY_KEY="k-schedule").json() == response.json()
+    answers["schedule.json"] = response.json()
     return {"calls": calls, "answers": answers, "job_id": job["job_id"]}
 
 
@@ -122,7 +132,7 @@ def counts() -> tuple[int, int, int]:
     return Run.objects.count(), ResultFile.objects.count(), Deploy.objects.count()
 
 
-def test_redis_stopped_then_back(transactional_db, api, user, live_server, site, node_a, tmp_path, settings):
+def test_redis_stopped_then_back(transactional_db, api, user, live_server, site, node_a, tmp_path, settings, caplog):
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
     redis = start_redis(tmp_path, port)
@@ -142,14 +152,16 @@ def test_redis_stopped_then_back(transactional_db, api, user, live_server, site,
             before = counts()
             started = start_everything(api, work, site.url)
             # Each started exactly one piece of work, held in the outbox: nothing was lost, nothing doubled.
-            assert counts() == (before[0] + 3, before[1] + 1, before[2] + 1)
-            assert OutboxMessage.objects.count() == 5
+            assert counts() == (before[0] + 4, before[1] + 1, before[2] + 1)
+            assert OutboxMessage.objects.count() == 6
+            assert f"127.0.0.1:{port}" in caplog.text and "stays in the outbox" in caplog.text  # Redis refused them
             redis = start_redis(tmp_path, port)  # back, at the same address
             processes.append(start_celery("beat", tmp_path, env))  # its outbox flush sends what waited
 
             answers = started["answers"]
             spider_run = Run.objects.get(pk=answers["spider run"]["run_id"])
             resumed = Run.objects.get(pk=answers["resume"]["id"])
+            scheduled = uuid.UUID(answers["schedule.json"]["jobid"])  # the Scrapyd job id is the run's id
 
             def settled() -> bool:
                 # Each task ran once: the query runs left the queue, the spider run was tried (its egg is
@@ -158,6 +170,7 @@ def test_redis_stopped_then_back(transactional_db, api, user, live_server, site,
                     not OutboxMessage.objects.exists()
                     and not Run.objects.filter(pk__in=[answers["job run"]["id"], resumed.pk], status=RunStatus.QUEUED).exists()
                     and Run.objects.get(pk=spider_run.pk).dispatch_attempts >= 1
+                    and Run.objects.get(pk=scheduled).dispatch_attempts >= 1
                     and not ResultFile.objects.filter(status=FileStatus.PENDING).exists()
                     and not Deploy.objects.filter(status="building").exists()
                 )
@@ -169,30 +182,32 @@ def test_redis_stopped_then_back(transactional_db, api, user, live_server, site,
             assert job_run.items_scraped == 1 and job_run.dispatch_attempts == 1
             file = ResultFile.objects.get(pk=answers["export"]["id"])
             assert file.status == FileStatus.ENABLED and file.items == 2
-            assert counts() == (before[0] + 3, before[1] + 1, before[2] + 1)  # still one of each
+            assert counts() == (before[0] + 4, before[1] + 1, before[2] + 1)  # still one of each
     finally:
         for process in reversed(processes):
             process.stop()
         redis.stop()
 
 
-def test_filesystem_broker_folder_unusable(transactional_db, api, user, site, tmp_path, django_capture_on_commit_callbacks):
+def test_filesystem_broker_folder_unusable(transactional_db, api, user, site, tmp_path, caplog):
     """The default transport with its queue folder gone (a file in its place): requests answer, the flush sends later."""
     broken = tmp_path / "queue"
     broken.write_text("not a folder")
     options = {**django_settings.CELERY_BROKER_TRANSPORT_OPTIONS, "data_folder_in": str(broken),
                "data_folder_out": str(broken)}
     work = make_work(user)
-    with publishing_to("filesystem://", options):
+    transport = django_settings.CELERY_BROKER_TRANSPORT
+    with publishing_to("filesystem://", options, transport):
         before = counts()
         start_everything(api, work, site.url)
-        assert counts() == (before[0] + 3, before[1] + 1, before[2] + 1)
-        assert OutboxMessage.objects.count() == 5
+        assert counts() == (before[0] + 4, before[1] + 1, before[2] + 1)
+        assert OutboxMessage.objects.count() == 6
+        assert f"Not a directory: '{broken}" in caplog.text  # the folder refused them
         assert outbox.flush() == 0  # held until it is OUTBOX_RESEND_AFTER old
         OutboxMessage.objects.update(created_at=timezone.now() - timedelta(minutes=1))
-        assert outbox.flush() == 0 and OutboxMessage.objects.count() == 5  # the folder is still unusable
+        assert outbox.flush() == 0 and OutboxMessage.objects.count() == 6  # the folder is still unusable
     good = tmp_path / "queue-ok"
     good.mkdir()
-    with publishing_to("filesystem://", {**options, "data_folder_in": str(good), "data_folder_out": str(good)}):
-        assert outbox.flush() == 5
-    assert not OutboxMessage.objects.exists() and len(list(good.iterdir())) == 5  # five messages queued
+    with publishing_to("filesystem://", {**options, "data_folder_in": str(good), "data_folder_out": str(good)}, transport):
+        assert outbox.flush() == 6
+    assert not OutboxMessage.objects.exists() and len(list(good.iterdir())) == 6  # six messages queued
