@@ -375,7 +375,7 @@ def test_every_module_the_add_on_enables_ships_in_deployed_eggs():
     named = {str(part) for name in ("EXTENSIONS", "DOWNLOADER_MIDDLEWARES", "SPIDER_MIDDLEWARES", "ITEM_PIPELINES",
                                     "DOWNLOAD_HANDLERS") for entry in (settings.getdict(name) or {}).items()
              for part in entry}  # components are keys, except download handlers (values)
-    named |= {str(settings.get(name)) for name in ("SCHEDULER", "DNS_RESOLVER")}
+    named |= {str(settings.get(name)) for name in ("SCHEDULER", "TWISTED_DNS_RESOLVER")}
     needed = {path.split(".")[1] for path in named if path.startswith("spiders.")}
     root = Path(__file__).resolve().parents[2] / "spiders"
     todo = set(needed)
