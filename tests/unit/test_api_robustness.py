@@ -316,6 +316,22 @@ def test_odd_headers_on_reads(api, headers, statuses):
     assert response.status_code in statuses, response.content
 
 
+ODD_HEADERS = {
+    "HTTP_ACCEPT_ENCODING": "\x00", "HTTP_IF_NONE_MATCH": "\x00", "HTTP_IF_MODIFIED_SINCE": "yesterday",
+    "HTTP_RANGE": "bytes=-99999999999999999999", "HTTP_X_FORWARDED_FOR": "\x00, not-an-ip", "HTTP_ORIGIN": "null",
+    "HTTP_X_REQUESTED_WITH": "\udcff", "HTTP_COOKIE": "sessionid=\x00; csrftoken=;;", "HTTP_ACCEPT_LANGUAGE": "ü" * 100,
+    "HTTP_USER_AGENT": "x" * 10_000, "HTTP_X_RUN_TOKEN": "\x00",
+}
+
+
+@pytest.mark.parametrize("route, method", [(r, m) for r in ROUTES for m in r.methods],
+                         ids=[f"{m.upper()} {r.template}" for r in ROUTES for m in r.methods])
+def test_odd_headers_on_every_route_are_never_5xx(route, method, objects, api):
+    url = route.url(objects.get(route.family, {}))
+    response = getattr(api, method)(url, **ODD_HEADERS)
+    assert response.status_code < 500, (response.status_code, response.content[:300])
+
+
 @pytest.mark.parametrize("key", ["", " ", "a" * 256, "é", "has space", "tab\tkey", "\x00", "\udcff"], ids=repr)
 @pytest.mark.parametrize("path", ["/api/v1/runs", "/api/v1/jobs/{job}/run", "/api/v1/runs/{run}/exports"])
 def test_bad_idempotency_keys_are_400(api, objects, path, key):
