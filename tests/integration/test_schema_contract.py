@@ -1,9 +1,10 @@
 """The API answers as its OpenAPI schema says: schemathesis over /api/v1/schema/ against a live server.
 
 Every operation gets generated requests (valid and invalid bodies, query strings and path ids, half
-of them pointed at objects that exist), authenticated with an API key. Checks: no 5xx, and every
-response's status code, content type and body are ones the schema declares. Work the API starts is
-queued on the test session's filesystem broker, which nothing consumes: no Scrapyd is needed.
+of them pointed at objects that exist), authenticated with an API key. Checks: no 5xx (but a declared
+502/503 saying a node, page or store was unavailable), and every response's status code, content
+type, headers and body are ones the schema declares. Work the API starts is queued on the test
+session's filesystem broker, which nothing consumes: no Scrapyd is needed.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import os
 
 import pytest
+import requests
 import schemathesis
 from django.conf import settings as django_settings
 from django.utils import timezone
@@ -186,8 +188,6 @@ schema = schemathesis.openapi.from_dict(json.loads(json.dumps(generated_schema()
 
 
 def test_served_schema_is_the_one_tested(contract):
-    import requests
-
     response = requests.get(f"{contract['url']}/api/v1/schema/", headers={"Accept": "application/vnd.oai.openapi+json"}, timeout=30)
     assert response.status_code == 200
     assert response.json() == schema.raw_schema
@@ -200,8 +200,6 @@ def test_served_schema_is_the_one_tested(contract):
     derandomize=not os.environ.get("SCHEMA_RANDOM"),
 )
 def test_responses_conform_to_the_schema(case, contract):
-    # Half of the cases with an id go to an object that exists (chosen from the case itself, so
-    # a failing example replays the same way).
     # Half of the cases go to objects that exist, chosen from the case itself (so that a failing
     # example replays the same way).
     digest = hashlib.sha256(repr((case.path_parameters, case.query, case.body)).encode()).digest()
