@@ -194,9 +194,14 @@ class Process:
             shutil.rmtree(self.cleanup, ignore_errors=True)
 
 
-def start_scrapyd(name: str, base_dir: Path, *, max_proc: int = 4) -> tuple[Process, str]:
-    """A real Scrapyd node configured from deploy/scrapyd.conf, as `make run` configures the local one."""
+def start_scrapyd(
+    name: str, base_dir: Path, *, max_proc: int = 4, auth: tuple[str, str] | None = None
+) -> tuple[Process, str]:
+    """A real Scrapyd node configured from deploy/scrapyd.conf, as `make run` configures the local one.
+
+    `auth`: the (user, password) of Scrapyd's basic auth, which then guards every page of the node."""
     from core.management.commands.runplatform import scrapyd_config, wait_for_scrapyd
+    from nodes.client import ScrapydClient
 
     node_dir = base_dir / name
     if node_dir.exists():
@@ -204,17 +209,36 @@ def start_scrapyd(name: str, base_dir: Path, *, max_proc: int = 4) -> tuple[Proc
     port = free_port()
     scrapyd_config(node_dir, port=port, max_proc=max_proc)
     env = child_env()
-    for var in ("PYTHONPATH", "DJANGO_SETTINGS_MODULE", "SCRAPY_SETTINGS_MODULE"):
+    for var in ("PYTHONPATH", "DJANGO_SETTINGS_MODULE", "SCRAPY_SETTINGS_MODULE", "SCRAPYD_USERNAME", "SCRAPYD_PASSWORD"):
         env.pop(var, None)
+    if auth:
+        # Scrapyd reads these before its config file's username and password.
+        env.update(SCRAPYD_USERNAME=auth[0], SCRAPYD_PASSWORD=auth[1])
     process = Process(name, [sys.executable, "-m", "scrapyd"], env=env, cwd=node_dir, log_dir=base_dir)
     url = f"http://127.0.0.1:{port}/"
     try:
-        wait_for_scrapyd(url, process.alive)
+        if auth:
+            client = ScrapydClient(url, auth=(auth[0].encode(), auth[1].encode()), timeout=2)
+            wait_until(lambda: not process.alive() or _answers(client), timeout=30, interval=0.2, what=f"{name} to start")
+            if not process.alive():
+                raise RuntimeError(f"Scrapyd {name} did not start")
+        else:
+            wait_for_scrapyd(url, process.alive)
     except Exception:
         print(process.tail())
         process.stop()
         raise
     return process, url
+
+
+def _answers(client) -> bool:
+    from core.errors import NodeUnavailable
+
+    try:
+        client.daemon_status()
+    except NodeUnavailable:
+        return False
+    return True
 
 
 def start_worker(base_dir: Path, *, database_path: str, public_url: str) -> Process:

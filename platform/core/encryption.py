@@ -1,4 +1,4 @@
-"""Secrets the platform stores encrypted at rest (git credentials, proxy passwords), keyed by SECRET_KEY.
+"""Secrets the platform stores encrypted at rest (git credentials, proxy and node passwords), keyed by SECRET_KEY.
 
 Each kind of secret has its own purpose string, from which its key is derived: a value encrypted for
 one purpose cannot be read as another. Changing SECRET_KEY makes every stored secret unreadable; the
@@ -36,3 +36,18 @@ def decrypt(stored: str, *, purpose: str) -> str:
         return _fernet(purpose).decrypt(stored.encode()).decode()
     except InvalidToken:
         raise SecretUnreadable("A stored secret cannot be read (SECRET_KEY changed?)") from None
+
+
+def write_only(*, field: str, purpose: str) -> property:
+    """A model property that keeps what it is set to encrypted in `field` ("" removes it) and cannot be read.
+
+    A property (not another descriptor) so that Django's `Model(name=...)` and `objects.create(name=...)` set it.
+    """
+
+    def read(instance: object) -> str:
+        raise AttributeError(f"{type(instance).__name__}'s secret is write-only: it is stored encrypted in {field}")
+
+    def write(instance: object, value: str) -> None:
+        setattr(instance, field, encrypt(value, purpose=purpose))
+
+    return property(read, write, doc=f"Write-only: set to store it encrypted in {field}")

@@ -52,15 +52,19 @@ class DaemonStatus:
 class ScrapydClient:
     """A thin client for one Scrapyd node; build one per use (no shared sessions across threads)."""
 
-    def __init__(self, base_url: str, *, auth: tuple[str, str] | None = None, timeout: float | None = None):
+    def __init__(
+        self, base_url: str, *, auth: tuple[bytes, bytes] | tuple[str, str] | None = None, timeout: float | None = None
+    ):
         self.base_url = base_url.rstrip("/") + "/"
         self.auth = auth
         self.timeout = settings.SCRAPYD_TIMEOUT if timeout is None else timeout
 
     @classmethod
     def for_node(cls, node, *, timeout: float | None = None) -> ScrapydClient:
-        auth = (node.username, node.password) if node.username else None
-        return cls(node.url, auth=auth, timeout=timeout)
+        """A client with the node's basic auth; NodeUnavailable if its stored password cannot be read."""
+        auth = node.basic_auth()
+        # Scrapyd compares the UTF-8 bytes; requests would encode a str as Latin-1 (or fail beyond it).
+        return cls(node.url, auth=(auth[0].encode(), auth[1].encode()) if auth else None, timeout=timeout)
 
     def _call(self, method: str, endpoint: str, **kwargs: Any) -> dict:
         url = self.base_url + endpoint

@@ -1,8 +1,29 @@
-"""Scrapyd nodes: where they are, how many crawls they take, and what they last said."""
+"""Scrapyd nodes: where they are, how many crawls they take, and what they last said.
+
+A node's basic-auth password is write-only: stored encrypted (core.encryption), never shown by the
+admin or the API, and decrypted only for the client that calls the node (basic_auth).
+"""
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.db import models
+
+from core import encryption
+from core.errors import NodeUnavailable
+
+# Part of the key node passwords are encrypted with: changing it makes stored passwords unreadable.
+PASSWORD_PURPOSE = "nodes-password"
+
+
+class NodePasswordUnreadable(NodeUnavailable):
+    """A node's stored password cannot be decrypted with the current SECRET_KEY: the node cannot be called."""
+
+
+def validate_username(value: str) -> None:
+    # Basic auth sends "user:password": a colon would move the split (RFC 7617), and Scrapyd refuses one.
+    if ":" in value or not value.isprintable():
+        raise ValidationError("A basic-auth user name has no colon and no control characters")
 
 
 class Node(models.Model):
@@ -10,8 +31,10 @@ class Node(models.Model):
 
     name = models.SlugField(max_length=100, unique=True)
     url = models.URLField(help_text="Base URL of the Scrapyd HTTP API, e.g. http://10.0.0.5:6800/")
-    username = models.CharField(max_length=200, blank=True, help_text="Scrapyd basic-auth user, if set")
-    password = models.CharField(max_length=200, blank=True)
+    username = models.CharField(
+        max_length=200, blank=True, validators=[validate_username], help_text="Scrapyd basic-auth user, if set"
+    )
+    password_encrypted = models.TextField(blank=True, editable=False, help_text="The basic-auth password, encrypted")
     slots = models.PositiveIntegerField(default=8, help_text="Crawls the node runs at once (its max_proc)")
     enabled = models.BooleanField(default=True, help_text="Disabled nodes take no new runs")
     builtin_version = models.CharField(
@@ -26,3 +49,20 @@ class Node(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    password = encryption.write_only(field="password_encrypted", purpose=PASSWORD_PURPOSE)
+
+    @property
+    def has_password(self) -> bool:
+        return bool(self.password_encrypted)
+
+    def basic_auth(self) -> tuple[str, str] | None:
+        """The (user, password) Scrapyd's basic auth takes, or None when the node has no user name."""
+        if not self.username:
+            return None
+        try:
+            return self.username, encryption.decrypt(self.password_encrypted, purpose=PASSWORD_PURPOSE)
+        except encryption.SecretUnreadable:
+            raise NodePasswordUnreadable(
+                f"The password of node {self.name} cannot be read (SECRET_KEY changed?): set it again in the admin"
+            ) from None

@@ -48,14 +48,7 @@ class Proxy(models.Model):
         self.country = self.country.upper()
         super().save(*args, **kwargs)
 
-    @property
-    def password(self) -> str:
-        raise AttributeError("A proxy's password is write-only (see has_password)")
-
-    @password.setter
-    def password(self, value: str) -> None:
-        """Set (or with "" remove) the password: only its encrypted form is kept."""
-        self.password_encrypted = encryption.encrypt(value, purpose=PASSWORD_PURPOSE)
+    password = encryption.write_only(field="password_encrypted", purpose=PASSWORD_PURPOSE)
 
     @property
     def has_password(self) -> bool:
