@@ -100,4 +100,9 @@ def add_error_responses(result: dict, generator, request, public) -> dict:
                     # Declared by the view with a description only: the body is the error body.
                     response.update(_error(response.get("description", ""), int(code)))
             operation["responses"] = dict(sorted(responses.items()))
+    # Request bodies are refused with a field the API does not know (core.serializers.StrictFieldsMixin,
+    # on every write serializer: tests/unit/test_api_robustness.py checks each route that takes a body).
+    for name, component in result["components"]["schemas"].items():
+        if name.endswith("Request") and component.get("type") == "object":
+            component["additionalProperties"] = False
     return result
