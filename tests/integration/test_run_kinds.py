@@ -108,7 +108,8 @@ def world(django_db_setup, django_db_blocker, worker, live_server, scrapyd_a, si
         api = make_client(get_user_model().objects.create_user("matrix"))
         Node.objects.create(name="node-a", url=scrapyd_a, slots=8)
         path, _ = make_repo(tmp_path_factory.mktemp("repo") / "shop")
-        assert deploy(api, create_project(api, path))["status"] == "succeeded"
+        # Its own project name: the session's Scrapyd outlives this module's database (ids start again).
+        assert deploy(api, create_project(api, path, name="run-kinds"))["status"] == "succeeded"
 
         hub = f"{big_site.url}hub.html"
         big = {f"{big_site.url}p{i}.html" for i in range(PAGES)} | {hub}
