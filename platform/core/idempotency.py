@@ -86,40 +86,39 @@ def once(
 def _claim(user, key: str, fingerprint: str) -> IdempotencyKey | None:
     """Take the key for this request (None), or return its finished answer; 409 when it cannot be either."""
     deadline = time.monotonic() + settings.IDEMPOTENCY_WAIT
+    IdempotencyKey.objects.filter(user=user, key=key, created_at__lt=timezone.now() - _ttl()).delete()
     while True:
-        now = timezone.now()
-        IdempotencyKey.objects.filter(user=user, key=key, created_at__lt=now - _ttl()).delete()
         try:
             with transaction.atomic():
-                IdempotencyKey.objects.create(user=user, key=key, fingerprint=fingerprint, created_at=now)
+                IdempotencyKey.objects.create(user=user, key=key, fingerprint=fingerprint, created_at=timezone.now())
             return None
         except IntegrityError:
             pass
-        record = IdempotencyKey.objects.filter(user=user, key=key).first()
-        if record is None:
-            continue  # the other request failed and let go of the key meanwhile
-        if record.fingerprint != fingerprint:
-            raise Conflict(
-                "This Idempotency-Key was already used with a different request",
-                details={HEADER: "Use a new key for a new request"},
-            )
-        if record.completed_at is not None:
-            return record
-        lock_timeout = timedelta(seconds=settings.IDEMPOTENCY_LOCK_TIMEOUT)
-        if record.created_at < now - lock_timeout:
-            # Its request died without an answer (its work rolled back with it): take the key over.
-            taken = IdempotencyKey.objects.filter(
-                pk=record.pk, created_at=record.created_at, completed_at__isnull=True
-            ).update(created_at=now)
-            if taken:
-                return None
-            continue
-        if time.monotonic() >= deadline:
-            raise Conflict(
-                "A request with this Idempotency-Key is still being processed; retry it shortly",
-                details={HEADER: "In use by a request that has not finished"},
-            )
-        time.sleep(0.05)
+        # Taken: wait (reading only) for its request to answer, fail, or be found dead.
+        while (record := IdempotencyKey.objects.filter(user=user, key=key).first()) is not None:
+            if record.fingerprint != fingerprint:
+                raise Conflict(
+                    "This Idempotency-Key was already used with a different request",
+                    details={HEADER: "Use a new key for a new request"},
+                )
+            if record.completed_at is not None:
+                return record
+            now = timezone.now()
+            if record.created_at < now - timedelta(seconds=settings.IDEMPOTENCY_LOCK_TIMEOUT):
+                # Its request died without an answer (its work rolled back with it): take the key over.
+                taken = IdempotencyKey.objects.filter(
+                    pk=record.pk, created_at=record.created_at, completed_at__isnull=True
+                ).update(created_at=now)
+                if taken:
+                    return None
+                continue
+            if time.monotonic() >= deadline:
+                raise Conflict(
+                    "A request with this Idempotency-Key is still being processed; retry it shortly",
+                    details={HEADER: "In use by a request that has not finished"},
+                )
+            time.sleep(0.05)
+        # The other request failed and let go of the key meanwhile: claim it again.
 
 
 def _release(user, key: str) -> None:
