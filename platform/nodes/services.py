@@ -13,7 +13,7 @@ from core.errors import NodeUnavailable
 from projects.eggs import builtin_egg
 
 from .client import DaemonStatus, ScrapydClient
-from .models import Node
+from .models import Node, validate_username
 
 logger = logging.getLogger(__name__)
 
@@ -87,9 +87,17 @@ def sync_node(node: Node) -> None:
     ensure_versions(node)
 
 
-def register_node(*, name: str, url: str, slots: int) -> Node:
-    """Create or update a node by name (used by `make run` for the local node)."""
-    node, _ = Node.objects.update_or_create(name=name, defaults={"url": url, "slots": slots, "enabled": True})
+def register_node(
+    *, name: str, url: str, slots: int, username: str | None = None, password: str | None = None
+) -> Node:
+    """Create or update a node by name (used by `make run` for the local node); credentials left None are kept."""
+    defaults: dict[str, object] = {"url": url, "slots": slots, "enabled": True}
+    if username is not None:
+        validate_username(username)
+        defaults["username"] = username
+    if password is not None:
+        defaults["password"] = password  # the model keeps it encrypted
+    node, _ = Node.objects.update_or_create(name=name, defaults=defaults)
     # Another registration at the same URL under an old name would double-count the node.
     Node.objects.filter(Q(url=url) & ~Q(pk=node.pk)).update(enabled=False)
     return node

@@ -5,7 +5,10 @@ The client authenticating to a real Scrapyd with them is in tests/integration/te
 
 from __future__ import annotations
 
+import io
+
 import pytest
+from django.core.management import CommandError, call_command
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from proxies.models import PASSWORD_PURPOSE as PROXY_PASSWORD_PURPOSE
@@ -229,6 +232,32 @@ def test_the_api_stays_staff_only(api) -> None:
     assert api.get(f"/api/v1/nodes/{node.pk}").status_code == 403
     assert api.patch(f"/api/v1/nodes/{node.pk}", {"password": "new"}, format="json").status_code == 403
     assert Node.objects.get().basic_auth() == ("scrapy", "old")
+
+
+# --- registernode: the password from the environment or a prompt, never the command line -------
+
+
+def test_registernode_takes_the_password_from_the_environment(monkeypatch) -> None:
+    monkeypatch.setenv("SCRAPYD_PASSWORD", "pässwörd 密码")
+    out = io.StringIO()
+    call_command("registernode", "n5", "http://127.0.0.1:9", "--username", "scrapy", stdout=out)
+    node = Node.objects.get(name="n5")
+    assert node.basic_auth() == ("scrapy", "pässwörd 密码") and "pässwörd" not in stored_password(node)
+    assert "user scrapy, password set" in out.getvalue() and "pässwörd" not in out.getvalue()
+    monkeypatch.delenv("SCRAPYD_PASSWORD")
+    call_command("registernode", "n5", "http://127.0.0.1:9", "--slots", "2", stdout=io.StringIO())
+    assert Node.objects.get(name="n5").basic_auth() == ("scrapy", "pässwörd 密码")  # kept
+
+
+def test_registernode_refuses_what_it_cannot_use(monkeypatch) -> None:
+    monkeypatch.delenv("SCRAPYD_PASSWORD", raising=False)
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # not a terminal: nothing to prompt at
+    with pytest.raises(CommandError, match=r"needs the password in \$SCRAPYD_PASSWORD"):
+        call_command("registernode", "n6", "http://127.0.0.1:9", "--username", "scrapy")
+    monkeypatch.setenv("SCRAPYD_PASSWORD", "p")
+    with pytest.raises(CommandError, match="no colon"):
+        call_command("registernode", "n6", "http://127.0.0.1:9", "--username", "a:b")
+    assert not Node.objects.filter(name="n6").exists()
 
 
 # --- The data migration encrypts the passwords stored before it ---------------------------------

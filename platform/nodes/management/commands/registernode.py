@@ -1,8 +1,20 @@
-"""`manage.py registernode NAME URL [--slots N]`: add or update a Scrapyd node in the registry."""
+"""`manage.py registernode NAME URL [--slots N] [--username USER]`: add or update a Scrapyd node in the registry.
 
-from django.core.management.base import BaseCommand
+With --username, the node's basic-auth password is read from the environment variable SCRAPYD_PASSWORD
+(the one Scrapyd itself reads) or, at a terminal, asked for: never from the command line, where `ps`
+and the shell's history would keep it.
+"""
+
+import getpass
+import os
+import sys
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
 
 from nodes.services import register_node
+
+PASSWORD_VARIABLE = "SCRAPYD_PASSWORD"
 
 
 class Command(BaseCommand):
@@ -12,7 +24,23 @@ class Command(BaseCommand):
         parser.add_argument("name")
         parser.add_argument("url")
         parser.add_argument("--slots", type=int, default=8, help="Crawls the node runs at once (its max_proc)")
+        parser.add_argument(
+            "--username",
+            help=f"Scrapyd's basic-auth user; its password comes from ${PASSWORD_VARIABLE} or a prompt",
+        )
 
-    def handle(self, *args, name: str, url: str, slots: int, **options):
-        node = register_node(name=name, url=url.rstrip("/") + "/", slots=slots)
-        self.stdout.write(f"Node {node.name} at {node.url} ({node.slots} slots)")
+    def handle(self, *args, name: str, url: str, slots: int, username: str | None, **options):
+        password = None
+        if username is not None:
+            password = os.environ.get(PASSWORD_VARIABLE)
+            if password is None:
+                if not sys.stdin.isatty():
+                    raise CommandError(f"--username needs the password in ${PASSWORD_VARIABLE} (or run at a terminal)")
+                password = getpass.getpass(f"Scrapyd password of {username}: ")
+        try:
+            node = register_node(name=name, url=url.rstrip("/") + "/", slots=slots, username=username,
+                                 password=password)
+        except ValidationError as exc:
+            raise CommandError(f"--username: {' '.join(exc.messages)}") from None
+        auth = f", user {node.username}, password {'set' if node.has_password else 'not set'}" if node.username else ""
+        self.stdout.write(f"Node {node.name} at {node.url} ({node.slots} slots{auth})")
