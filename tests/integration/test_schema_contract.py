@@ -19,7 +19,8 @@ import schemathesis
 from django.conf import settings as django_settings
 from django.utils import timezone
 from drf_spectacular.generators import SchemaGenerator
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from hypothesis.configuration import set_hypothesis_home_dir
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -194,7 +195,7 @@ def test_served_schema_is_the_one_tested(contract):
 
 
 @schema.parametrize()
-@settings(
+@hypothesis_settings(
     max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None,
     # The same examples every run (SCHEMA_RANDOM=1 explores new ones).
     derandomize=not os.environ.get("SCHEMA_RANDOM"),
