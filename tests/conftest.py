@@ -17,6 +17,15 @@ def pytest_sessionfinish(session, exitstatus):
         shutil.rmtree(settings.DATA_DIR, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Throttle counts are keyed by API-key ids, which the next test's database reuses."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+
+
 def make_client(user) -> APIClient:
     _, raw = ApiKey.issue(user=user)
     client = APIClient()
