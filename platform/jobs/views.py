@@ -106,6 +106,10 @@ class JobViewSet(viewsets.ModelViewSet):
     def get_object(self):
         return selectors.get_job(self.request.user, self.kwargs["pk"])
 
+    @idempotent  # a retried POST must not save the job twice: a scheduled job starts runs by itself
+    def create(self, request: Request, *args, **kwargs) -> Response:
+        return super().create(request, *args, **kwargs)
+
     def perform_create(self, serializer: JobSerializer) -> None:
         job = services.create_job(owner=self.request.user, **serializer.validated_data)
         serializer.instance = selectors.get_job(self.request.user, job.pk)

@@ -59,6 +59,8 @@ def starts(objects, spider) -> dict[str, tuple[str, dict | None]]:
     """Every POST of the API that starts work, with a body that starts it."""
     run_id = objects["runs"]["pk"]
     return {
+        "job": ("/api/v1/jobs", {"name": "Daily", "source": "https://example.com/", "scheduling": {"hours": [9]},
+                                 "queries": [{"name": "t", "type": "css", "query": "h1"}]}),
         "job run": (f"/api/v1/jobs/{objects['jobs']['pk']}/run", None),
         "spider run": ("/api/v1/runs", {"spider_name": spider.name, "arguments": {"pages": "2"}}),
         "export": (f"/api/v1/runs/{run_id}/exports", {"format": "json"}),
@@ -67,35 +69,35 @@ def starts(objects, spider) -> dict[str, tuple[str, dict | None]]:
 
 
 def created_count() -> int:
-    return Run.objects.count() + ResultFile.objects.count() + Deploy.objects.count()
+    return Job.objects.count() + Run.objects.count() + ResultFile.objects.count() + Deploy.objects.count()
 
 
-@pytest.mark.parametrize("entry", ["job run", "spider run", "export", "deploy"])
+@pytest.mark.parametrize("entry", ["job", "job run", "spider run", "export", "deploy"])
 def test_a_retry_with_the_same_key_gets_the_first_answer_and_starts_nothing(entry, api, objects, spider, sent,
                                                                            django_capture_on_commit_callbacks):
     url, body = starts(objects, spider)[entry]
     with django_capture_on_commit_callbacks(execute=True):
         first = post(api, url, body)
-    assert first.status_code in (200, 202), first.json()
+    assert first.status_code in (200, 201, 202), first.json()
     count, tasks = created_count(), len(sent)
     for _ in range(3):
         with django_capture_on_commit_callbacks(execute=True):
             again = post(api, url, body)
         assert (again.status_code, again.json()) == (first.status_code, first.json())
         assert again["Idempotent-Replayed"] == "true"
-    assert created_count() == count and len(sent) == tasks == 1
+    assert created_count() == count and len(sent) == tasks == (0 if entry == "job" else 1)
     # Without a key, or with another one, the same request starts new work (exports excepted: one file per format).
     with django_capture_on_commit_callbacks(execute=True):
         other = post(api, url, body, key="key-2")
-    assert other.status_code in (200, 202) and "Idempotent-Replayed" not in other
+    assert other.status_code in (200, 201, 202) and "Idempotent-Replayed" not in other
     if entry != "export":
         assert created_count() == count + 1
 
 
-@pytest.mark.parametrize("entry", ["job run", "spider run", "export", "deploy"])
+@pytest.mark.parametrize("entry", ["job", "job run", "spider run", "export", "deploy"])
 def test_the_same_key_with_another_request_is_a_409(entry, api, objects, spider, sent):
     url, body = starts(objects, spider)[entry]
-    assert post(api, url, body).status_code in (200, 202)
+    assert post(api, url, body).status_code in (200, 201, 202)
     count = created_count()
     other_body = {**(body or {}), "zz": 1} if entry != "job run" else {"x": 1}
     for changed_url, changed_body in [(url, other_body), ("/api/v1/jobs/" + objects["jobs"]["pk"] + "/resume", body)]:
@@ -225,13 +227,13 @@ def test_the_schema_documents_the_header_on_every_post_that_starts_work():
     from core.management.commands.apireference import generate_schema
 
     paths = generate_schema()["paths"]
-    for path in ("/api/v1/jobs/{id}/run", "/api/v1/jobs/{id}/resume", "/api/v1/runs", "/api/v1/runs/{run_id}/exports",
+    for path in ("/api/v1/jobs", "/api/v1/jobs/{id}/run", "/api/v1/jobs/{id}/resume", "/api/v1/runs", "/api/v1/runs/{run_id}/exports",
                  "/api/v1/projects/{id}/deploy"):
         operation = paths[path]["post"]
         names = [(p["in"], p["name"]) for p in operation.get("parameters", [])]
         assert ("header", "Idempotency-Key") in names, path
         assert "409" in operation["responses"], path
-    assert not any(p["name"] == "Idempotency-Key" for p in paths["/api/v1/jobs"]["post"].get("parameters", []))
+    assert not any(p["name"] == "Idempotency-Key" for p in paths["/api/v1/projects"]["post"].get("parameters", []))
 
 
 # --- the outbox: a broker that is down ---------------------------------------------------------------
@@ -254,7 +256,7 @@ def test_a_broker_that_is_down_neither_fails_the_request_nor_loses_the_work(
     url, body = starts(objects, spider)[entry]
     with django_capture_on_commit_callbacks(execute=True):
         response = post(api, url, body)
-    assert response.status_code in (200, 202), response.json()
+    assert response.status_code in (200, 201, 202), response.json()
     assert "stays in the outbox" in caplog.text
     message = OutboxMessage.objects.get()
     # The broker is back: the flush (beat, every OUTBOX_FLUSH_INTERVAL) sends what it could not take.
