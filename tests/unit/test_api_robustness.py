@@ -415,3 +415,14 @@ def test_the_scrapyd_api_refuses_nul_in_forms_and_queries(user, objects):
     assert response.status_code == 400 and "project" in response.json()["details"]
     response = client.post("/scrapyd/schedule.json", b"x", content_type="multipart/form-data")
     assert response.status_code == 400
+
+
+@pytest.mark.parametrize("odd_id", ["%00", "9" * 5000, "9" * 30, "..", "%C3%BC", "00000000-0000-0000-0000-000000000000", "0", "-1", "%20"])
+def test_odd_ids_in_paths_are_404(odd_id, objects, api):
+    for route in ROUTES:
+        if not route.params:
+            continue
+        url = route.url({name: odd_id for name in route.params})
+        for method in route.methods:
+            response = getattr(api, method)(url, {}, format="json") if method != "get" else api.get(url)
+            assert response.status_code in (404, 405), (method, url[:120], response.status_code, response.content[:200])
