@@ -35,7 +35,7 @@ _KEY = re.compile(r"[\x21-\x7e]{1,255}")  # printable ASCII without spaces: a UU
 _KEY_RULE = "1 to 255 printable ASCII characters without spaces, e.g. a UUID"
 
 PARAMETER = OpenApiParameter(
-    HEADER, str, OpenApiParameter.HEADER, required=False,
+    HEADER, str, OpenApiParameter.HEADER, required=False, pattern=r"^[!-~]{1,255}$",
     description="Makes a retry safe: the same key and request within 24 h give the first answer again and start "
     "nothing new; the same key with a different request is a 409. " + _KEY_RULE + ".",
 )
