@@ -426,3 +426,32 @@ def test_odd_ids_in_paths_are_404(odd_id, objects, api):
         for method in route.methods:
             response = getattr(api, method)(url, {}, format="json") if method != "get" else api.get(url)
             assert response.status_code in (404, 405), (method, url[:120], response.status_code, response.content[:200])
+
+
+def scrapyd_paths() -> list[str]:
+    from django.urls import get_resolver
+
+    from tests.api_routes import _walk
+
+    return [template for template, _ in _walk(get_resolver().url_patterns) if template.startswith("/scrapyd/")]
+
+
+@pytest.mark.parametrize("value", ["", "x" * 5000, "..", "ü", "-1", "9" * 40, "../../etc/passwd", "a b"], ids=repr)
+def test_the_scrapyd_api_takes_odd_params_without_5xx(value, user, objects):
+    import base64
+
+    from django.test import Client
+
+    from core.models import ApiKey
+
+    _, raw = ApiKey.issue(user=user)
+    client = Client(HTTP_AUTHORIZATION="Basic " + base64.b64encode(f"u:{raw}".encode()).decode())
+    project = f"shop{user.pk}"
+    paths = scrapyd_paths()
+    assert "/scrapyd/schedule.json" in paths
+    for path in paths:
+        for params in ({"project": value}, {"project": project, "spider": value}, {"project": project, "job": value},
+                       {"project": project, "version": value, "_version": value}, {"project": value, "egg": value}):
+            for method in ("get", "post"):
+                response = getattr(client, method)(path, params)
+                assert response.status_code < 500, (path, method, params, response.status_code, response.content[:300])
