@@ -12,6 +12,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from core.errors import NodeUnavailable, ValidationFailed
+from core.outbox import send_on_commit
 from exports.itemstore import ItemStore
 from nodes.client import ScrapydClient
 
@@ -167,7 +168,8 @@ def release_waiting(run: Run) -> None:
     waiting = Run.objects.filter(job_id=run.job_id, status=RunStatus.QUEUED, overlap_policy="queue")
     following = waiting.order_by("created_at").first()
     if following is not None:
-        dispatch_run.delay(str(following.id))
+        # Through the outbox: a broker that is down must not fail the crawl's finish report.
+        send_on_commit(dispatch_run, str(following.id))
 
 
 def _settle(run: Run, status: str, error: str) -> None:

@@ -157,7 +157,7 @@ def test_dispatch_leaves_settled_or_claimed_runs_alone(run):
     assert Run.objects.get(pk=run.pk).status == RunStatus.CANCELLED
 
 
-def test_a_queued_overlap_run_waits_for_the_earlier_run(run, monkeypatch):
+def test_a_queued_overlap_run_waits_for_the_earlier_run(run, monkeypatch, django_capture_on_commit_callbacks):
     sent = []
     monkeypatch.setattr("jobs.tasks.dispatch_run.delay", sent.append)
     waiting = Run.objects.create(owner=run.owner, job=run.job, project="builtin", spider="query", overlap_policy="queue")
@@ -165,8 +165,9 @@ def test_a_queued_overlap_run_waits_for_the_earlier_run(run, monkeypatch):
     services.dispatch(str(waiting.id))  # the earlier run is still going: no node is even asked
     waiting.refresh_from_db()
     assert waiting.status == RunStatus.QUEUED and waiting.dispatch_attempts == 0
-    lifecycle.record_finished(run, finish_reason="finished", stats={"item_scraped_count": 1})
-    assert sent == [str(waiting.id)]  # its turn: dispatched again
+    with django_capture_on_commit_callbacks(execute=True):
+        lifecycle.record_finished(run, finish_reason="finished", stats={"item_scraped_count": 1})
+    assert sent == [str(waiting.id)]  # its turn: dispatched again (through the outbox)
 
 
 # --- a crawl that outlives what the platform knows of it (its node restarted) -----------------------
