@@ -5,11 +5,10 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
-from core.errors import NodeUnavailable
+from core.errors import NodeUnavailable, PlatformError
 from core.models import Heartbeat
 
 from . import lifecycle, logarchive, services
-from .crawl import RunConfigError
 
 
 @shared_task(bind=True, name="jobs.dispatch_run", ignore_result=True, max_retries=None)
@@ -17,13 +16,15 @@ def dispatch_run(self, run_id: str) -> None:
     """Dispatch a queued run to a Scrapyd node; retried with backoff while no node can take it."""
     try:
         services.dispatch(run_id)
-    except RunConfigError as exc:
-        services.fail_dispatch(run_id, exc.message)  # retrying would not help
     except NodeUnavailable as exc:
         if self.request.retries >= settings.RUN_DISPATCH_RETRIES:
             services.fail_dispatch(run_id, exc.message)
             return
         raise self.retry(countdown=min(2**self.request.retries, 30)) from exc
+    except PlatformError as exc:
+        # The run's configuration, a missing egg, a node refusing the schedule: retrying would not
+        # help, and the run should say why now rather than end `lost` after the reconciler's retries.
+        services.fail_dispatch(run_id, exc.message)
 
 
 @shared_task(name="jobs.reconcile_runs", ignore_result=True, time_limit=120)

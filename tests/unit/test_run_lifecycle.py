@@ -283,3 +283,18 @@ def test_the_crawls_report_endpoints_take_a_lost_runs_reports(run, client):
     assert done.status_code == 200 and done.json()["status"] == "succeeded"
     late = client.post(base + "items?seq=1", b'{"a": 2}\n', content_type="application/x-ndjson", **token)
     assert late.status_code == 409  # the crawl reported its end: nothing comes after
+
+
+def test_dispatch_refused_for_a_reason_retrying_cannot_fix_fails_the_run_at_once(run, monkeypatch):
+    """A missing egg or a node refusing the schedule fails the run saying why (not `lost` much later)."""
+    from core.errors import Conflict
+    from jobs.tasks import dispatch_run
+
+    def refuse(run_id):
+        raise Conflict("The egg of shop 1.0 is not in EGGS_DIR on this machine: deploy it again")
+
+    monkeypatch.setattr("jobs.services.dispatch", refuse)
+    dispatch_run.apply(args=[str(run.id)])
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED
+    assert run.error == "Could not dispatch the run: The egg of shop 1.0 is not in EGGS_DIR on this machine: deploy it again"
