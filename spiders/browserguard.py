@@ -395,10 +395,16 @@ class GuardedBrowserProvider:
             await self.relays.close()
 
     async def _guard_launch(self, options: dict[str, Any]) -> dict[str, Any]:
-        options = await self.relays.guard(options)
-        args = [arg for arg in options.get("args") or () if not str(arg).startswith(_PROXY_ARGS)]
-        options["args"] = [*args, *_WEBRTC_ARGS]
-        prefs = options.get("firefox_user_prefs")
-        if prefs:
-            options["firefox_user_prefs"] = {k: v for k, v in prefs.items() if not k.startswith("network.proxy")}
-        return options
+        return await guarded_launch_options(self.relays, options)
+
+
+async def guarded_launch_options(relays: RelayPool, options: dict[str, Any]) -> dict[str, Any]:
+    """Launch options whose proxy is a relay of `relays`, without the arguments that would bypass it
+    (also used by the platform's fetchers, which launch their browser themselves)."""
+    options = await relays.guard(options)
+    args = [arg for arg in options.get("args") or () if not str(arg).startswith(_PROXY_ARGS)]
+    options["args"] = [*args, *_WEBRTC_ARGS]
+    prefs = options.get("firefox_user_prefs")
+    if prefs:
+        options["firefox_user_prefs"] = {k: v for k, v in prefs.items() if not k.startswith("network.proxy")}
+    return options

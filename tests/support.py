@@ -275,6 +275,34 @@ def start_beat(base_dir: Path, *, database_path: str, name: str = "beat", **extr
     return process
 
 
+def start_fetcher(base_dir: Path, *, name: str = "fetcher", **extra_env: str) -> tuple[Process, str]:
+    """A real fetcher service (`manage.py runfetcher`, as `make run` starts it) on a free port; its URL."""
+    port = free_port()
+    env = child_env(
+        PYTHONPATH=os.pathsep.join([str(REPO / "platform"), str(REPO)]),
+        DJANGO_SETTINGS_MODULE="config.settings",
+        DATA_DIR=str(base_dir / name),
+        **extra_env,
+    )
+    args = [sys.executable, "manage.py", "runfetcher", "--host", "127.0.0.1", "--port", str(port)]
+    process = Process(name, args, env=env, cwd=REPO, log_dir=base_dir)
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        if not process.alive():
+            return True
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    wait_until(ready, timeout=60, what=name)
+    if not process.alive():
+        raise RuntimeError(f"Fetcher failed to start:\n{process.tail()}")
+    return process, url
+
+
 def start_redis(base_dir: Path) -> tuple[Process, str]:
     """A Redis server from Debian's redis-server package, on a free port, persisting nothing."""
     port = free_port()

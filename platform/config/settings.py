@@ -374,3 +374,18 @@ CELERY_BEAT_SCHEDULE["fire-missed-schedules"] = {"task": "schedules.fire_missed"
 # Beat's longest sleep, which is also how soon it picks up a changed schedule (DatabaseScheduler).
 CELERY_BEAT_MAX_LOOP_INTERVAL = 5
 SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["OverlapPolicyEnum"] = "schedules.spec.OVERLAP_POLICIES"
+
+# --- Fetchers (docs/configuration.md, "Fetchers") --------------------------------------------------
+# The warm fetcher service behind the synchronous API (`manage.py runfetcher`; `make run` starts one
+# on FETCHER_PORT). FETCHER_URLS lists every fetcher the web side may use (comma-separated base URLs);
+# the client spreads requests over them and skips one that is down or full.
+INSTALLED_APPS.append("fetchers")
+FETCHER_PORT = env_int("FETCHER_PORT", 8010)
+FETCHER_URLS = env_list("FETCHER_URLS", f"http://127.0.0.1:{FETCHER_PORT}")
+# Per fetcher: static fetches at once, browser pages at once, and requests that may wait for a slot
+# (past that the service answers 503 and the API says service_unavailable with Retry-After).
+FETCHER_CONCURRENCY = env_int("FETCHER_CONCURRENCY", 16)
+FETCHER_RENDER_CONCURRENCY = env_int("FETCHER_RENDER_CONCURRENCY", 4)
+FETCHER_QUEUE = env_int("FETCHER_QUEUE", 64)
+# Seconds the client waits for a fetcher on top of the request's own timeout_ms.
+FETCHER_CLIENT_GRACE = env_float("FETCHER_CLIENT_GRACE", 5.0)

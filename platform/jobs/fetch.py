@@ -8,14 +8,15 @@ watchdog bounds the whole fetch, slow-dripping servers included.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from rest_framework import status
 from urllib3 import HTTPConnectionPool, HTTPSConnectionPool, Timeout
@@ -29,6 +30,7 @@ from urllib3.exceptions import (
     SSLError,
 )
 from urllib3.util import connection as urllib3_connection
+from urllib3.util import parse_url
 
 from core.errors import PlatformError, ValidationFailed
 from spiders.netpolicy import NetPolicy, ResolveError
@@ -48,6 +50,14 @@ class FetchFailed(PlatformError):
     code = "fetch_failed"
 
 
+class PageTooLarge(FetchFailed):
+    """The body is larger than the fetch's max_bytes (nothing past the limit was read)."""
+
+
+class FetchTimedOut(FetchFailed):
+    """The fetch did not end within its time limit."""
+
+
 @dataclass(frozen=True)
 class FetchResult:
     """A fetched page: final URL (after redirects), status, headers and decoded text."""
@@ -56,6 +66,7 @@ class FetchResult:
     status: int
     headers: dict[str, str]
     text: str
+    body: bytes = field(default=b"", compare=False, repr=False)  # the bytes `text` was decoded from
 
 
 class _Refused(Exception):
@@ -174,18 +185,51 @@ class _HTTPSPool(HTTPSConnectionPool):
             conn.connect()
 
 
-def _open(url: str, *, policy: NetPolicy, deadline: _Deadline, timeout: float) -> tuple[HTTPConnectionPool, Any]:
+def _proxy_options(proxy: str, *, policy: NetPolicy, host: str, port: int) -> dict[str, Any]:
+    """Pool options that go through the http(s) proxy `proxy` (credentials in its URL).
+
+    As for a crawl's proxied requests, the destination is judged by what it resolves to here, if it
+    resolves here at all (the proxy may know names this machine does not); the guarded connection
+    then judges the proxy itself, where it connects.
+    """
+    parts = urlsplit(proxy)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise FetchFailed(f"Only http and https proxies can be used for this fetch, not {parts.scheme or proxy!r}")
+    reason = policy.resolve_error(host, port, allow_unresolvable=True)
+    if reason:
+        raise _Refused(reason)
+    headers = {}
+    if parts.username:
+        credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+        headers["Proxy-Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode("ascii")
+    netloc = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
+    return {"_proxy": parse_url(f"{parts.scheme}://{netloc}"), "_proxy_headers": headers}
+
+
+def _open(
+    url: str, *, policy: NetPolicy, deadline: _Deadline, timeout: float, headers: dict[str, str] | None = None,
+    proxy: str | None = None,
+) -> tuple[HTTPConnectionPool, Any]:
     """Send a GET for `url` (already judged); return its one-connection pool and the streaming response."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     if not host.isascii():
         host = host.encode("idna").decode("ascii")
     https = parts.scheme.lower() == "https"
+    port = parts.port or (443 if https else 80)
     pool_cls = _HTTPSPool if https else _HTTPPool
     extra: dict[str, Any] = {"cert_reqs": "CERT_NONE"} if https else {}
+    target = quote(parts.path or "/", safe=_URL_SAFE) + (f"?{quote(parts.query, safe=_URL_SAFE)}" if parts.query else "")
+    if proxy:
+        extra.update(_proxy_options(proxy, policy=policy, host=host, port=port))
+        if not https:
+            # Plain http through a proxy: the connection is to the proxy, the request line absolute.
+            netloc = f"[{host}]" if ":" in host else host
+            target = f"http://{netloc}:{port}{target}"
+            host, port = extra["_proxy"].host, extra["_proxy"].port or 80
     pool = pool_cls(
         host,
-        parts.port or (443 if https else 80),
+        port,
         timeout=Timeout(connect=timeout, read=timeout),
         maxsize=1,
         retries=False,
@@ -193,11 +237,10 @@ def _open(url: str, *, policy: NetPolicy, deadline: _Deadline, timeout: float) -
         deadline=deadline,
         **extra,
     )
-    target = quote(parts.path or "/", safe=_URL_SAFE) + (f"?{quote(parts.query, safe=_URL_SAFE)}" if parts.query else "")
     return pool, pool.urlopen(
         "GET",
         target,
-        headers={"User-Agent": USER_AGENT, "Accept": "text/html,application/xhtml+xml,*/*;q=0.8"},
+        headers={"User-Agent": USER_AGENT, "Accept": "text/html,application/xhtml+xml,*/*;q=0.8", **(headers or {})},
         redirect=False,
         retries=False,
         preload_content=False,
@@ -225,13 +268,13 @@ def _read(response: Any, max_bytes: int) -> bytes:
     """Read the (decompressed) body, refusing it past `max_bytes` without reading on."""
     length = response.headers.get("Content-Length", "")
     if length.isdigit() and int(length) > max_bytes:
-        raise FetchFailed(f"Page larger than {max_bytes} bytes")
+        raise PageTooLarge(f"Page larger than {max_bytes} bytes")
     chunks: list[bytes] = []
     size = 0
     for chunk in response.stream(_CHUNK, decode_content=True):
         size += len(chunk)
         if size > max_bytes:
-            raise FetchFailed(f"Page larger than {max_bytes} bytes")
+            raise PageTooLarge(f"Page larger than {max_bytes} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -245,7 +288,7 @@ def _network_error(exc: Exception, url: str, deadline: _Deadline) -> FetchFailed
     if isinstance(exc, NewConnectionError) and not deadline.expired:
         return FetchFailed(f"Cannot connect to {host}: {str(exc).split(': ', 1)[-1]}")
     if deadline.expired or isinstance(exc, (ReadTimeoutError, ConnectTimeoutError, TimeoutError)):
-        return FetchFailed(f"Timed out fetching {url} (limit {deadline.seconds:g} s)")
+        return FetchTimedOut(f"Timed out fetching {url} (limit {deadline.seconds:g} s)")
     if isinstance(exc, SSLError):
         return FetchFailed(f"TLS error with {host}: {exc}")
     return FetchFailed(f"Fetching {url} failed: {exc}")
@@ -263,11 +306,16 @@ def fetch(
     timeout: float = 10,
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_redirects: int = 5,
+    headers: dict[str, str] | None = None,
+    error_statuses: bool = True,
+    proxy: str | None = None,
 ) -> FetchResult:
     """Fetch `url` with GET, following up to `max_redirects` redirects, within `timeout` seconds in all.
 
     Raises ValidationFailed (400) when the policy refuses the URL or a redirect, and FetchFailed
-    (502) for network errors, timeouts, HTTP statuses of 400 and up, and pages over `max_bytes`.
+    (502) for network errors, timeouts (FetchTimedOut), pages over `max_bytes` (PageTooLarge) and,
+    with `error_statuses`, HTTP statuses of 400 and up (without, those pages are returned).
+    `headers` are sent on top of the defaults (User-Agent, Accept); `proxy` is an http(s) proxy URL.
     """
     current = url
     with _Deadline(timeout) as deadline:
@@ -276,13 +324,14 @@ def fetch(
             if reason:
                 raise _refused(current, reason, url)
             try:
-                pool, response = _open(current, policy=policy, deadline=deadline, timeout=timeout)
+                pool, response = _open(current, policy=policy, deadline=deadline, timeout=timeout, headers=headers,
+                                       proxy=proxy)
                 try:
                     location = response.headers.get("Location")
                     if response.status in REDIRECTS and location:
                         current = urljoin(current, location.strip().replace(" ", "%20"))
                         continue
-                    if response.status >= 400:
+                    if error_statuses and response.status >= 400:
                         raise FetchFailed(f"HTTP {response.status} from {current}")
                     body = _read(response, max_bytes)
                 finally:
@@ -293,7 +342,8 @@ def fetch(
             except (HTTPError, OSError) as exc:
                 raise _network_error(exc, current, deadline) from None
             if deadline.expired:
-                raise FetchFailed(f"Timed out fetching {current} (limit {timeout:g} s)")
-            headers = dict(response.headers.items())
-            return FetchResult(current, response.status, headers, _decode(body, headers.get("Content-Type", "")))
+                raise FetchTimedOut(f"Timed out fetching {current} (limit {timeout:g} s)")
+            received = dict(response.headers.items())
+            text = _decode(body, received.get("Content-Type", ""))
+            return FetchResult(current, response.status, received, text, body)
     raise FetchFailed(f"Too many redirects (more than {max_redirects}) from {url}")

@@ -6,7 +6,7 @@ import pytest
 from django.conf import settings
 
 from nodes.models import Node
-from tests.support import FixtureSite, free_port, start_scrapyd, start_worker
+from tests.support import FixtureSite, free_port, start_fetcher, start_scrapyd, start_worker
 
 
 @pytest.fixture(scope="session")
@@ -48,6 +48,21 @@ def worker(services_dir, live_server, django_db_setup, django_db_blocker):
     process = start_worker(services_dir, database_path=str(database), public_url=live_server.url)
     yield process
     process.stop()
+
+
+@pytest.fixture(scope="session")
+def fetcher_url(services_dir):
+    """A real fetcher service (`manage.py runfetcher`) for the whole session: its base URL."""
+    process, url = start_fetcher(services_dir)
+    yield url
+    process.stop()
+
+
+@pytest.fixture
+def fetcher(fetcher_url, settings) -> str:
+    """The session's fetcher service, which the platform (FETCHER_URLS) uses in this test: its base URL."""
+    settings.FETCHER_URLS = [fetcher_url]
+    return fetcher_url
 
 
 @pytest.fixture

@@ -279,6 +279,12 @@ class Command(BaseCommand):
                  "--pidfile=", "--schedule", str(settings.DATA_DIR / "celerybeat-schedule")],
                 env=django_env,
             ))
+            # The synchronous API's fetchers (fetchers.service): a warm HTTP client and Chromium.
+            supervisor.start(Child(
+                "fetcher",
+                [python, str(repo / "manage.py"), "runfetcher", "--host", "127.0.0.1", "--port", str(settings.FETCHER_PORT)],
+                env=django_env,
+            ))
             self.stdout.write(
                 self.style.SUCCESS(
                     f"Platform running at http://{opts['host']}:{opts['port']}/api/v1/ "

@@ -1,0 +1,212 @@
+"""The rendered path: one running Chromium, launched as rendered crawls launch it, a fresh context per page.
+
+The browser is Debian's, with the launch options of the built-in project (spiders.settings) and the
+relay that judges every connection it opens (spiders.browserguard), so a page rendered here gets the
+crawl policy a rendered run gets, redirect hops and subresources included. Each request has its own
+browser context (no cookies, storage or cache shared between users), closed after. A browser that
+crashes or is killed is started again by the next request that needs it; a request that was running
+on it is retried once on the new browser if its time allows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from playwright.async_api import Browser, Playwright, async_playwright
+from playwright.async_api import Error as PlaywrightError
+
+from spiders import settings as spider_settings
+from spiders.browserguard import RelayPool, guarded_launch_options
+from spiders.netguard import browser_refusal_since
+from spiders.proxying import Proxy
+
+from .client import FetchOutcome, FetchSpec
+from .outcomes import REFUSED_PREFIX, failure, page_outcome
+
+logger = logging.getLogger(__name__)
+
+# What Chromium reports when the relay would not open a connection (the crawl policy refused it).
+_PROXY_ERRORS = ("ERR_SOCKS_CONNECTION_FAILED", "ERR_PROXY_CONNECTION_FAILED", "ERR_TUNNEL_CONNECTION_FAILED")
+# Page work that is not the page's own load (content, screenshot, pdf, closing): bounded too.
+CAPTURE_TIMEOUT_MS = 15_000
+
+
+class BrowserCrashed(Exception):
+    """The browser died while a page was rendering."""
+
+
+class Renderer:
+    """One Chromium (restarted when it dies) and the relays its connections go through."""
+
+    def __init__(self) -> None:
+        self._playwright: Playwright | None = None
+        self._browser: Browser | None = None
+        self._relays = RelayPool()
+        self._lock = asyncio.Lock()
+        self.launches = 0
+
+    async def start(self) -> None:
+        await self._ensure()
+
+    async def close(self) -> None:
+        with contextlib.suppress(PlaywrightError):
+            if self._browser is not None:
+                await self._browser.close()
+        if self._playwright is not None:
+            await self._playwright.stop()
+        await self._relays.close()
+
+    @property
+    def pid(self) -> int | None:
+        """The browser's process id (for health reports and crash tests), or None when it is not running."""
+        if self._browser is None or not self._browser.is_connected():
+            return None
+        executable = str(spider_settings.PLAYWRIGHT_LAUNCH_OPTIONS["executable_path"])
+        for pid in _descendants(os.getpid()):
+            try:
+                args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            # The browser process itself: its renderers and helpers carry --type=.
+            if args[0].decode(errors="replace") == executable and not any(a.startswith(b"--type=") for a in args):
+                return pid
+        return None
+
+    async def _ensure(self) -> Browser:
+        browser = self._browser
+        if browser is not None and browser.is_connected():
+            return browser
+        async with self._lock:
+            if self._browser is not None and self._browser.is_connected():
+                return self._browser
+            if self._playwright is None:
+                self._playwright = await async_playwright().start()
+            if self._browser is not None:
+                logger.warning("The browser died; starting it again")
+                with contextlib.suppress(PlaywrightError):
+                    await self._browser.close()
+            options = await guarded_launch_options(self._relays, dict(spider_settings.PLAYWRIGHT_LAUNCH_OPTIONS))
+            self._browser = await self._playwright.chromium.launch(**options)
+            self.launches += 1
+            return self._browser
+
+    async def render(self, spec: FetchSpec, *, started: float, deadline: float, max_bytes: int) -> FetchOutcome:
+        """Render `spec` in a fresh context; retried once on a new browser if this one dies meanwhile."""
+        for attempt in (1, 2):
+            browser = await self._ensure()
+            try:
+                return await self._render(browser, spec, started=started, deadline=deadline, max_bytes=max_bytes)
+            except BrowserCrashed:
+                if attempt == 2 or deadline - time.monotonic() < 1:
+                    return failure(spec, started, 500, "The browser crashed while rendering the page")
+        raise AssertionError("unreachable")
+
+    async def _context(self, browser: Browser, spec: FetchSpec) -> Any:
+        options: dict[str, Any] = {"extra_http_headers": spec.headers} if spec.headers else {}
+        if spec.proxy_urls:
+            # The job's proxy becomes the upstream of a relay, as for rendered crawls (GuardedBrowser).
+            options["proxy"] = {"server": await self._relays.url(Proxy(0, spec.proxy_urls[0]).playwright())}
+        return await browser.new_context(**options)
+
+    async def _render(
+        self, browser: Browser, spec: FetchSpec, *, started: float, deadline: float, max_bytes: int
+    ) -> FetchOutcome:
+        since = time.monotonic()
+        try:
+            context = await self._context(browser, spec)
+        except PlaywrightError as exc:
+            if not browser.is_connected():
+                raise BrowserCrashed from exc
+            raise
+        too_large: list[str] = []
+        try:
+            page = await context.new_page()
+
+            def on_response(response: Any) -> None:
+                # A main document announced past the limit is not read on: the page is closed.
+                length = response.headers.get("content-length", "")
+                if response.request.is_navigation_request() and length.isdigit() and int(length) > max_bytes:
+                    too_large.append(response.url)
+                    asyncio.ensure_future(page.close())
+
+            page.on("response", on_response)
+            wait_ms = max(1, min(spec.wait_timeout_ms, int((deadline - time.monotonic()) * 1000)))
+            strategy = spec.wait_strategy
+            try:
+                response = await page.goto(spec.url, wait_until="load" if strategy == "selector" else strategy,
+                                           timeout=wait_ms)
+                if strategy == "selector" and spec.wait_selector:
+                    await page.wait_for_selector(spec.wait_selector, timeout=wait_ms)
+            except PlaywrightError as exc:
+                if too_large:
+                    return failure(spec, started, 500, f"Page larger than the limit of {max_bytes} bytes",
+                                   too_large=True)
+                return self._navigation_failure(browser, spec, started, since, exc, wait_ms)
+            capture_ms = max(1, min(CAPTURE_TIMEOUT_MS, int((deadline - time.monotonic()) * 1000)))
+            page.set_default_timeout(capture_ms)
+            html = await page.content()
+            if len(html.encode()) > max_bytes:
+                return failure(spec, started, 500, f"Page larger than the limit of {max_bytes} bytes", too_large=True)
+            capture = None
+            if spec.format == "screenshot":
+                capture = await page.screenshot(full_page=spec.full_page, type="png")
+            elif spec.format == "pdf":
+                capture = await page.pdf(print_background=True)
+            status = response.status if response is not None else 200
+            return page_outcome(spec, started, status_code=status, url=page.url, html=html, capture=capture)
+        except PlaywrightError as exc:
+            if not browser.is_connected():
+                raise BrowserCrashed from exc
+            if too_large:
+                return failure(spec, started, 500, f"Page larger than the limit of {max_bytes} bytes", too_large=True)
+            return failure(spec, started, 500, f"Rendering {spec.url} failed: {_first_line(exc)}")
+        finally:
+            # Closing the context ends its renderer too, even one stuck in an endless script.
+            with contextlib.suppress(PlaywrightError):
+                await asyncio.wait_for(context.close(), 10)
+
+    def _navigation_failure(
+        self, browser: Browser, spec: FetchSpec, started: float, since: float, exc: Exception, wait_ms: int
+    ) -> FetchOutcome:
+        if not browser.is_connected():
+            raise BrowserCrashed from exc
+        text = _first_line(exc)
+        if any(code in text for code in _PROXY_ERRORS):
+            reason = browser_refusal_since(since)
+            if reason:
+                return failure(spec, started, 403, f"{REFUSED_PREFIX}: {reason}")
+            return failure(spec, started, 500, f"Cannot connect to {spec.url}")
+        if "Timeout" in type(exc).__name__ or "Timeout " in text:
+            what = spec.wait_selector if spec.wait_strategy == "selector" else f"the {spec.wait_strategy} event"
+            return failure(spec, started, 504, f"Timed out after {wait_ms} ms waiting for {what}")
+        if "ERR_TOO_MANY_REDIRECTS" in text:
+            return failure(spec, started, 500, f"Too many redirects from {spec.url}")
+        if "ERR_UNSAFE_REDIRECT" in text:
+            return failure(spec, started, 403, f"{REFUSED_PREFIX}: Only http and https URLs can be crawled "
+                                               "(redirected to another scheme)")
+        return failure(spec, started, 500, f"Rendering {spec.url} failed: {text}")
+
+
+def _descendants(pid: int) -> list[int]:
+    """Process ids under `pid` (Linux /proc), breadth first."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop(0)
+        for children in Path(f"/proc/{current}/task").glob("*/children"):
+            try:
+                kids = [int(child) for child in children.read_text().split()]
+            except (OSError, ValueError):
+                continue
+            found.extend(kids)
+            todo.extend(kids)
+    return found
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:500]
