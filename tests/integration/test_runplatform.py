@@ -37,8 +37,9 @@ def port_open(port: int) -> bool:
 
 
 def test_runplatform_serves_a_job_and_stops_on_ctrl_c(backends, tmp_path, site):
-    port, scrapyd_port = free_port(), free_port()
+    port, scrapyd_port, fetcher_port = free_port(), free_port(), free_port()
     env = child_env(DATA_DIR=str(tmp_path / "data"), PORT=str(port), SCRAPYD_PORT=str(scrapyd_port),
+                    FETCHER_PORT=str(fetcher_port),
                     PLATFORM_ENV_FILE=str(tmp_path / "platform.env"), **backends)
     platform = Process("runplatform", [sys.executable, "manage.py", "runplatform"], env=env, cwd=REPO, log_dir=tmp_path)
     base = f"http://127.0.0.1:{port}/api/v1"
@@ -83,6 +84,8 @@ def test_runplatform_serves_a_job_and_stops_on_ctrl_c(backends, tmp_path, site):
         rows = sorted(csv.DictReader(io.StringIO(csv_text)), key=lambda r: r["url"])
         assert [r["name"] for r in rows] == ["Widget 1", "Widget 2"]
 
+        # The synchronous API's fetcher service runs too.
+        assert requests.get(f"http://127.0.0.1:{fetcher_port}/health", timeout=5).json()["status"] == "ok"
         wait_until(lambda: requests.get(f"{base}/health", timeout=5).json()["worker"]["ok"], timeout=60,
                    what="beat and the worker to run the reconciler")
     finally:
@@ -91,5 +94,5 @@ def test_runplatform_serves_a_job_and_stops_on_ctrl_c(backends, tmp_path, site):
         platform.stop()
     assert code == 0, platform.tail()
     assert "Stopped." in platform.log_path.read_text()
-    assert not port_open(port) and not port_open(scrapyd_port)
+    assert not port_open(port) and not port_open(scrapyd_port) and not port_open(fetcher_port)
     assert not (REPO / "control").exists()  # nothing written outside DATA_DIR (kombu's default folder)

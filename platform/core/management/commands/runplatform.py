@@ -1,7 +1,7 @@
 """`manage.py runplatform`: the whole platform in the foreground, stopped cleanly by Ctrl-C.
 
 Starts, in order: a local Scrapyd node (configured from deploy/scrapyd.conf), then the web server
-(gunicorn), a Celery worker and Celery beat. It migrates first, registers the local node and deploys
+(gunicorn), a Celery worker, Celery beat and the synchronous API's fetcher service (on FETCHER_PORT). It migrates first, registers the local node and deploys
 the built-in project to it, so the first API call can run a job. Written here rather than with a
 Procfile runner because start-up has an order (Scrapyd must answer before it is registered) and each
 child runs in its own session, so Ctrl-C reaches only this supervisor, which stops them in turn.
