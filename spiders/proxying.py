@@ -8,7 +8,7 @@ import json
 import random
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 ROTATIONS = ("round-robin", "random", "sticky")
 
@@ -26,8 +26,9 @@ class Proxy:
         server = urlunsplit((parts.scheme, f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname, "", "", ""))
         option = {"server": server}
         if parts.username:
-            option["username"] = parts.username
-            option["password"] = parts.password or ""
+            # Playwright takes them as they are, not percent-encoded as in the URL ("p%40ss" is "p@ss").
+            option["username"] = unquote(parts.username)
+            option["password"] = unquote(parts.password or "")
         return option
 
 

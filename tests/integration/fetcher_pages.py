@@ -1,0 +1,90 @@
+"""Scripted pages for the fetcher tests: good pages, and the bad ones a fetcher must survive."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+from tests.scripted import Handler, html, redirect
+
+BIG = 50 * 1024 * 1024
+_CHUNK = b"<p>" + b"x" * (64 * 1024 - 7) + b"</p>\n"
+
+
+def _big(*, length: bool):
+    def route(handler: Handler, query: dict[str, str]) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/html")
+        if length:
+            handler.send_header("Content-Length", str(BIG))
+        handler.send_header("Connection", "close")
+        handler.end_headers()
+        handler.close_connection = True
+        with contextlib.suppress(OSError):  # the fetcher stops reading, as it should
+            for _ in range(BIG // len(_CHUNK)):
+                handler.wfile.write(_CHUNK)
+
+    return route
+
+
+def hang(handler: Handler, query: dict[str, str]) -> None:
+    """Answers after `seconds` (default 30): a subresource that keeps `load` from firing."""
+    time.sleep(float(query.get("seconds", 30)))
+    with contextlib.suppress(OSError):
+        handler.send(200, b"GIF89a", {"Content-Type": "image/gif"})
+
+
+def set_cookie(handler: Handler, query: dict[str, str]) -> None:
+    body = (
+        "<html><body><h1>setter</h1><img src='/hang?seconds=1'>"
+        "<script>localStorage.setItem('who', 'alice'); document.cookie = 'js=alice; path=/';</script></body></html>"
+    )
+    handler.send(200, body.encode(), {"Content-Type": "text/html", "Set-Cookie": "user=alice; Path=/"})
+
+
+def show_cookie(handler: Handler, query: dict[str, str]) -> None:
+    cookie = handler.headers.get("Cookie") or "none"
+    body = (
+        f"<html><body><p id='header'>{cookie}</p><p id='storage'></p><p id='js'></p>"
+        "<script>document.getElementById('storage').textContent = localStorage.getItem('who') || 'none';"
+        "document.getElementById('js').textContent = document.cookie || 'none';</script></body></html>"
+    )
+    handler.send(200, body.encode(), {"Content-Type": "text/html"})
+
+
+def echo_headers(handler: Handler, query: dict[str, str]) -> None:
+    body = f"<html><body><p id='lang'>{handler.headers.get('Accept-Language', 'none')}</p></body></html>"
+    handler.send(200, body.encode(), {"Content-Type": "text/html"})
+
+
+def binary(handler: Handler, query: dict[str, str]) -> None:
+    handler.send(200, bytes(range(256)) * 64, {"Content-Type": "application/octet-stream"})
+
+
+def loop(handler: Handler, query: dict[str, str]) -> None:
+    handler.send(302, b"", {"Location": "/loop"})
+
+
+ROUTES = {
+    "": html("<html><head><title>Plain</title></head><body><h1>Plain page</h1><p>Some <b>bold</b> text.</p></body></html>"),
+    "redirect": redirect,
+    "loop": loop,
+    "big": _big(length=True),
+    "big-chunked": _big(length=False),
+    "endless": html("<html><body><h1>endless</h1><script>while (true) {}</script></body></html>"),
+    "hugedom": html(
+        "<html><body><div id='root'></div><script>const root = document.getElementById('root');"
+        "for (let i = 0; i < 200000; i++) { const d = document.createElement('div'); d.textContent = 'node ' + i;"
+        " root.appendChild(d); }</script></body></html>"
+    ),
+    "neverload": html("<html><body><h1>waiting</h1><img src='/hang'></body></html>"),
+    "slowload": html("<html><body><h1>slow to load</h1><img src='/hang?seconds=2'></body></html>"),
+    "hang": hang,
+    "setcookie": set_cookie,
+    "showcookie": show_cookie,
+    "headers": echo_headers,
+    "binary": binary,
+    "tall": html("<html><body style='margin:0'><div style='height:3000px;background:#abc'>tall</div></body></html>"),
+    "notfound": lambda handler, query: handler.send(404, b"<html><body><h1>Gone fishing</h1></body></html>",
+                                                    {"Content-Type": "text/html"}),
+}
