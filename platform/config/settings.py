@@ -389,3 +389,14 @@ FETCHER_RENDER_CONCURRENCY = env_int("FETCHER_RENDER_CONCURRENCY", 4)
 FETCHER_QUEUE = env_int("FETCHER_QUEUE", 64)
 # Seconds the client waits for a fetcher on top of the request's own timeout_ms.
 FETCHER_CLIENT_GRACE = env_float("FETCHER_CLIENT_GRACE", 5.0)
+
+# --- Sync API (docs/configuration.md, "Sync API") ---------------------------------------------------
+# POST /api/v1/sync/scrape, POST /api/v1/sync/download and GET /api/v1?url=... (the scrapes app),
+# fetched on the fetchers above. Their captures are result files: kept EXPORT_LOCAL_TTL on local disk,
+# then in the backup store until EXPORT_FILE_TTL, like exports.
+INSTALLED_APPS.append("scrapes")
+SYNC_DEFAULT_TIMEOUT_MS = env_int("SYNC_DEFAULT_TIMEOUT_MS", 30_000)
+SYNC_MAX_TIMEOUT_MS = env_int("SYNC_MAX_TIMEOUT_MS", 120_000)
+SYNC_DOWNLOAD_MAX_BYTES = env_int("SYNC_DOWNLOAD_MAX_BYTES", 10 * 1024 * 1024)
+# Downloads of one capture through GET /files/{job_id} (0: unlimited).
+SYNC_MAX_DOWNLOADS = env_int("SYNC_MAX_DOWNLOADS", 0)

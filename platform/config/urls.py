@@ -1,9 +1,10 @@
 """URL routes: the API under /api/v1/, the admin under /admin/."""
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
+from scrapes.views import ScrapeNowView
 
 from core.views import HealthView
 from jobs import reports
@@ -41,7 +42,9 @@ urlpatterns = [
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/v1/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api/v1/internal/", include(internal)),
+    re_path(r"^api/v1/?$", ScrapeNowView.as_view(), name="scrape-now"),  # seed 000: GET /api/v1?url=...
     path("api/v1/", include("exports.urls")),
+    path("api/v1/", include("scrapes.urls")),
     path("api/v1/", include(router.urls)),
 ]
 

@@ -106,6 +106,10 @@ def error_body(code: str, message: str, details: dict[str, str] | None = None, *
 def api_exception_handler(exc: Exception, context: dict) -> Response:
     """DRF exception handler: every error, expected or not, leaves in the one error body."""
     if isinstance(exc, PlatformError):
+        retry_after = getattr(exc, "retry_after", None)  # a busy or unavailable service says when to retry
+        if retry_after:
+            return Response(error_body(exc.code, exc.message, exc.details, retry_after=int(retry_after)),
+                            status=exc.status_code, headers={"Retry-After": str(int(retry_after))})
         return Response(error_body(exc.code, exc.message, exc.details), status=exc.status_code)
     if isinstance(exc, Http404):
         return Response(error_body("not_found", "Not found"), status=status.HTTP_404_NOT_FOUND)

@@ -19,7 +19,7 @@ ERROR_SCHEMA = {
             "additionalProperties": {"type": "string"},
             "description": "Per-field problems keyed by path, e.g. queries[0].type",
         },
-        "retry_after": {"type": "integer", "description": "rate_limited: seconds to wait before retrying"},
+        "retry_after": {"type": "integer", "description": "rate_limited, service_unavailable: seconds to wait before retrying"},
     },
 }
 _ERROR_REF = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
@@ -40,6 +40,7 @@ _SPIDER_REFERENCE = {
     404: "`spider_id` / `spider_name` names no spider of yours",
     409: "The spider is not in its project's current version, or the project has none",
 }
+_SYNC_ERRORS = {503: "`service_unavailable`: every fetcher is busy, or none answers; retry after `Retry-After` seconds"}
 # Statuses particular to one operation ("METHOD path" as in the schema), from its domain errors.
 OPERATION_ERRORS: dict[str, dict[int, str]] = {
     "POST /api/v1/jobs": _SPIDER_REFERENCE,
@@ -54,6 +55,9 @@ OPERATION_ERRORS: dict[str, dict[int, str]] = {
     "POST /api/v1/runs": {**_SPIDER_REFERENCE, 404: "No such spider, or no such `version` of its project"},
     "DELETE /api/v1/runs/{id}": {409: "The run has already ended or is being cancelled"},
     "POST /api/v1/runs/{id}/cancel": {409: "The run has already ended or is being cancelled"},
+    "GET /api/v1": _SYNC_ERRORS,
+    "POST /api/v1/sync/scrape": _SYNC_ERRORS,
+    "POST /api/v1/sync/download": _SYNC_ERRORS,
     "GET /api/v1/runs/{id}/log": {503: "`node_unavailable`: the run's node cannot be reached and no copy of the log "
                                        "was kept"},
 }

@@ -1,4 +1,5 @@
-"""Result files: a run's items exported once to a file that many downloads share until it expires."""
+"""Result files: a run's items exported once to a file that many downloads share until it expires, and
+the captures of the synchronous API (a page's HTML, Markdown, PNG or PDF, or a downloaded file)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,11 @@ class FileStatus(models.TextChoices):
     DISABLED = "disabled"  # deleted by its owner
     EXPIRED = "expired"  # past its lifetime: gone from both stores
     OVERUSE = "overuse"  # downloaded `max_downloads` times
+
+
+class FileKind(models.TextChoices):
+    EXPORT = "export"  # a run's items, exported (has a run)
+    CAPTURE = "capture"  # what a sync scrape or download fetched (no run; scrapes.services)
 
 
 LIVE = frozenset({FileStatus.PENDING, FileStatus.ENABLED})
@@ -55,12 +61,20 @@ def no_download_running() -> Q:
 
 
 class ResultFile(GuardedStatus):
-    """One export of a run's items (a format and its options), on local disk and in the backup store."""
+    """One export of a run's items (a format and its options), or one capture of the sync API, on local
+    disk and in the backup store."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="result_files")
-    run = models.ForeignKey("jobs.Run", on_delete=models.CASCADE, related_name="result_files")
-    format = models.CharField(max_length=16, help_text="json, jsonl, csv, xlsx, parquet or sql")
+    kind = models.CharField(max_length=16, choices=FileKind.choices, default=FileKind.EXPORT, editable=False)
+    run = models.ForeignKey(
+        "jobs.Run", on_delete=models.CASCADE, related_name="result_files", null=True, blank=True,
+        help_text="The run exported (exports); null for captures",
+    )
+    url = models.CharField(max_length=2048, blank=True, editable=False, help_text="Captures: the URL fetched (final, after redirects)")
+    format = models.CharField(
+        max_length=16, help_text="Exports: json, jsonl, csv, xlsx, parquet or sql; captures: html, markdown, screenshot, pdf or download"
+    )
     options = models.JSONField(default=dict, blank=True, help_text="The format's options, defaults included")
     fingerprint = models.CharField(max_length=64, editable=False, help_text="Digest of format and options")
     status = models.CharField(max_length=16, choices=FileStatus.choices, default=FileStatus.PENDING, editable=False)
@@ -87,12 +101,20 @@ class ResultFile(GuardedStatus):
         constraints = [
             models.UniqueConstraint(
                 fields=["run", "fingerprint"], condition=Q(status__in=sorted(LIVE)), name="one_live_result_file"
-            )
+            ),
+            models.CheckConstraint(
+                condition=Q(kind=FileKind.EXPORT, run__isnull=False) | Q(kind=FileKind.CAPTURE, run__isnull=True),
+                name="result_file_run_iff_export",
+            ),
         ]
         indexes = [models.Index(fields=["status", "expires_at"])]
 
     def __str__(self) -> str:
         return f"{self.filename} ({self.status})"
+
+    @property
+    def is_capture(self) -> bool:
+        return self.kind == FileKind.CAPTURE
 
     # --- state machine (as jobs.Run: transitions are the only writers of status) -----------------
     def _update(self, condition: Q, **fields: Any) -> bool:
@@ -159,6 +181,11 @@ class ResultFile(GuardedStatus):
                 models.When(status=FileStatus.OVERUSE, then=models.Value(FileStatus.ENABLED)), default=F("status")
             )
         self._update(Q(), **fields)
+
+    def mark_backed_up(self, remote_name: str) -> bool:
+        """The backup copy of a live file that had none was written (captures are backed up after their response)."""
+        live = Q(status__in=[FileStatus.ENABLED, FileStatus.OVERUSE], remote_name="") & ~Q(local_name="")
+        return self._update(live, remote_name=remote_name)
 
     def drop_local(self) -> bool:
         """Past its local TTL, backed up and held by no download: forget the local copy (the caller deletes it)."""

@@ -22,13 +22,13 @@ class ExportRequestSerializer(StrictFieldsMixin, serializers.Serializer):
 
 
 class ResultFileSerializer(serializers.ModelSerializer):
-    run_id = serializers.UUIDField(read_only=True)
+    run_id = serializers.UUIDField(read_only=True, allow_null=True, help_text="The run exported; null for a capture")
     uri = serializers.SerializerMethodField(help_text="Where to download the file (GET)")
 
     class Meta:
         model = ResultFile
         fields = [
-            "id", "run_id", "format", "options", "status", "error", "uri", "filename", "content_type", "size",
+            "id", "kind", "run_id", "url", "format", "options", "status", "error", "uri", "filename", "content_type", "size",
             "checksum", "items", "downloads_counter", "max_downloads", "created_at", "expires_at",
         ]
         read_only_fields = fields

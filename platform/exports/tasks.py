@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
-from . import services
+from . import captures, services
 
 
 @shared_task(
@@ -23,3 +23,9 @@ def build_result_file(file_id: str) -> None:
 def expire_result_files() -> None:
     """Expire result files and drop local copies past their TTL (beat, every EXPORT_EXPIRE_INTERVAL seconds)."""
     services.expire_files()
+
+
+@shared_task(name="exports.backup_result_file", ignore_result=True, time_limit=600)
+def backup_result_file(file_id: str) -> None:
+    """Copy a capture to the backup store after its sync response (idempotent: one with a backup is left alone)."""
+    captures.backup_file(file_id)

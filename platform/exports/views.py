@@ -65,6 +65,11 @@ class RunExportsView(APIView):
         return Response(ResultFileSerializer(file, context={"request": request}).data, status=code)
 
 
+# Captures of the sync API: a page's HTML or Markdown, a PNG screenshot, a PDF, or a downloaded file of any type.
+CAPTURE_RESPONSES = {
+    **{(200, media): OpenApiTypes.BINARY for media in ("text/html", "text/markdown", "image/png", "application/pdf")},
+    (200, "*/*"): OpenApiResponse(OpenApiTypes.BINARY, description="A file fetched by `POST /sync/download`: the target's type"),
+}
 ENCODING_PARAM = OpenApiParameter("encoding", str, enum=list(downloads.ENCODINGS), description="base64: the file base64-encoded")
 
 
@@ -76,6 +81,7 @@ class FileView(APIView):
         parameters=[FILE_ID, ENCODING_PARAM],
         responses={
             **DOWNLOAD_RESPONSES,
+            **CAPTURE_RESPONSES,
             (200, "text/plain"): OpenApiResponse(OpenApiTypes.STR, description="With `encoding=base64`"),
             403: OpenApiResponse(description="`overuse`: downloaded `max_downloads` times"),
             409: OpenApiResponse(description="`not_ready`: still being written, or failed"),
@@ -84,7 +90,11 @@ class FileView(APIView):
         },
     )
     def get(self, request: Request, file_id: str) -> StreamingHttpResponse:
-        """Download a result file. `X-Source` says where it came from: `local` disk or the `remote` backup."""
+        """Download a result file (an export, or a sync scrape's capture by its `job_id`).
+
+        `X-Source` says where it came from: `local` disk or the `remote` backup. A capture is served
+        `inline` under `<job_id>.<ext>`, an export as an attachment.
+        """
         encoding = request.query_params.get("encoding") or None
         if encoding not in (None, *downloads.ENCODINGS):
             raise ValidationFailed("Unknown encoding", details={"encoding": "Must be one of: " + ", ".join(downloads.ENCODINGS)})
@@ -93,7 +103,9 @@ class FileView(APIView):
         content_type = "text/plain; charset=us-ascii" if encoding else file.content_type
         response = StreamingHttpResponse(stream, content_type=content_type)
         filename = f"{file.filename}.b64" if encoding else file.filename
-        response["Content-Disposition"] = content_disposition_header(as_attachment=True, filename=filename)
+        # A capture (a page, a screenshot) opens in the browser, as seed 000's files do; an export saves.
+        inline = file.is_capture and not encoding
+        response["Content-Disposition"] = content_disposition_header(as_attachment=not inline, filename=filename)
         response["X-Source"] = stream.source
         if stream.length is not None:
             response["Content-Length"] = str(stream.length)

@@ -95,14 +95,20 @@ def spider_arguments(run: Run) -> dict[str, str]:
     args = {"config": json.dumps(run.config)}
     proxy = run.config.get("proxy")
     if proxy:
-        country = proxy.get("geo_targeting") or None
-        proxies = pool(country)
-        if not proxies:
-            where = f" in {country}" if country else ""
-            raise RunConfigError(f"No enabled proxy{where} in the proxy pool")
-        try:
-            urls = [p.url_with_credentials() for p in proxies]
-        except ProxyPasswordUnreadable as exc:
-            raise RunConfigError(str(exc)) from None
+        urls = proxy_urls(proxy)
         args["proxies"] = json.dumps({"rotation": proxy.get("rotation_strategy", "round-robin"), "urls": urls})
     return args
+
+
+def proxy_urls(proxy: dict[str, Any]) -> list[str]:
+    """The pool's proxies a proxy config (`geo_targeting`) picks now, as URLs with their credentials
+    (crawls and the sync API resolve them here, at use, and never store them)."""
+    country = proxy.get("geo_targeting") or None
+    proxies = pool(country)
+    if not proxies:
+        where = f" in {country}" if country else ""
+        raise RunConfigError(f"No enabled proxy{where} in the proxy pool")
+    try:
+        return [p.url_with_credentials() for p in proxies]
+    except ProxyPasswordUnreadable as exc:
+        raise RunConfigError(str(exc)) from None

@@ -138,6 +138,8 @@ BODIES_BY_ROUTE = {
     ("/api/v1/nodes", "post"): {"name": "n2", "url": "http://127.0.0.1:9/"},
     ("/api/v1/nodes/{pk}", "put"): {"name": "n2", "url": "http://127.0.0.1:9/"},
     ("/api/v1/nodes/{pk}", "patch"): {"slots": 2},
+    ("/api/v1/sync/scrape", "post"): {"url": "http://127.0.0.1:9/"},
+    ("/api/v1/sync/download", "post"): {"url": "http://127.0.0.1:9/"},
 }
 BODY_ROUTES = [(r, m) for r, m in WRITES if (r.template, m) in BODIES_BY_ROUTE]
 

@@ -178,5 +178,6 @@ def test_schema_declares_the_answers_of_the_everyday_paths():
                 assert {"401", "429"} <= codes, (method, path)
                 assert "Retry-After" in operation["responses"]["429"]["headers"]
             for code, response in operation["responses"].items():
-                if code >= "400" and path != "/api/v1/health":  # health's 503 is its report
+                # health's 503 is its report; a failed sync download's 500 is its own body (seed 001)
+                if code >= "400" and path != "/api/v1/health" and (path, code) != ("/api/v1/sync/download", "500"):
                     assert response["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}

@@ -1,0 +1,170 @@
+"""The synchronous API: `POST /sync/scrape`, seed 000's `GET /api/v1?url=...`, `POST /sync/download`.
+
+Views are thin: validate (serializers), fetch and keep (services), shape the answer seed 001 shows.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+from typing import Any
+
+from django.http import HttpResponse
+from django.urls import reverse
+from django.utils.encoding import iri_to_uri
+from django.utils.http import content_disposition_header
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from exports.models import ResultFile
+
+from . import services
+from .serializers import (
+    DownloadRequestSerializer,
+    DownloadResponseSerializer,
+    ScrapeRequestSerializer,
+    ScrapeResponseSerializer,
+)
+
+SCRAPE_RESPONSES = {
+    (200, "application/json"): OpenApiResponse(
+        ScrapeResponseSerializer, description="`json_response: true` (the default), or a failed fetch with json_response false"
+    ),
+    **{
+        (200, media): OpenApiResponse(
+            OpenApiTypes.BINARY,
+            description=f"`json_response: false`, format {fmt}: the capture (headers X-Job-Id, X-Result-Url, "
+                        "X-Expires-At, X-Status-Code and X-Final-Url say what the JSON form would)",
+        )
+        for fmt, media in (("html", "text/html"), ("markdown", "text/markdown"), ("screenshot", "image/png"),
+                           ("pdf", "application/pdf"))
+    },
+}
+# Fields the GET form takes as JSON text (`queries=[{...}]`); the others are plain values.
+_JSON_PARAMETERS = ("queries", "item_selector", "proxy_config", "headers")
+
+
+def _result_url(request: Request, file: ResultFile) -> str:
+    return request.build_absolute_uri(reverse("result-file", kwargs={"file_id": file.id}))
+
+
+def _file_fields(request: Request, file: ResultFile) -> dict[str, Any]:
+    return {"job_id": str(file.id), "result_url": _result_url(request, file), "expires_at": file.expires_at.isoformat()}
+
+
+def scrape_response(request: Request, data: Any) -> HttpResponse:
+    """Validate a scrape, run it, and answer as JSON or with the capture itself."""
+    serializer = ScrapeRequestSerializer(data=data)
+    serializer.is_valid(raise_exception=True)
+    values = dict(serializer.validated_data)
+    fetched = services.scrape(user=request.user, **values)
+    outcome, file = fetched.outcome, fetched.file
+    if values["json_response"] or outcome.capture is None:
+        # Nothing captured (refused, DNS, timeout): the JSON body says why, whichever form was asked.
+        screenshot = outcome.capture if values["format"] == "screenshot" else None
+        return Response({
+            "html": outcome.html,
+            "markdown": outcome.markdown if values["format"] == "markdown" else None,
+            "statusCode": outcome.status_code,
+            "message": outcome.message,
+            "executionTime": outcome.execution_ms,
+            "screenshot": base64.b64encode(screenshot).decode("ascii") if screenshot is not None else None,
+            "extracted_data": outcome.extracted_data,
+            **_file_fields(request, file),
+            "content_type": file.content_type,
+            "url": outcome.url,
+        })
+    response = HttpResponse(outcome.capture, content_type=file.content_type)
+    response["Content-Disposition"] = content_disposition_header(as_attachment=False, filename=file.filename)
+    # What the JSON form says besides the capture, for a client that asked for the bytes.
+    response["X-Job-Id"] = str(file.id)
+    response["X-Result-Url"] = _result_url(request, file)
+    response["X-Expires-At"] = file.expires_at.isoformat()
+    response["X-Status-Code"] = str(outcome.status_code)
+    response["X-Final-Url"] = iri_to_uri(outcome.url)
+    return response
+
+
+class ScrapeView(APIView):
+    """Scrape a page now."""
+
+    @extend_schema(operation_id="sync_scrape", request=ScrapeRequestSerializer, responses=SCRAPE_RESPONSES)
+    def post(self, request: Request) -> HttpResponse:
+        """Fetch a page now (rendered in Chromium with `render_js`) and answer with its HTML, Markdown, a
+        screenshot or a PDF, and what `queries` extract from it.
+
+        A failed fetch is not an HTTP error: a target answering 404 gives 200 with `statusCode: 404` and
+        its body; a refused connection, a DNS failure or a timeout gives 200 with `statusCode` 500 or 504
+        and `html: null`. The capture is kept as a result file: `GET /api/v1/files/{job_id}` serves it.
+        """
+        return scrape_response(request, request.data)
+
+
+def _get_parameters() -> list[OpenApiParameter]:
+    """The scrape's fields as query parameters (JSON text for the objects and lists)."""
+    fields = ScrapeRequestSerializer().fields
+    types = {"render_js": bool, "full_page": bool, "json_response": bool, "timeout_ms": int, "wait_timeout_ms": int}
+    parameters = []
+    for name, field in fields.items():
+        description = str(field.help_text or name)
+        if name in _JSON_PARAMETERS:
+            description += " (JSON text)"
+        choices = list(field.choices) if hasattr(field, "choices") else None
+        parameters.append(OpenApiParameter(name, types.get(name, str), required=name == "url", enum=choices,
+                                           description=description))
+    return parameters
+
+
+class ScrapeNowView(APIView):
+    """Seed 000's form of a scrape: `GET /api/v1?url=...&format=...`."""
+
+    @extend_schema(operation_id="scrape_get", parameters=_get_parameters(), responses=SCRAPE_RESPONSES)
+    def get(self, request: Request) -> HttpResponse:
+        """Scrape a page now, as `POST /sync/scrape` does, with the fields as query parameters
+        (`queries`, `item_selector`, `proxy_config` and `headers` as JSON text)."""
+        data: dict[str, Any] = request.query_params.dict()
+        for name in _JSON_PARAMETERS:
+            if isinstance(data.get(name), str):
+                with contextlib.suppress(ValueError):  # left as text: its field says what it should be
+                    data[name] = json.loads(data[name])
+        return scrape_response(request, data)
+
+
+class DownloadView(APIView):
+    """Download a file now."""
+
+    @extend_schema(
+        operation_id="sync_download",
+        request=DownloadRequestSerializer,
+        responses={
+            200: DownloadResponseSerializer,
+            500: OpenApiResponse(DownloadResponseSerializer,
+                                 description="The fetch failed (unreachable, timeout, an error status): `content` is null"),
+        },
+    )
+    def post(self, request: Request) -> Response:
+        """Download a file (any content type, up to SYNC_DOWNLOAD_MAX_BYTES) and answer with it base64-encoded.
+
+        A failed fetch answers HTTP 500 with the same body and `content: null` (as seed 001's API does);
+        a file over the limit is a 400 naming it.
+        """
+        serializer = DownloadRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        fetched = services.download(user=request.user, **serializer.validated_data)
+        outcome, file = fetched.outcome, fetched.file
+        failed = services.failed(outcome)
+        body = {
+            "content": None if failed else base64.b64encode(outcome.capture).decode("ascii"),
+            "contentType": None if failed else file.content_type,
+            "statusCode": outcome.status_code,
+            "message": services.download_message(outcome),
+            "executionTime": outcome.execution_ms,
+            "size": None if failed else len(outcome.capture),
+            **_file_fields(request, file),
+        }
+        return Response(body, status=status.HTTP_500_INTERNAL_SERVER_ERROR if failed else status.HTTP_200_OK)
