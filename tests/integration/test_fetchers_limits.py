@@ -1,0 +1,156 @@
+"""The fetcher service under bad pages, timeouts, a full queue and a browser that dies: each ends within
+its limits, and the service keeps serving."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import signal
+import time
+import urllib.request
+
+import pytest
+from fetchers.client import FetchersBusy, FetchersUnavailable, FetchSpec, fetch
+
+from tests.integration.fetcher_pages import ROUTES
+from tests.scripted import ScriptedSite
+from tests.support import free_port, start_fetcher, wait_until
+
+
+@pytest.fixture(scope="module")
+def pages():
+    with ScriptedSite(ROUTES) as site:
+        yield site
+
+
+@pytest.fixture(scope="module")
+def small_fetcher(services_dir):
+    """A fetcher with one static slot, one browser slot and room for one waiting request."""
+    process, url = start_fetcher(services_dir, name="fetcher-small", FETCHER_CONCURRENCY="1",
+                                 FETCHER_RENDER_CONCURRENCY="1", FETCHER_QUEUE="1")
+    yield url
+    process.stop()
+
+
+def health(url: str) -> dict:
+    with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
+        return json.load(response)
+
+
+def timed(spec: FetchSpec, **kwargs) -> tuple[float, object]:
+    started = time.monotonic()
+    outcome = fetch(spec, **kwargs)
+    return time.monotonic() - started, outcome
+
+
+def assert_healthy(url: str, pages) -> None:
+    """A plain page still renders, fast, and nothing is left running."""
+    elapsed, outcome = timed(FetchSpec(url=f"{pages.url}/page", render=True), urls=[url])
+    assert outcome.status_code == 200 and "Plain page" in outcome.html
+    assert elapsed < 5
+    wait_until(lambda: health(url)["running"] == 0, timeout=20, what="the fetcher to be idle")
+
+
+BAD_PAGES = [
+    # (path, spec options, status, message fragment, seconds it may take)
+    ("/big", {}, 500, "larger than", 5),
+    ("/big-chunked", {}, 500, "larger than", 10),
+    ("/big", {"render": True}, 500, "larger than", 10),
+    ("/endless", {"render": True, "wait_timeout_ms": 2000}, 504, "load", 5),
+    ("/neverload", {"render": True, "wait_timeout_ms": 2000}, 504, "load", 5),
+    ("/hugedom", {"render": True, "max_bytes": 1_000_000}, 500, "larger than", 20),
+    ("/loop", {}, 500, "redirects", 5),
+    ("/loop", {"render": True}, 500, "redirects", 5),
+]
+
+
+@pytest.mark.parametrize(("path", "options", "status", "fragment", "seconds"), BAD_PAGES,
+                         ids=[f"{p[0][1:]}-{'rendered' if p[1].get('render') else 'static'}" for p in BAD_PAGES])
+def test_bad_pages_end_within_limits(fetcher_url, pages, path, options, status, fragment, seconds):
+    elapsed, outcome = timed(FetchSpec(url=f"{pages.url}{path}", timeout_ms=30_000, **options), urls=[fetcher_url])
+    assert (outcome.status_code, outcome.html, outcome.capture) == (status, None, None), outcome.message
+    assert fragment in outcome.message
+    assert outcome.too_large == (fragment == "larger than")
+    assert elapsed < seconds
+    assert_healthy(fetcher_url, pages)
+
+
+def test_big_rendered_page_without_length_ends_by_its_timeout(fetcher_url, pages):
+    elapsed, outcome = timed(FetchSpec(url=f"{pages.url}/big-chunked", render=True, timeout_ms=8000),
+                             urls=[fetcher_url])
+    assert outcome.status_code in (500, 504) and outcome.html is None
+    assert elapsed < 9
+    assert_healthy(fetcher_url, pages)
+
+
+@pytest.mark.parametrize("render", [False, True], ids=["static", "rendered"])
+def test_timeout_answers_within_a_second(fetcher_url, pages, render):
+    path = "/neverload" if render else "/hang?seconds=10"
+    elapsed, outcome = timed(FetchSpec(url=f"{pages.url}{path}", render=render, wait_timeout_ms=30_000,
+                                       timeout_ms=1500), urls=[fetcher_url])
+    assert outcome.status_code == 504 and outcome.html is None
+    assert "1500 ms" in outcome.message
+    assert 1.4 < elapsed < 2.5
+    assert_healthy(fetcher_url, pages)
+
+
+@pytest.mark.parametrize("render", [False, True], ids=["static", "rendered"])
+def test_full_queue_is_busy_and_waiting_counts_in_the_timeout(small_fetcher, pages, render):
+    path = "/slowload" if render else "/hang?seconds=3"
+    spec = FetchSpec(url=f"{pages.url}{path}", render=render, timeout_ms=20_000)
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        running = pool.submit(fetch, spec, urls=[small_fetcher])
+        wait_until(lambda: health(small_fetcher)["running"] == 1, timeout=10, what="the first request to run")
+        queued = pool.submit(fetch, spec, urls=[small_fetcher])
+        wait_until(lambda: health(small_fetcher)["waiting"] == 1, timeout=10, what="the second to wait")
+        with pytest.raises(FetchersBusy) as busy:
+            fetch(spec, urls=[small_fetcher])
+        assert busy.value.status_code == 503 and busy.value.code == "service_unavailable"
+        assert busy.value.retry_after >= 1
+        assert running.result(30).status_code == 200
+        assert queued.result(30).status_code == 200
+    # A request that times out while it waits for the slot answers 504 all the same, on time.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        running = pool.submit(fetch, spec, urls=[small_fetcher])
+        wait_until(lambda: health(small_fetcher)["running"] == 1, timeout=10, what="the first request to run")
+        elapsed, outcome = timed(FetchSpec(url=f"{pages.url}/page", render=render, timeout_ms=1000),
+                                 urls=[small_fetcher])
+        assert outcome.status_code == 504 and elapsed < 2
+        assert running.result(30).status_code == 200
+
+
+def test_client_skips_fetchers_that_are_down_or_full(fetcher_url, small_fetcher, pages):
+    dead = f"http://127.0.0.1:{free_port()}"
+    for _ in range(3):  # whichever it starts with
+        assert fetch(FetchSpec(url=f"{pages.url}/page"), urls=[dead, fetcher_url]).status_code == 200
+    with pytest.raises(FetchersUnavailable):
+        fetch(FetchSpec(url=f"{pages.url}/page"), urls=[dead])
+    spec = FetchSpec(url=f"{pages.url}/hang?seconds=3", timeout_ms=20_000)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        held = [pool.submit(fetch, spec, urls=[small_fetcher]) for _ in range(2)]
+        wait_until(lambda: health(small_fetcher)["waiting"] == 1, timeout=10, what="the small fetcher to be full")
+        assert fetch(FetchSpec(url=f"{pages.url}/page"), urls=[small_fetcher, fetcher_url]).status_code == 200
+        assert [f.result(30).status_code for f in held] == [200, 200]
+
+
+def test_killed_browser_is_restarted_without_failing_requests(fetcher_url, pages):
+    before = health(fetcher_url)
+    assert before["browser_pid"]
+    # A page rendering while the browser dies is rendered again on the new browser.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        rendering = pool.submit(fetch, FetchSpec(url=f"{pages.url}/slowload", render=True, timeout_ms=30_000),
+                                urls=[fetcher_url])
+        wait_until(lambda: health(fetcher_url)["running"] == 1, timeout=10, what="the page to render")
+        time.sleep(0.5)
+        os.kill(before["browser_pid"], signal.SIGKILL)
+        outcome = rendering.result(30)
+    assert outcome.status_code == 200 and "slow to load" in outcome.html
+    after = health(fetcher_url)
+    assert after["browser_launches"] == before["browser_launches"] + 1
+    assert after["browser_pid"] not in (None, before["browser_pid"])
+    # Killed between requests: the next one starts it again.
+    os.kill(after["browser_pid"], signal.SIGKILL)
+    wait_until(lambda: health(fetcher_url)["browser_pid"] is None, timeout=10, what="the browser to be gone")
+    assert_healthy(fetcher_url, pages)
+    assert health(fetcher_url)["browser_launches"] == before["browser_launches"] + 2
