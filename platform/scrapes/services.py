@@ -7,7 +7,9 @@ whose id is the response's `job_id`.
 
 from __future__ import annotations
 
+import itertools
 import mimetypes
+import random
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +38,18 @@ class Fetched:
     file: ResultFile
 
 
+_turn = itertools.count()
+
+
+def _rotated(urls: list[str], rotation: str) -> list[str]:
+    """The pool's proxies with the one this request uses first (a fetch uses the first): in turn for
+    round-robin, any for random and sticky (a one-page request has nothing to stick to)."""
+    if len(urls) < 2:
+        return urls
+    start = next(_turn) % len(urls) if rotation == "round-robin" else random.randrange(len(urls))
+    return urls[start:] + urls[:start]
+
+
 def _item_count(extracted: Any) -> int:
     if extracted is None:
         return 0
@@ -47,7 +61,9 @@ def scrape(*, user, url: str, format: str = "html", render_js: bool = False, tim
            full_page: bool = False, queries: list[dict] | None = None, item_selector: dict | None = None,
            proxy_config: dict | None = None, headers: dict[str, str] | None = None, json_response: bool = True) -> Fetched:
     """Fetch one page now as asked and keep its capture (json_response only shapes the answer: views)."""
-    proxies = proxy_urls(proxy_config) if proxy_config and proxy_config.get("enabled") else []
+    proxies = []
+    if proxy_config and proxy_config.get("enabled"):
+        proxies = _rotated(proxy_urls(proxy_config), proxy_config.get("rotation_strategy", "round-robin"))
     spec = FetchSpec(
         url=url.strip(), render=render_js or format in ("screenshot", "pdf"), wait_strategy=wait_strategy,
         wait_selector=wait_selector or None, wait_timeout_ms=wait_timeout_ms, format=format, full_page=full_page,

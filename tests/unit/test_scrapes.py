@@ -172,6 +172,11 @@ def test_proxies_come_from_the_pool(api, fetched):
     assert fetched.specs[-1].proxy_urls == ("http://u:p@127.0.0.1:3128",)
     scrape(api, url=URL, proxy_config={"enabled": False})
     assert fetched.specs[-1].proxy_urls == ()
+    for _ in range(4):  # round-robin: each request starts at the next proxy of the pool
+        scrape(api, url=URL, proxy_config={"enabled": True})
+    firsts = [spec.proxy_urls[0] for spec in fetched.specs[-4:]]
+    assert set(firsts) == {"http://u:p@127.0.0.1:3128", "http://127.0.0.1:3129"} and firsts[0] != firsts[1]
+    assert all(len(spec.proxy_urls) == 2 for spec in fetched.specs[-4:])
 
 
 @pytest.mark.parametrize("fmt", ["html", "markdown", "screenshot", "pdf"])
