@@ -124,29 +124,30 @@ class Renderer:
             if not browser.is_connected():
                 raise BrowserCrashed from exc
             raise
-        too_large: list[str] = []
+        too_large = asyncio.Event()
         try:
             page = await context.new_page()
 
             def on_response(response: Any) -> None:
-                # A main document announced past the limit is not read on: the page is closed.
+                # A main document announced past the limit is not waited for (its context is closed).
                 length = response.headers.get("content-length", "")
                 if response.request.is_navigation_request() and length.isdigit() and int(length) > max_bytes:
-                    too_large.append(response.url)
-                    asyncio.ensure_future(page.close())
+                    too_large.set()
 
             page.on("response", on_response)
             wait_ms = max(1, min(spec.wait_timeout_ms, int((deadline - time.monotonic()) * 1000)))
             strategy = spec.wait_strategy
             try:
-                response = await page.goto(spec.url, wait_until="load" if strategy == "selector" else strategy,
-                                           timeout=wait_ms)
+                response = await _unless(
+                    page.goto(spec.url, wait_until="load" if strategy == "selector" else strategy, timeout=wait_ms),
+                    too_large,
+                )
+                if too_large.is_set():
+                    return failure(spec, started, 500, f"Page larger than the limit of {max_bytes} bytes",
+                                   too_large=True)
                 if strategy == "selector" and spec.wait_selector:
                     await page.wait_for_selector(spec.wait_selector, timeout=wait_ms)
             except PlaywrightError as exc:
-                if too_large:
-                    return failure(spec, started, 500, f"Page larger than the limit of {max_bytes} bytes",
-                                   too_large=True)
                 return self._navigation_failure(browser, spec, started, since, exc, wait_ms)
             capture_ms = max(1, min(CAPTURE_TIMEOUT_MS, int((deadline - time.monotonic()) * 1000)))
             page.set_default_timeout(capture_ms)
@@ -163,8 +164,6 @@ class Renderer:
         except PlaywrightError as exc:
             if not browser.is_connected():
                 raise BrowserCrashed from exc
-            if too_large:
-                return failure(spec, started, 500, f"Page larger than the limit of {max_bytes} bytes", too_large=True)
             return failure(spec, started, 500, f"Rendering {spec.url} failed: {_first_line(exc)}")
         finally:
             # Closing the context ends its renderer too, even one stuck in an endless script.
@@ -191,6 +190,20 @@ class Renderer:
             return failure(spec, started, 403, f"{REFUSED_PREFIX}: Only http and https URLs can be crawled "
                                                "(redirected to another scheme)")
         return failure(spec, started, 500, f"Rendering {spec.url} failed: {text}")
+
+
+async def _unless(work: Any, stop: asyncio.Event) -> Any:
+    """The result of `work`, or None as soon as `stop` is set (then `work` is cancelled)."""
+    task = asyncio.ensure_future(work)
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+        if not task.done():
+            task.cancel()
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())  # its error is not news
+    return task.result() if task.done() and not task.cancelled() else None
 
 
 def _descendants(pid: int) -> list[int]:
