@@ -19,7 +19,7 @@ def max_bytes(spec: FetchSpec) -> int:
     if spec.max_bytes is not None:
         return spec.max_bytes
     if spec.mode == "download":
-        return getattr(settings, "SYNC_DOWNLOAD_MAX_BYTES", settings.CRAWL_MAX_PAGE_BYTES)
+        return settings.SYNC_DOWNLOAD_MAX_BYTES
     return settings.CRAWL_MAX_PAGE_BYTES
 
 
