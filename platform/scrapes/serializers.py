@@ -26,6 +26,8 @@ from spiders.extraction import validate_queries
 # Request headers a scrape may set on its fetch (names compared case-insensitively). Others (Host,
 # Content-Length, proxy and hop-by-hop headers) belong to the fetcher.
 HEADER_ALLOW_LIST = ("accept", "accept-language", "authorization", "cookie", "referer", "user-agent")
+# Sent under their usual spelling, so that one given replaces the fetcher's default (User-Agent, Accept).
+_CANONICAL = {name: "-".join(part.capitalize() for part in name.split("-")) for name in HEADER_ALLOW_LIST}
 MAX_HEADER_VALUE = 4096
 # What a header value may hold: visible ASCII and spaces (no CR, LF, NUL or other control characters).
 _HEADER_VALUE = re.compile(r"^[\x20-\x7e]*$")
@@ -100,7 +102,7 @@ class ScrapeRequestSerializer(_SyncRequest):
     headers = serializers.DictField(
         child=serializers.CharField(max_length=MAX_HEADER_VALUE, allow_blank=True, trim_whitespace=False),
         required=False,
-        help_text="Request headers for the fetch, of these only: " + ", ".join(HEADER_ALLOW_LIST),
+        help_text="Request headers for the fetch, of these only: " + ", ".join(_CANONICAL.values()),
     )
 
     def extra_errors(self, data: dict, errors: dict[str, str], value: dict) -> dict[str, str]:
@@ -114,7 +116,7 @@ class ScrapeRequestSerializer(_SyncRequest):
         headers = data.get("headers")
         for name, header in (headers.items() if isinstance(headers, dict) and "headers" not in errors else ()):
             if name.lower() not in HEADER_ALLOW_LIST:
-                found[f"headers.{name}"] = "Not allowed; one of: " + ", ".join(HEADER_ALLOW_LIST)
+                found[f"headers.{name}"] = "Not allowed; one of: " + ", ".join(_CANONICAL.values())
             elif isinstance(header, str) and not _HEADER_VALUE.match(header):
                 found[f"headers.{name}"] = "Only printable ASCII characters"
         if not any(name in errors for name in _WAITING):
@@ -126,7 +128,7 @@ class ScrapeRequestSerializer(_SyncRequest):
 
     def validate(self, data: dict) -> dict:
         data["render_js"] = data["render_js"] or data["format"] in ("screenshot", "pdf")  # a capture needs a browser
-        data["headers"] = {name.lower(): header for name, header in (data.get("headers") or {}).items()}
+        data["headers"] = {_CANONICAL[name.lower()]: header for name, header in (data.get("headers") or {}).items()}
         return data
 
 

@@ -59,9 +59,18 @@ def large(handler: Handler, query: dict[str, str]) -> None:
     handler.send(200, b"x" * 5000, {"Content-Type": "application/octet-stream"})
 
 
+def echo(handler: Handler, query: dict[str, str]) -> None:
+    """The request's User-Agent and Accept-Language headers (every value sent, joined by |)."""
+    agents = "|".join(handler.headers.get_all("User-Agent") or [])
+    languages = "|".join(handler.headers.get_all("Accept-Language") or [])
+    body = f"<html><body><p id='ua'>{agents}</p><p id='lang'>{languages}</p></body></html>"
+    handler.send(200, body.encode(), {"Content-Type": "text/html"})
+
+
 @pytest.fixture(scope="module")
 def pages():
-    routes = {"": html(PAGE), "tall": html("<html><body><div style='height: 3000px'>tall</div></body></html>"), "missing": missing, "slow": slow, "report.pdf": report, "large": large}
+    routes = {"": html(PAGE), "tall": html("<html><body><div style='height: 3000px'>tall</div></body></html>"), "missing": missing, "slow": slow, "report.pdf": report, "large": large,
+              "echo": echo}
     with ScriptedSite(routes) as site:
         yield site
 
@@ -167,6 +176,14 @@ def test_rendering_and_item_selector(sync, pages):
     items = scrape(sync, url=url, queries=PRODUCT_QUERIES, item_selector=PRODUCTS).json()
     assert [(i["name"], i["price"]) for i in items["extracted_data"]] == [("Tea", "$3"), ("Coffee", "$5")]
     assert ResultFile.objects.get(pk=items["job_id"]).items == 2
+
+
+@pytest.mark.parametrize("render_js", [False, True], ids=["static", "rendered"])
+def test_allowed_headers_are_sent_once_in_place_of_the_defaults(sync, pages, render_js):
+    queries = [{"name": "ua", "type": "css", "query": "#ua::text"}, {"name": "lang", "type": "css", "query": "#lang::text"}]
+    body = scrape(sync, url=f"{pages.url}/echo", queries=queries, render_js=render_js,
+                  headers={"user-agent": "MyBot/1.0", "Accept-Language": "de"}).json()
+    assert (body["extracted_data"]["ua"], body["extracted_data"]["lang"]) == ("MyBot/1.0", "de")
 
 
 @pytest.mark.parametrize("json_response", [True, False])

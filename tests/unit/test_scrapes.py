@@ -153,12 +153,12 @@ def test_the_request_becomes_one_fetch_spec(api, fetched, settings):
     spec = fetched.specs[-1]
     assert (spec.url, spec.mode, spec.format, spec.render, spec.timeout_ms) == (URL, "page", "html", False, settings.SYNC_DEFAULT_TIMEOUT_MS)
     assert spec.queries == () and spec.item_selector is None and spec.proxy_urls == () and spec.headers == {}
-    scrape(api, url=URL, format="screenshot", full_page=True, headers={"User-Agent": "me", "Accept-Language": "fr"},
+    scrape(api, url=URL, format="screenshot", full_page=True, headers={"user-agent": "me", "Accept-Language": "fr"},
            queries=TITLE, item_selector={"type": "css", "query": "p"}, timeout_ms=5000, render_js=False,
            wait_strategy="selector", wait_selector="p", wait_timeout_ms=2000)
     spec = fetched.specs[-1]
     assert spec.render is True and spec.full_page is True  # a capture needs a browser, render_js or not
-    assert spec.headers == {"user-agent": "me", "accept-language": "fr"}
+    assert spec.headers == {"User-Agent": "me", "Accept-Language": "fr"}
     assert spec.queries == tuple(TITLE) and spec.item_selector == {"type": "css", "query": "p"}
     assert (spec.wait_strategy, spec.wait_selector, spec.wait_timeout_ms, spec.timeout_ms) == ("selector", "p", 2000, 5000)
     scrape(api, url=URL, format="pdf")
@@ -276,7 +276,7 @@ def test_seed_000_get_form_scrapes_too(api, fetched):
     assert spec.render is True and spec.format == "screenshot"
     queries = '[{"name": "title", "type": "css", "query": "title::text"}]'
     body = api.get("/api/v1", {"url": URL, "queries": queries, "headers": '{"Referer": "http://127.0.0.1/"}'}).json()
-    assert body["extracted_data"] == {"url": URL, "title": "Hi"} and fetched.specs[-1].headers == {"referer": "http://127.0.0.1/"}
+    assert body["extracted_data"] == {"url": URL, "title": "Hi"} and fetched.specs[-1].headers == {"Referer": "http://127.0.0.1/"}
     raw = api.get("/api/v1", {"url": URL, "format": "pdf", "json_response": "false"})
     assert raw["Content-Type"] == "application/pdf" and raw.content == PDF
     for bad, path in (({}, "url"), ({"url": URL, "queries": "[{"}, "queries"), ({"url": URL, "colour": "red"}, "colour")):
