@@ -55,6 +55,7 @@ class Platform:
     data_dir: Path
     port: int = field(default_factory=free_port)
     scrapyd_port: int = field(default_factory=free_port)
+    fetcher_port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
 
     @property
@@ -72,6 +73,7 @@ class Platform:
             "PLATFORM_ENV_FILE": str(self.data_dir / "platform.env"),
             "PORT": str(self.port),
             "SCRAPYD_PORT": str(self.scrapyd_port),
+            "FETCHER_PORT": str(self.fetcher_port),
             # The fixture sites are on loopback, which crawls may not reach by default; the benchmarks
             # poll faster than the default API rate limit allows.
             "CRAWL_ALLOWED_NETWORKS": LOOPBACK,

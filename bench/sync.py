@@ -1,0 +1,371 @@
+"""Benchmark of the synchronous API (POST /api/v1/sync/scrape) against bare code doing the same work.
+
+On fixture pages served on loopback (bench/crawl_site.py's product pages, in a process of their own),
+with the whole platform running (`manage.py runplatform`, which starts the fetcher service):
+- static: latency of a scrape with three queries vs `httpx` GET + parsel running the same queries;
+- rendered: latency of `render_js` vs bare Playwright `page.goto` + `content()` on a Chromium already
+  running in this process (a new page, so a new context, per request, as the fetcher does);
+  screenshot (full page) and PDF likewise against bare Playwright's `screenshot` and `pdf`;
+- throughput at 16 concurrent clients (static) and 4 (rendered), against the bare code at the same
+  concurrency, with the fetcher's peak memory (its process tree: Python, Playwright's driver, Chromium).
+Platform and bare requests alternate, after a warm-up of each. Writes its section of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import contextlib
+import re
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import requests
+from accounting import children
+from crawl_baseline import project_settings
+from crawl_report import chromium_version
+from crawl_site import FixtureServer, expected_item, make_site
+from harness import QUERIES, Api, BenchError, Platform, start_platform
+from parsel import Selector
+from playwright.async_api import async_playwright
+from record import machine, now, write_section
+
+HEADING = "## Synchronous API (bench/sync.py)"
+STATIC_PAGES = 200
+RENDERED_PAGES = 50
+
+
+def bare_extract(html: str) -> dict[str, Any]:
+    """The three benchmark queries (harness.QUERIES), written directly against parsel."""
+    selector = Selector(text=html)
+    description = " ".join(t.strip() for t in selector.css("p::text").getall() if t.strip())
+    price = re.search(r"\$(\d+\.\d{2})", html)
+    return {"title": selector.xpath("//title/text()").get(), "description": description,
+            "price": price.group(1) if price else None}
+
+
+def check(item: dict[str, Any], n: int) -> None:
+    expected = expected_item(n)
+    got = {name: item.get(name) for name in expected}
+    if got != expected:
+        raise BenchError(f"Page {n}: extracted {got}, expected {expected}")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+class Memory:
+    """Samples the fetcher's process tree (PSS, so shared pages count once) in a thread: the peak."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak = self.idle = self.sample()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self) -> float:
+        total, todo = 0, [self.pid]
+        while todo:
+            pid = todo.pop()
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+                todo += children(pid)
+        return total / 1024
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            self.peak = max(self.peak, self.sample())
+
+    def __enter__(self) -> Memory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def fetcher_pid(platform: Platform) -> int:
+    for pid in children(platform.proc.pid):
+        with contextlib.suppress(OSError):
+            if b"runfetcher" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return pid
+    raise BenchError("No fetcher process under runplatform")
+
+
+def wait_for_fetcher(platform: Platform, timeout: float = 60) -> None:
+    """Until the fetcher `make run` started answers (its browser is started by then)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(f"http://127.0.0.1:{platform.fetcher_port}/health", timeout=2).ok:
+                return
+        time.sleep(0.2)
+    raise BenchError(f"The fetcher did not answer in {timeout:.0f} s")
+
+
+class Bare:
+    """The bare code: httpx with keep-alive + parsel, and Playwright on a running Chromium."""
+
+    def __init__(self) -> None:
+        self.local = threading.local()
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        self.browser = self.run(self._launch())
+
+    def run(self, coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(120)
+
+    async def _launch(self) -> Any:
+        self.playwright = await async_playwright().start()
+        # The launch options of rendered crawls and the fetcher (no relay: the bare code has no policy).
+        return await self.playwright.chromium.launch(**dict(project_settings().PLAYWRIGHT_LAUNCH_OPTIONS))
+
+    def static(self, url: str) -> dict[str, Any]:
+        client = getattr(self.local, "client", None)
+        if client is None:
+            client = self.local.client = httpx.Client(timeout=30)
+        return bare_extract(client.get(url).text)
+
+    async def page(self, url: str, capture: str) -> bytes | str:
+        page = await self.browser.new_page()
+        try:
+            await page.goto(url, wait_until="load")
+            if capture == "screenshot":
+                return await page.screenshot(full_page=True, type="png")
+            if capture == "pdf":
+                return await page.pdf(print_background=True)
+            return await page.content()
+        finally:
+            await page.close()
+
+    def close(self) -> None:
+        self.run(self.browser.close())
+        self.run(self.playwright.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+class Platformed:
+    """POST /api/v1/sync/scrape, one keep-alive session per thread."""
+
+    def __init__(self, api: Api) -> None:
+        self.api, self.local = api, threading.local()
+
+    def session(self) -> requests.Session:
+        session = getattr(self.local, "session", None)
+        if session is None:
+            session = self.local.session = requests.Session()
+            session.headers.update(self.api.session.headers)
+        return session
+
+    def scrape(self, body: dict[str, Any]) -> requests.Response:
+        response = self.session().post(f"{self.api.base}/sync/scrape", json=body, timeout=60)
+        if response.status_code != 200:
+            raise BenchError(f"/sync/scrape answered HTTP {response.status_code}: {response.text[:300]}")
+        return response
+
+    def static(self, url: str) -> dict[str, Any]:
+        body = self.scrape({"url": url, "queries": QUERIES}).json()
+        if body["statusCode"] != 200:
+            raise BenchError(f"/sync/scrape of {url}: {body['statusCode']} {body['message']}")
+        return body["extracted_data"]
+
+    def capture(self, url: str, capture: str) -> bytes:
+        fmt = {"html": "html", "screenshot": "screenshot", "pdf": "pdf"}[capture]
+        body = {"url": url, "render_js": True, "format": fmt, "json_response": False}
+        if fmt == "screenshot":
+            body["full_page"] = True
+        response = self.scrape(body)
+        return response.content
+
+
+def timed(call: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    call()
+    return time.perf_counter() - started
+
+
+def alternate(count: int, platform: Callable[[int], Any], bare: Callable[[int], Any], warmup: int = 3) -> dict:
+    """Latencies of `count` calls of each, alternating (and which goes first too), after a warm-up."""
+    for n in range(1, warmup + 1):
+        platform(n), bare(n)
+    samples: dict[str, list[float]] = {"platform": [], "bare": []}
+    for i in range(count):
+        n = i + 1
+        pair = [("platform", platform), ("bare", bare)]
+        for name, call in pair if i % 2 == 0 else reversed(pair):
+            samples[name].append(timed(lambda call=call, n=n: call(n)))
+    return samples
+
+
+def throughput(concurrency: int, total: int, call: Callable[[int], Any]) -> float:
+    """Requests per second with `concurrency` clients sharing `total` requests."""
+    started = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(call, range(total)))
+    return total / (time.perf_counter() - started)
+
+
+def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    make_site(work / "site", STATIC_PAGES, RENDERED_PAGES)
+    site = FixtureServer(work / "site")
+    site.start()
+    (work / "data").mkdir()
+    platform = Platform(work / "data")
+    bare = None
+    try:
+        api = start_platform(platform)
+        ours = Platformed(api)
+        wait_for_fetcher(platform)
+        memory = Memory(fetcher_pid(platform))
+        bare = Bare()
+
+        def static_url(n: int) -> str:
+            return site.url(f"static/p/{(n - 1) % STATIC_PAGES + 1:05d}.html")
+
+        def rendered_url(n: int) -> str:
+            return site.url(f"rendered/p/{(n - 1) % RENDERED_PAGES + 1:05d}.html")
+
+        def platform_static(n: int) -> None:
+            check(ours.static(static_url(n)), (n - 1) % STATIC_PAGES + 1)
+
+        def bare_static(n: int) -> None:
+            check(bare.static(static_url(n)), (n - 1) % STATIC_PAGES + 1)
+
+        def platform_page(capture: str) -> Callable[[int], Any]:
+            def call(n: int) -> None:
+                data = ours.capture(rendered_url(n), capture)
+                if capture == "html" and b"Price: $" not in data:
+                    raise BenchError(f"Rendered page {n} came back unrendered")
+            return call
+
+        def bare_page(capture: str) -> Callable[[int], Any]:
+            def call(n: int) -> None:
+                data = bare.run(bare.page(rendered_url(n), capture))
+                if capture == "html" and "Price: $" not in data:
+                    raise BenchError(f"Rendered page {n} came back unrendered (bare)")
+            return call
+
+        results: dict[str, Any] = {"latency": {}, "throughput": {}}
+        with memory:
+            results["latency"]["static, 3 queries"] = alternate(args.static, platform_static, bare_static)
+            for capture in ("html", "screenshot", "pdf"):
+                results["latency"][f"rendered {capture}"] = alternate(
+                    args.rendered, platform_page(capture), bare_page(capture)
+                )
+            for name, concurrency, total, ours_call, bare_call in (
+                ("static", 16, args.static_total, platform_static, bare_static),
+                ("rendered html", 4, args.rendered_total, platform_page("html"), bare_page("html")),
+            ):
+                results["throughput"][name] = {
+                    "concurrency": concurrency,
+                    "platform": throughput(concurrency, total, lambda i, c=ours_call: c(i + 1)),
+                    "bare": throughput(concurrency, total, lambda i, c=bare_call: c(i + 1)),
+                    "total": total,
+                }
+        results["memory"] = {"idle": memory.idle, "peak": memory.peak}
+        return results
+    finally:
+        if bare is not None:
+            bare.close()
+        platform.stop()
+        site.stop()
+
+
+def verdict(met: bool) -> str:
+    return "met" if met else "**not met**"
+
+
+def report(results: dict[str, Any], args: argparse.Namespace) -> str:
+    lines = [
+        HEADING,
+        "",
+        "`POST /api/v1/sync/scrape` through the whole platform (`manage.py runplatform`: gunicorn, the fetcher",
+        "service with its warm Chromium) against bare code doing the same work in the benchmark's process:",
+        "`httpx.Client` (keep-alive) GET + parsel with the three benchmark queries (xpath, css with join, regex);",
+        "Playwright `new_page` + `goto` + `content()` / `screenshot(full_page=True)` / `pdf()` on a Chromium",
+        "already running (the headless shell, as the fetcher's). Platform scrapes are full API calls: key",
+        "authentication, validation, the fetcher round trip, and the capture stored as a result file. Pages are",
+        "bench/crawl_site.py's product pages (static, and script-rendered for the browser rows) from a server in",
+        "its own process. Calls alternate between platform and bare after a warm-up of 3 each.",
+        "",
+        f"- Date: {now()}",
+        f"- Machine: {machine(('django', 'aiohttp', 'playwright', 'httpx'), chromium_version())}",
+        f"- Repetitions: {args.static} static, {args.rendered} of each rendered kind; throughput over "
+        f"{args.static_total} static and {args.rendered_total} rendered requests",
+        "",
+        "| latency | platform p50 | platform p95 | bare p50 | bare p95 | p50 overhead | ratio of p50s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    checks = []
+    for name, samples in results["latency"].items():
+        ours, bare = samples["platform"], samples["bare"]
+        p50, b50 = statistics.median(ours), statistics.median(bare)
+        lines.append(
+            f"| {name} | {p50 * 1000:.1f} ms | {percentile(ours, 0.95) * 1000:.1f} ms | {b50 * 1000:.1f} ms | "
+            f"{percentile(bare, 0.95) * 1000:.1f} ms | {(p50 - b50) * 1000:+.1f} ms | {p50 / b50:.2f} |"
+        )
+        if name.startswith("static"):
+            checks.append(f"static p50 overhead {(p50 - b50) * 1000:.1f} ms (target ≤ 15 ms: "
+                          f"{verdict(p50 - b50 <= 0.015)})")
+        else:
+            checks.append(f"{name} {p50 / b50:.2f}× the bare p50 (target ≤ 1.2×: {verdict(p50 / b50 <= 1.2)})")
+    lines += ["", "| throughput | clients | platform | bare | ratio |", "|---|---:|---:|---:|---:|"]
+    for name, row in results["throughput"].items():
+        ratio = row["platform"] / row["bare"]
+        lines.append(f"| {name} | {row['concurrency']} | {row['platform']:.1f} req/s | {row['bare']:.1f} req/s | "
+                     f"{ratio:.2f} |")
+        checks.append(f"{name} throughput at {row['concurrency']} clients {ratio:.2f}× the bare code's "
+                      f"(target ≥ 0.8×: {verdict(ratio >= 0.8)})")
+    memory = results["memory"]
+    lines += [
+        "",
+        f"Fetcher's memory (its process tree, PSS: Python, Playwright's driver, Chromium): {memory['idle']:.0f} MB",
+        f"idle with the browser started, {memory['peak']:.0f} MB at the peak of the run.",
+        "",
+        "Targets:",
+        "",
+        *[f"- {line}" for line in checks],
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--static", type=int, default=60, help="static latency samples of each")
+    parser.add_argument("--rendered", type=int, default=20, help="latency samples of each rendered kind")
+    parser.add_argument("--static-total", type=int, default=320, help="requests of the static throughput run")
+    parser.add_argument("--rendered-total", type=int, default=40, help="requests of the rendered throughput run")
+    parser.add_argument("--no-write", action="store_true", help="print the table only")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-sync-") as work:
+        try:
+            results = run(args, Path(work))
+        except BenchError as exc:
+            print(f"bench/sync.py: {exc}", file=sys.stderr)
+            return 1
+    section = report(results, args)
+    print(section)
+    if not args.no_write:
+        write_section(section, HEADING)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
