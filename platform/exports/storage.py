@@ -60,12 +60,16 @@ class HashingWriter:
         return self.raw.closed
 
 
-def publish_local(tmp: Path, name: str) -> Path:
-    """Move a fully written temporary file to its final name in one atomic step (readers never see a part)."""
+def publish_local(tmp: Path, name: str, *, durable: bool = True) -> Path:
+    """Move a fully written temporary file to its final name in one atomic step (readers never see a part).
+
+    `durable` first flushes it to disk, so that a crash cannot leave the name with lost contents.
+    """
     final = local_path(name)
     final.parent.mkdir(parents=True, exist_ok=True)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
+    if durable:
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
     os.replace(tmp, final)
     return final
 
