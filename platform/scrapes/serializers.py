@@ -47,6 +47,14 @@ def _timeout_error(value: int) -> str | None:
     return None
 
 
+def _parsed(field: serializers.Field, raw: Any) -> Any:
+    """`raw` as `field` takes it, or None when the field refuses it (its error is reported already)."""
+    try:
+        return field.run_validation(raw)
+    except serializers.ValidationError:
+        return None
+
+
 class _SyncRequest(StrictFieldsMixin, serializers.Serializer):
     """Shared by scrape and download: a URL the crawl policy allows, and a time limit."""
 
@@ -73,14 +81,16 @@ class _SyncRequest(StrictFieldsMixin, serializers.Serializer):
         return value
 
     def extra_errors(self, data: dict, errors: dict[str, str], value: dict) -> dict[str, str]:
-        # From `data`: `value` is empty when any field failed, and every problem is wanted at once.
+        # `value` is empty when any field failed; the field's own parsing then, for every problem at once.
         found: dict[str, str] = {}
-        timeout = data.get("timeout_ms")
-        if "timeout_ms" not in errors and isinstance(timeout, int) and (problem := _timeout_error(timeout)):
-            found["timeout_ms"] = problem
-        url = data.get("url")
-        if "url" not in errors and isinstance(url, str) and (problem := url_error(url)):
-            found["url"] = problem
+        if "timeout_ms" not in errors and "timeout_ms" in data:
+            timeout = value.get("timeout_ms", _parsed(self.fields["timeout_ms"], data["timeout_ms"]))
+            if timeout is not None and (problem := _timeout_error(timeout)):
+                found["timeout_ms"] = problem
+        if "url" not in errors and "url" in data:
+            url = value.get("url", _parsed(self.fields["url"], data["url"]))
+            if url is not None and (problem := url_error(url)):
+                found["url"] = problem
         return found
 
 

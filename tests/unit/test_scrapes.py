@@ -133,6 +133,8 @@ URL = "http://127.0.0.1:8000/page"
         ({"url": URL, "json_response": "maybe"}, "json_response"),
         ({"url": URL, "proxy_config": {"enabled": True}}, "proxy_config.enabled"),  # the pool is empty
         ({"url": URL, "render": True}, "render"),  # unknown field
+        ({"url": 127001}, "url"),
+        ({"url": " http://10.0.0.1/ "}, "url"),
     ],
 )
 def test_invalid_scrapes_are_400_naming_the_field(api, fetched, body, path):
@@ -146,6 +148,8 @@ def test_invalid_scrapes_are_400_naming_the_field(api, fetched, body, path):
 def test_every_problem_is_reported_at_once(api, fetched):
     response = scrape(api, url="ftp://x/", format="gif", headers={"Host": "x"}, timeout_ms=0)
     assert {"url", "format", "headers.Host", "timeout_ms"} <= set(response.json()["details"])
+    response = scrape(api, url="http://10.0.0.1/", format="gif", timeout_ms="999999999")
+    assert {"url", "format", "timeout_ms"} <= set(response.json()["details"])
 
 
 def test_the_request_becomes_one_fetch_spec(api, fetched, settings):
@@ -279,7 +283,9 @@ def test_seed_000_get_form_scrapes_too(api, fetched):
     assert body["extracted_data"] == {"url": URL, "title": "Hi"} and fetched.specs[-1].headers == {"Referer": "http://127.0.0.1/"}
     raw = api.get("/api/v1", {"url": URL, "format": "pdf", "json_response": "false"})
     assert raw["Content-Type"] == "application/pdf" and raw.content == PDF
-    for bad, path in (({}, "url"), ({"url": URL, "queries": "[{"}, "queries"), ({"url": URL, "colour": "red"}, "colour")):
+    for bad, path in (({}, "url"), ({"url": URL, "queries": "[{"}, "queries"), ({"url": URL, "colour": "red"}, "colour"),
+                      ({"url": URL, "timeout_ms": "999999999"}, "timeout_ms"), ({"url": "http://10.0.0.1/"}, "url"),
+                      ({"url": URL, "full_page": "true"}, "full_page"), ({"url": URL, "render_js": "maybe"}, "render_js")):
         response = api.get("/api/v1", bad)
         assert response.status_code == 400 and path in response.json()["details"]
 
