@@ -191,6 +191,22 @@ class Platformed:
         return response.content
 
 
+class Direct:
+    """The fetcher alone: its own POST /fetch, without the API in front (to show where time goes)."""
+
+    def __init__(self, base: str) -> None:
+        self.base, self.local = base, threading.local()
+
+    def fetch(self, spec: dict[str, Any]) -> dict[str, Any]:
+        session = getattr(self.local, "session", None)
+        if session is None:
+            session = self.local.session = requests.Session()
+        body = session.post(f"{self.base}/fetch", json=spec, timeout=60).json()
+        if body["status_code"] != 200:
+            raise BenchError(f"The fetcher answered {body['status_code']}: {body['message']}")
+        return body
+
+
 def timed(call: Callable[[], Any]) -> float:
     started = time.perf_counter()
     call()
@@ -210,12 +226,21 @@ def alternate(count: int, platform: Callable[[int], Any], bare: Callable[[int], 
     return samples
 
 
-def throughput(concurrency: int, total: int, call: Callable[[int], Any]) -> float:
-    """Requests per second with `concurrency` clients sharing `total` requests."""
-    started = time.perf_counter()
+def throughput(concurrency: int, total: int, platform: Callable[[int], Any], bare: Callable[[int], Any],
+               rounds: int = 4) -> dict[str, float]:
+    """Requests per second of each with `concurrency` clients, over `total` requests each, in alternating
+    rounds (so that a change in the machine's load falls on both)."""
+    seconds = {"platform": 0.0, "bare": 0.0}
+    per_round = max(concurrency, total // rounds)
     with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(call, range(total)))
-    return total / (time.perf_counter() - started)
+        for r in range(rounds):
+            pair = [("platform", platform), ("bare", bare)]
+            for name, call in pair if r % 2 == 0 else reversed(pair):
+                first = r * per_round + 1
+                started = time.perf_counter()
+                list(pool.map(call, range(first, first + per_round)))
+                seconds[name] += time.perf_counter() - started
+    return {name: per_round * rounds / spent for name, spent in seconds.items()}
 
 
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -228,6 +253,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     try:
         api = start_platform(platform)
         ours = Platformed(api)
+        direct = Direct(f"http://127.0.0.1:{platform.fetcher_port}")
         wait_for_fetcher(platform)
         memory = Memory(fetcher_pid(platform))
         bare = Bare()
@@ -243,6 +269,13 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
         def bare_static(n: int) -> None:
             check(bare.static(static_url(n)), (n - 1) % STATIC_PAGES + 1)
+
+        def direct_static(n: int) -> None:
+            check(direct.fetch({"url": static_url(n), "queries": QUERIES})["extracted_data"], (n - 1) % STATIC_PAGES + 1)
+
+        def direct_rendered(n: int) -> None:
+            if "Price: $" not in direct.fetch({"url": rendered_url(n), "render": True})["html"]:
+                raise BenchError(f"Rendered page {n} came back unrendered (fetcher alone)")
 
         def platform_page(capture: str) -> Callable[[int], Any]:
             def call(n: int) -> None:
@@ -261,19 +294,20 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         results: dict[str, Any] = {"latency": {}, "throughput": {}}
         with memory:
             results["latency"]["static, 3 queries"] = alternate(args.static, platform_static, bare_static)
+            results["latency"]["static, 3 queries: fetcher alone"] = alternate(args.static, direct_static, bare_static)
+            results["latency"]["rendered html: fetcher alone"] = alternate(args.rendered, direct_rendered,
+                                                                           bare_page("html"))
             for capture in ("html", "screenshot", "pdf"):
                 results["latency"][f"rendered {capture}"] = alternate(
                     args.rendered, platform_page(capture), bare_page(capture)
                 )
             for name, concurrency, total, ours_call, bare_call in (
                 ("static", 16, args.static_total, platform_static, bare_static),
+                ("static: fetcher alone", 16, args.static_total, direct_static, bare_static),
                 ("rendered html", 4, args.rendered_total, platform_page("html"), bare_page("html")),
             ):
                 results["throughput"][name] = {
-                    "concurrency": concurrency,
-                    "platform": throughput(concurrency, total, lambda i, c=ours_call: c(i + 1)),
-                    "bare": throughput(concurrency, total, lambda i, c=bare_call: c(i + 1)),
-                    "total": total,
+                    "concurrency": concurrency, **throughput(concurrency, total, ours_call, bare_call),
                 }
         results["memory"] = {"idle": memory.idle, "peak": memory.peak}
         return results
@@ -299,12 +333,15 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
         "already running (the headless shell, as the fetcher's). Platform scrapes are full API calls: key",
         "authentication, validation, the fetcher round trip, and the capture stored as a result file. Pages are",
         "bench/crawl_site.py's product pages (static, and script-rendered for the browser rows) from a server in",
-        "its own process. Calls alternate between platform and bare after a warm-up of 3 each.",
+        "its own process. Calls alternate between platform and bare after a warm-up of 3 each. Rows \"fetcher",
+        "alone\" post the same work to the fetcher service's own `POST /fetch` (no API in front): the",
+        "difference to the API's row is the web side's share (Django, the API key, validation, storing the",
+        "capture as a result file).",
         "",
         f"- Date: {now()}",
         f"- Machine: {machine(('django', 'aiohttp', 'playwright', 'httpx'), chromium_version())}",
         f"- Repetitions: {args.static} static, {args.rendered} of each rendered kind; throughput over "
-        f"{args.static_total} static and {args.rendered_total} rendered requests",
+        f"{args.static_total} static and {args.rendered_total} rendered requests of each, in 4 alternating rounds",
         "",
         "| latency | platform p50 | platform p95 | bare p50 | bare p95 | p50 overhead | ratio of p50s |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -317,6 +354,8 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
             f"| {name} | {p50 * 1000:.1f} ms | {percentile(ours, 0.95) * 1000:.1f} ms | {b50 * 1000:.1f} ms | "
             f"{percentile(bare, 0.95) * 1000:.1f} ms | {(p50 - b50) * 1000:+.1f} ms | {p50 / b50:.2f} |"
         )
+        if "alone" in name:
+            continue
         if name.startswith("static"):
             checks.append(f"static p50 overhead {(p50 - b50) * 1000:.1f} ms (target ≤ 15 ms: "
                           f"{verdict(p50 - b50 <= 0.015)})")
@@ -327,6 +366,8 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
         ratio = row["platform"] / row["bare"]
         lines.append(f"| {name} | {row['concurrency']} | {row['platform']:.1f} req/s | {row['bare']:.1f} req/s | "
                      f"{ratio:.2f} |")
+        if "alone" in name:
+            continue
         checks.append(f"{name} throughput at {row['concurrency']} clients {ratio:.2f}× the bare code's "
                       f"(target ≥ 0.8×: {verdict(ratio >= 0.8)})")
     memory = results["memory"]
