@@ -8,6 +8,8 @@ from django.http import StreamingHttpResponse
 from django.utils.http import content_disposition_header
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter
+from rest_framework.exceptions import NotAcceptable
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.request import Request
 
 from jobs.models import Run
@@ -48,3 +50,15 @@ def export_response(run: Run, exporter: type[Exporter], options: dict[str, Any])
     filename = export_filename(run, exporter.extension)
     response["Content-Disposition"] = content_disposition_header(as_attachment=True, filename=filename)
     return response
+
+
+class FileNegotiation(DefaultContentNegotiation):
+    """For views that answer with a file: an `Accept` naming the file's type (`image/png`) is not refused
+    before the view runs (DRF would answer 406, knowing only its JSON renderer); a JSON body, an error
+    included, is then sent as JSON."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        try:
+            return super().select_renderer(request, renderers, format_suffix)
+        except NotAcceptable:
+            return renderers[0], renderers[0].media_type

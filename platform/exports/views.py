@@ -16,7 +16,7 @@ from core.idempotency import idempotent
 from jobs import selectors as job_selectors
 
 from . import downloads, selectors, services
-from .responses import DOWNLOAD_RESPONSES, EXPORT_PARAMETERS, export_request, export_response
+from .responses import DOWNLOAD_RESPONSES, EXPORT_PARAMETERS, FileNegotiation, export_request, export_response
 from .serializers import ExportRequestSerializer, ResultFileSerializer
 
 RUN_ID = OpenApiParameter("run_id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="A run")
@@ -25,6 +25,8 @@ FILE_ID = OpenApiParameter("file_id", OpenApiTypes.UUID, OpenApiParameter.PATH, 
 
 class RunDownloadView(APIView):
     """Streamed download of a run's items."""
+
+    content_negotiation_class = FileNegotiation
 
     @extend_schema(operation_id="runs_download", parameters=[RUN_ID, *EXPORT_PARAMETERS], responses=DOWNLOAD_RESPONSES)
     def get(self, request: Request, run_id: str) -> StreamingHttpResponse:
@@ -75,6 +77,8 @@ ENCODING_PARAM = OpenApiParameter("encoding", str, enum=list(downloads.ENCODINGS
 
 class FileView(APIView):
     """One result file's bytes."""
+
+    content_negotiation_class = FileNegotiation
 
     @extend_schema(
         operation_id="files_download",

@@ -22,6 +22,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from exports.models import ResultFile
+from exports.responses import FileNegotiation
 
 from . import services
 from .serializers import (
@@ -93,6 +94,8 @@ def scrape_response(request: Request, data: Any) -> HttpResponse:
 class ScrapeView(APIView):
     """Scrape a page now."""
 
+    content_negotiation_class = FileNegotiation  # json_response false answers with the capture
+
     @extend_schema(operation_id="sync_scrape", request=ScrapeRequestSerializer, responses=SCRAPE_RESPONSES)
     def post(self, request: Request) -> HttpResponse:
         """Fetch a page now (rendered in Chromium with `render_js`) and answer with its HTML, Markdown, a
@@ -122,6 +125,8 @@ def _get_parameters() -> list[OpenApiParameter]:
 
 class ScrapeNowView(APIView):
     """Seed 000's form of a scrape: `GET /api/v1?url=...&format=...`."""
+
+    content_negotiation_class = FileNegotiation  # json_response false answers with the capture
 
     @extend_schema(operation_id="scrape_get", parameters=_get_parameters(), responses=SCRAPE_RESPONSES)
     def get(self, request: Request) -> HttpResponse:

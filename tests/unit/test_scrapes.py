@@ -221,6 +221,19 @@ def test_without_json_response_the_capture_is_the_body(api, fetched, fmt):
     assert download_file(api, file.id).data_bytes == expected
 
 
+@pytest.mark.parametrize("accept", ["image/png", "application/pdf", "text/html", "*/*"])
+def test_an_accept_naming_the_captures_type_is_not_refused(api, fetched, accept):
+    raw = api.post("/api/v1/sync/scrape", {"url": URL, "format": "screenshot", "json_response": False}, format="json",
+                   HTTP_ACCEPT=accept)
+    assert raw.status_code == 200 and raw.content == PNG
+    body = api.get("/api/v1", {"url": URL, "format": "screenshot"}, HTTP_ACCEPT=accept)
+    assert body.status_code == 200 and body["Content-Type"] == "application/json"
+    got = api.get(f"/api/v1/files/{body.json()['job_id']}", HTTP_ACCEPT=accept)
+    assert got.status_code == 200 and b"".join(got.streaming_content) == PNG
+    missing = api.get("/api/v1/files/00000000-0000-0000-0000-000000000000", HTTP_ACCEPT=accept)
+    assert missing.status_code == 404 and missing.json()["error"] == "not_found"
+
+
 def test_extracted_data_is_null_an_item_or_a_list(api, fetched):
     assert scrape(api, url=URL).json()["extracted_data"] is None
     assert scrape(api, url=URL, queries=TITLE).json()["extracted_data"] == {"url": URL, "title": "Hi"}
