@@ -41,6 +41,12 @@ _FOLLOW_SCRIPT = mark_safe("""<script>(function () {
 })();</script>""")  # noqa: S308 - a constant
 
 
+# A log is read from its end: the field opens scrolled to the last line.
+_END_SCRIPT = mark_safe("""<script>(function () {
+  var pre = document.getElementById("run-log"); pre.scrollTop = pre.scrollHeight;
+})();</script>""")  # noqa: S308 - a constant
+
+
 class QueryInline(admin.TabularInline):
     model = Query
     fields = ["position", "name", "type", "query", "join", "all"]
@@ -149,7 +155,7 @@ class RunAdmin(admin.ModelAdmin):
         except PlatformError as exc:
             return format_html("<pre>({})</pre>", exc.message)
         url = reverse("admin:jobs_run_log", args=[run.pk])
-        follow = "" if view.finished else _FOLLOW_SCRIPT
+        follow = _END_SCRIPT if view.finished else _END_SCRIPT + _FOLLOW_SCRIPT
         return format_html(
             "<pre id='run-log' style='max-height:30em;overflow:auto' data-url='{}' data-next='{}'>{}</pre>"
             "<p>{} of {} bytes ({}). <a href='{}?tail={}'>More lines</a> · API: <code>GET {}?since=OFFSET</code></p>{}",
