@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from exports.models import FileStatus, ResultFile
-from tests.scripted import Handler, ScriptedSite, html
+from tests.scripted import Handler, ScriptedSite, html, redirect
 
 pytestmark = [pytest.mark.integration]
 
@@ -70,7 +70,7 @@ def echo(handler: Handler, query: dict[str, str]) -> None:
 @pytest.fixture(scope="module")
 def pages():
     routes = {"": html(PAGE), "tall": html("<html><body><div style='height: 3000px'>tall</div></body></html>"), "missing": missing, "slow": slow, "report.pdf": report, "large": large,
-              "echo": echo}
+              "echo": echo, "redirect": redirect}
     with ScriptedSite(routes) as site:
         yield site
 
@@ -201,8 +201,10 @@ def test_a_target_answering_404_is_200_with_status_code_404(sync, pages, json_re
 
 
 @pytest.mark.parametrize("render_js", [False, True], ids=["static", "rendered"])
-def test_a_refused_connection_is_200_with_status_code_500(sync, refused_url, render_js):
-    response = scrape(sync, url=refused_url, render_js=render_js)
+@pytest.mark.parametrize("target", ["refused", "unknown host"])
+def test_a_refused_connection_or_dns_failure_is_200_with_status_code_500(sync, refused_url, render_js, target):
+    url = refused_url if target == "refused" else "http://no-such-host.invalid/"
+    response = scrape(sync, url=url, render_js=render_js)
     assert response.status_code == 200
     body = response.json()
     assert set(body) == JSON_FIELDS
@@ -211,8 +213,14 @@ def test_a_refused_connection_is_200_with_status_code_500(sync, refused_url, ren
     assert file.status == FileStatus.FAILED and file.error == body["message"]
     assert stored(sync, body["job_id"])[0] == 409
     # The capture form has nothing to send: the JSON body says why.
-    raw = scrape(sync, url=refused_url, json_response=False, render_js=render_js)
+    raw = scrape(sync, url=url, json_response=False, render_js=render_js)
     assert raw.status_code == 200 and raw.json()["statusCode"] == 500
+
+
+@pytest.mark.parametrize("render_js", [False, True], ids=["static", "rendered"])
+def test_a_redirect_the_crawl_policy_refuses_is_200_with_status_code_403(sync, pages, render_js):
+    body = scrape(sync, url=f"{pages.url}/redirect?to=http://169.254.169.254/latest/", render_js=render_js).json()
+    assert body["statusCode"] == 403 and body["message"].startswith("Refused by crawl policy") and body["html"] is None
 
 
 @pytest.mark.parametrize("render_js", [False, True], ids=["static", "rendered"])
