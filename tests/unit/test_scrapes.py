@@ -476,3 +476,10 @@ def test_invalid_downloads_are_400(api, fetched, body, path):
     response = api.post("/api/v1/sync/download", body, format="json")
     assert response.status_code == 400 and path in response.json()["details"]
     assert fetched.specs == []
+
+
+def test_the_admin_lists_captures(admin_client, api, fetched):
+    file = _capture(api, fetched)
+    page = admin_client.get("/admin/exports/resultfile/", {"kind": "capture"})
+    assert page.status_code == 200 and str(file.id) in page.content.decode()
+    assert admin_client.get(f"/admin/exports/resultfile/{file.id}/change/").status_code == 200
