@@ -16,7 +16,7 @@ from django.utils.encoding import iri_to_uri
 from django.utils.http import content_disposition_header
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import status
+from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -54,8 +54,12 @@ def _result_url(request: Request, file: ResultFile) -> str:
     return request.build_absolute_uri(reverse("result-file", kwargs={"file_id": file.id}))
 
 
+def _expires_at(file: ResultFile) -> str:
+    return serializers.DateTimeField().to_representation(file.expires_at)  # as /files/{id}/info shows it
+
+
 def _file_fields(request: Request, file: ResultFile) -> dict[str, Any]:
-    return {"job_id": str(file.id), "result_url": _result_url(request, file), "expires_at": file.expires_at.isoformat()}
+    return {"job_id": str(file.id), "result_url": _result_url(request, file), "expires_at": _expires_at(file)}
 
 
 def scrape_response(request: Request, data: Any) -> HttpResponse:
@@ -85,7 +89,7 @@ def scrape_response(request: Request, data: Any) -> HttpResponse:
     # What the JSON form says besides the capture, for a client that asked for the bytes.
     response["X-Job-Id"] = str(file.id)
     response["X-Result-Url"] = _result_url(request, file)
-    response["X-Expires-At"] = file.expires_at.isoformat()
+    response["X-Expires-At"] = _expires_at(file)
     response["X-Status-Code"] = str(outcome.status_code)
     response["X-Final-Url"] = iri_to_uri(outcome.url)
     return response

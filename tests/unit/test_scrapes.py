@@ -199,7 +199,8 @@ def test_json_response_has_every_field(api, user, fetched, fmt):
     assert file.owner == user and file.kind == FileKind.CAPTURE and file.run is None and file.format == fmt
     assert body["result_url"] == f"http://testserver/api/v1/files/{file.id}"
     assert body["content_type"] == file.content_type == client.CONTENT_TYPES[fmt]
-    assert body["expires_at"] == file.expires_at.isoformat()
+    assert body["expires_at"] == api.get(f"/api/v1/files/{file.id}/info").json()["expires_at"]
+    assert body["expires_at"] == file.expires_at.isoformat().replace("+00:00", "Z")
     got = download_file(api, file.id)
     assert got.status_code == 200 and got["Content-Type"] == file.content_type
     ext = {"html": "html", "markdown": "md", "screenshot": "png", "pdf": "pdf"}[fmt]
