@@ -311,6 +311,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 }
         results["memory"] = {"idle": memory.idle, "peak": memory.peak}
         return results
+    except BenchError as exc:
+        raise BenchError(f"{exc}\n--- the platform's output ---\n{platform.log_tail()}") from None
     finally:
         if bare is not None:
             bare.close()
@@ -385,10 +387,10 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--static", type=int, default=60, help="static latency samples of each")
-    parser.add_argument("--rendered", type=int, default=20, help="latency samples of each rendered kind")
-    parser.add_argument("--static-total", type=int, default=320, help="requests of the static throughput run")
-    parser.add_argument("--rendered-total", type=int, default=40, help="requests of the rendered throughput run")
+    parser.add_argument("--static", type=int, default=100, help="static latency samples of each")
+    parser.add_argument("--rendered", type=int, default=30, help="latency samples of each rendered kind")
+    parser.add_argument("--static-total", type=int, default=640, help="requests of the static throughput run")
+    parser.add_argument("--rendered-total", type=int, default=80, help="requests of the rendered throughput run")
     parser.add_argument("--no-write", action="store_true", help="print the table only")
     return parser.parse_args(argv)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import heapq
 import socket
 import threading
 import time
@@ -33,7 +34,7 @@ from urllib3.util import connection as urllib3_connection
 from urllib3.util import parse_url
 
 from core.errors import PlatformError, ValidationFailed
-from spiders.netpolicy import NetPolicy, ResolveError
+from spiders.netpolicy import NetPolicy, ResolveError, parse_ip
 
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024
 REDIRECTS = (301, 302, 303, 307, 308)
@@ -77,6 +78,47 @@ class _Refused(Exception):
         self.reason = reason
 
 
+class _Watchdog:
+    """One daemon thread that expires every fetch's deadline on time (started when first needed).
+
+    A thread per fetch (threading.Timer) cost more than a loopback fetch itself when many run at once:
+    each start waits for the new thread to get the GIL.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, _Deadline]] = []
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def add(self, deadline: _Deadline) -> None:
+        with self._wake:
+            heapq.heappush(self._heap, (deadline.end, id(deadline), deadline))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="fetch deadlines", daemon=True)
+                self._thread.start()
+            if self._heap[0][2] is deadline:
+                self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while self._heap and self._heap[0][2].done:
+                    heapq.heappop(self._heap)  # ended before its time
+                if not self._heap:
+                    self._wake.wait()
+                    continue
+                end, _key, deadline = self._heap[0]
+                wait = end - time.monotonic()
+                if wait > 0:
+                    self._wake.wait(wait)
+                    continue
+                heapq.heappop(self._heap)
+            deadline.expire()
+
+
+_watchdog = _Watchdog()
+
+
 class _Deadline:
     """Ends the fetch after `seconds`: shuts the open connection down to unblock a read in progress."""
 
@@ -84,17 +126,18 @@ class _Deadline:
         self.seconds = seconds
         self.end = time.monotonic() + seconds
         self.expired = False
+        self.done = False
         self._connections: list[HTTPConnection] = []
         self._lock = threading.Lock()
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
 
     def __enter__(self) -> _Deadline:
-        self._timer.start()
+        _watchdog.add(self)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._timer.cancel()
+        with self._lock:
+            self.done = True
+            self._connections.clear()  # the watchdog keeps the deadline until its time: not its connections
 
     def left(self) -> float:
         return max(0.0, self.end - time.monotonic())
@@ -103,8 +146,10 @@ class _Deadline:
         with self._lock:
             self._connections.append(connection)
 
-    def _expire(self) -> None:
+    def expire(self) -> None:
         with self._lock:
+            if self.done:
+                return
             self.expired = True
             for connection in self._connections:
                 sock = getattr(connection, "sock", None)
@@ -131,8 +176,10 @@ class _GuardedConnectionMixin:
         policy = dataclasses.replace(
             self.policy, resolve_timeout=max(0.1, min(self.policy.resolve_timeout, self.deadline.left()))
         )
+        literal = parse_ip(self.host.strip("[]"))
         try:
-            addresses = policy.resolve(self.host, self.port)
+            # An address needs no lookup (nor the lookup's thread).
+            addresses = [literal] if literal is not None else policy.resolve(self.host, self.port)
         except ResolveError as exc:
             raise NameResolutionError(self.host, self, socket.gaierror(str(exc))) from exc  # type: ignore[arg-type]
         reason = policy.addresses_error(self.host, addresses)
