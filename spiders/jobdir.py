@@ -4,14 +4,16 @@
   when it stops (a pause is a graceful stop), instead of pickling each one to disk and back as it
   goes: every platform run has a JOBDIR, few are paused.
 - JobdirCleanup removes a crawl's JOBDIR once the crawl is done, and keeps it when the crawl was
-  stopped early. A crawl that finished has nothing to resume: without it, every finished crawl
-  would leave its JOBDIR on the node.
+  paused. A crawl that finished has nothing to resume: without it, every finished crawl would leave
+  its JOBDIR on the node. The platform pauses with SIGINT and cancels with SIGTERM (Scrapyd's
+  cancel.json passes the signal on); Scrapy closes both as "shutdown", so the signal tells them apart.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+import signal
 from typing import TYPE_CHECKING
 
 from scrapy import signals
@@ -54,7 +56,7 @@ class JobdirScheduler(Scheduler):
 
 
 class JobdirCleanup:
-    """Deletes JOBDIR at spider close unless the crawl was shut down (paused or cancelled)."""
+    """Deletes JOBDIR at spider close unless the crawl was paused (shut down by SIGINT)."""
 
     def __init__(self, jobdir: str) -> None:
         self.jobdir = jobdir
@@ -69,10 +71,34 @@ class JobdirCleanup:
         # spider_closed; being ordered after SpiderState (EXTENSIONS_BASE) we also run after it
         # has written spider.state.
         crawler.signals.connect(extension.spider_closed, signal=signals.spider_closed)
+        crawler.signals.connect(extension.engine_started, signal=signals.engine_started)
         return extension
 
-    def spider_closed(self, spider, reason: str) -> None:
-        if reason == STOPPED:
+    cancelled = False
+
+    def engine_started(self) -> None:
+        # Note a SIGTERM (a cancel), then pass it on to Scrapy's shutdown handler. Scrapy installs
+        # that handler once the reactor has started: wrap it then if it is not there yet.
+        if callable(signal.getsignal(signal.SIGTERM)):
+            self._wrap_sigterm()
+        else:
+            from twisted.internet import reactor
+
+            reactor.addSystemEventTrigger("after", "startup", self._wrap_sigterm)
+
+    def _wrap_sigterm(self) -> None:
+        previous = signal.getsignal(signal.SIGTERM)
+        if not callable(previous):
             return
+
+        def on_sigterm(signum, frame) -> None:
+            self.cancelled = True
+            previous(signum, frame)
+
+        signal.signal(signal.SIGTERM, on_sigterm)
+
+    def spider_closed(self, spider, reason: str) -> None:
+        if reason == STOPPED and not self.cancelled:
+            return  # paused: the resumed crawl starts from it
         shutil.rmtree(self.jobdir, ignore_errors=True)
         logger.info("Removed JOBDIR %s (crawl closed: %s)", self.jobdir, reason)

@@ -64,7 +64,8 @@ def stop_node_crawls(
             run.refresh_from_db()
             with contextlib.suppress(IllegalTransition):
                 run.finish(RunStatus.PAUSED if pause else RunStatus.CANCELLED)
-    signal_orphans(signal.SIGTERM)
+    # SIGINT, a pause's signal: an orphan's run may be pausable, and its JOBDIR must then stay.
+    signal_orphans(signal.SIGINT)
     say(f"Stopping {len(runs)} crawl(s) on node {node.name} ({pausing} paused, {len(runs) - pausing} cancelled); "
         f"waiting up to {timeout:.0f} s for their last reports")
     ids = [run.pk for run in runs]

@@ -92,3 +92,17 @@ def test_stop_with_a_download_on_the_wire(tmp_path, site, slow):
     assert fetched[f"/slow?seconds={slow}"] == (1 if slow < GRACE else 2), fetched  # a dropped response is fetched again
     assert fetched["/hub.html"] == 1
     assert items(tmp_path) == Counter(["hub", f"slow?seconds={slow}", *(f"page {i}" for i in range(PAGES))])
+
+
+@pytest.mark.parametrize(("signum", "kept"), [(signal.SIGINT, True), (signal.SIGTERM, False)], ids=["pause", "cancel"])
+def test_a_paused_crawl_keeps_its_jobdir_and_a_cancelled_one_does_not(tmp_path, site, signum, kept):
+    """Scrapy closes both as "shutdown"; the platform pauses with SIGINT and cancels with SIGTERM."""
+    process = crawl(tmp_path, site, 0.0, delay=DELAY)
+    try:
+        wait_until(lambda: len(site.hits) >= 2, timeout=60, what="the crawl to fetch its first pages")
+        process.send_signal(signum)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert (tmp_path / "jobdir").exists() is kept, (tmp_path / "crawl.log").read_text()[-3000:]
