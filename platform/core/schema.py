@@ -1,7 +1,8 @@
 """OpenAPI schema additions: the one error body, declared on every operation it can come from.
 
-Statuses every operation of a kind can answer (400 for input, 401 and 429 when authenticated, 404 for
-an id in the path, 413 and 415 for a body, 409 for a reused Idempotency-Key) follow from the operation itself;
+Statuses every operation of a kind can answer (406 for an Accept it cannot serve, 400 for input, 401 and
+429 when authenticated, 404 for an id in the path, 413 and 415 for a body, 409 for a reused
+Idempotency-Key) follow from the operation itself;
 those particular to an operation are in OPERATION_ERRORS. tests/integration/test_schema_contract.py
 checks, against a live server, that every status, content type and body answered is declared here.
 """
@@ -30,6 +31,7 @@ GENERIC = {
     401: "Missing or invalid API key",
     403: "Staff only",
     404: "Not found, or not the caller's",
+    406: "`not_acceptable`: the Accept header asks only for representations the API does not serve",
     409: "`conflict`: the Idempotency-Key was used with another request, or its first request is still running",
     413: "`payload_too_large`: the body is larger than API_MAX_BODY_BYTES",
     415: "`unsupported_media_type`: the body is not `application/json`",
@@ -80,7 +82,8 @@ def add_error_responses(result: dict, generator, request, public) -> dict:
             responses = operation.setdefault("responses", {})
             parameters = operation.get("parameters", [])
             authenticated = operation.get("security") != [{}]
-            wanted: dict[int, str] = {}
+            # Any operation can be asked, by Accept, for a representation it does not serve (docs/reliability.md).
+            wanted: dict[int, str] = {406: GENERIC[406]}
             if method in ("post", "put", "patch") or any(p.get("in") == "query" for p in parameters):
                 wanted[400] = GENERIC[400]
             if authenticated:
