@@ -369,3 +369,48 @@ def test_fetchers_busy_or_down_are_503_with_retry_after(db, export_dirs, api, pa
     down = scrape(api, url=f"{pages.url}/shop")
     assert down.status_code == 503 and down["Retry-After"] == "5" and down.json()["error"] == "service_unavailable"
     assert not ResultFile.objects.filter(status=FileStatus.FAILED).exists()
+
+
+def test_a_capture_is_backed_up_by_the_worker_then_served_from_the_backup(platform, fetcher, api, pages, live_server):
+    """The real worker copies the capture to the backup store after the response; past EXPORT_LOCAL_TTL the
+    backup serves it (X-Source: remote); a backup that cannot be read is a 503; expired, it is 410."""
+    from datetime import timedelta
+
+    from django.conf import settings
+    from django.utils import timezone
+
+    from exports import services as export_services
+    from exports import storage
+    from tests.support import wait_until
+
+    headers = {"X-API-Key": api.raw_key}
+    body = requests.post(f"{live_server.url}/api/v1/sync/scrape", json={"url": f"{pages.url}/shop", "format": "pdf"},
+                         headers=headers, timeout=60).json()
+    job_id = body["job_id"]
+    assert body["result_url"] == f"{live_server.url}/api/v1/files/{job_id}"
+    file = wait_until(lambda: ResultFile.objects.filter(pk=job_id).exclude(remote_name="").first(), timeout=60,
+                      interval=0.2, what="the worker to back the capture up")
+    local = requests.get(body["result_url"], headers=headers, timeout=30)
+    assert local.headers["X-Source"] == "local" and local.content.startswith(b"%PDF-")
+    ResultFile.objects.filter(pk=job_id).update(local_expires_at=timezone.now() - timedelta(seconds=1))
+    assert export_services.expire_files()["local_dropped"] >= 1
+    assert not storage.local_path(file.local_name).exists()
+    remote = requests.get(body["result_url"], headers=headers, timeout=30)
+    assert remote.status_code == 200 and remote.headers["X-Source"] == "remote" and remote.content == local.content
+    assert remote.headers["Content-Disposition"] == f'inline; filename="{job_id}.pdf"'
+
+    backup = settings.EXPORT_BACKUP_DIR / file.remote_name
+    saved = backup.read_bytes()
+    backup.unlink()
+    backup.mkdir()  # a backup store that cannot be read (as root, permissions would not stop a read)
+    unreadable = requests.get(body["result_url"], headers=headers, timeout=30)
+    assert unreadable.status_code == 503 and unreadable.json()["error"] == "storage_unavailable"
+    backup.rmdir()
+    backup.write_bytes(saved)
+
+    ResultFile.objects.filter(pk=job_id).update(expires_at=timezone.now() - timedelta(seconds=1))
+    export_services.expire_files()
+    gone = requests.get(body["result_url"], headers=headers, timeout=30)
+    assert gone.status_code == 410 and gone.json()["error"] == "expired" and not backup.exists()
+    info = requests.get(f"{body['result_url']}/info", headers=headers, timeout=30).json()
+    assert info["status"] == "expired" and info["downloads_counter"] == 2
