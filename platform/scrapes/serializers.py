@@ -3,7 +3,6 @@ render_config's waiting, proxy_config, the crawl policy on the URL), and the res
 
 from __future__ import annotations
 
-import copy
 import re
 from typing import Any
 
@@ -36,9 +35,9 @@ _WAITING = ("wait_strategy", "wait_selector", "wait_timeout_ms")
 
 def _render_field(name: str) -> serializers.Field:
     """A field of render_config, as a top-level field of the scrape (same choices, bounds and default)."""
-    field = copy.deepcopy(RenderConfigSerializer._declared_fields[name])
-    field.help_text = f"With render_js: as render_config.{name} of a job"
-    return field
+    field = RenderConfigSerializer._declared_fields[name]
+    # A DRF field is copied from the arguments it was made with (as a serializer copies its fields).
+    return type(field)(*field._args, **{**field._kwargs, "help_text": f"With render_js: as render_config.{name} of a job"})
 
 
 def _timeout_error(value: int) -> str | None:

@@ -132,7 +132,7 @@ class ScrapeNowView(APIView):
 
     content_negotiation_class = FileNegotiation  # json_response false answers with the capture
 
-    @extend_schema(operation_id="scrape_get", parameters=_get_parameters(), responses=SCRAPE_RESPONSES)
+    @extend_schema(operation_id="scrape_get", tags=["sync"], parameters=_get_parameters(), responses=SCRAPE_RESPONSES)
     def get(self, request: Request) -> HttpResponse:
         """Scrape a page now, as `POST /sync/scrape` does, with the fields as query parameters
         (`queries`, `item_selector`, `proxy_config` and `headers` as JSON text)."""

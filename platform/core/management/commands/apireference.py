@@ -27,6 +27,7 @@ ERROR_MEANINGS = {
     "not_authenticated": "No credentials were sent.",
     "not_found": "No such resource for the caller (or, for results and downloads, no finished run yet).",
     "parse_error": "The request body is not valid JSON.",
+    "service_unavailable": "Every fetcher is busy, or none answers (sync API): retry after `retry_after` seconds.",
     "permission_denied": "The caller may not do this (for example a non-staff user on `/api/v1/nodes/`).",
     "rate_limited": "Too many requests (if throttling is configured); the body has `retry_after` (seconds) and the `Retry-After` header is set.",
     "unsupported_media_type": "The request body is not `application/json`.",
@@ -187,7 +188,8 @@ class Renderer:
         while classes:
             cls = classes.pop()
             doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-            codes[cls.code] = (cls.status_code, ERROR_MEANINGS.get(cls.code, doc))
+            if "code" in vars(cls) or cls.code not in codes:  # a subclass keeping its base's code: the base says it
+                codes[cls.code] = (cls.status_code, ERROR_MEANINGS.get(cls.code, doc))
             classes += cls.__subclasses__()
         codes["internal_error"] = (500, ERROR_MEANINGS["internal_error"])
         rows = [
