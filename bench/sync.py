@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import concurrent.futures
 import contextlib
+import os
 import re
 import statistics
 import sys
@@ -29,7 +30,7 @@ from typing import Any
 
 import httpx
 import requests
-from accounting import children
+from accounting import children, tree_cpu
 from crawl_baseline import project_settings
 from crawl_report import chromium_version
 from crawl_site import FixtureServer, expected_item, make_site
@@ -226,10 +227,23 @@ def alternate(count: int, platform: Callable[[int], Any], bare: Callable[[int], 
     return samples
 
 
+def settle(pid: int, *, window: float = 0.3, idle: float = 0.15, timeout: float = 120) -> float:
+    """Wait until the process tree of `pid` uses less than `idle` of a CPU over `window` seconds; return
+    how long it was busy (the work a burst of requests left behind: the captures' backup tasks)."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        before = tree_cpu(pid)
+        time.sleep(window)
+        if (tree_cpu(pid) - before) / window < idle:
+            break
+    return max(0.0, time.perf_counter() - started - window)
+
+
 def throughput(concurrency: int, total: int, platform: Callable[[int], Any], bare: Callable[[int], Any],
-               rounds: int = 4) -> dict[str, float]:
+               platform_pid: int, rounds: int = 4) -> dict[str, float]:
     """Requests per second of each with `concurrency` clients, over `total` requests each, in alternating
-    rounds (so that a change in the machine's load falls on both)."""
+    rounds (so that a change in the machine's load falls on both). A platform round lasts until the
+    platform is idle again: the work its requests left queued counts in its time, not in the next round."""
     seconds = {"platform": 0.0, "bare": 0.0}
     per_round = max(concurrency, total // rounds)
     with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
@@ -240,6 +254,8 @@ def throughput(concurrency: int, total: int, platform: Callable[[int], Any], bar
                 started = time.perf_counter()
                 list(pool.map(call, range(first, first + per_round)))
                 seconds[name] += time.perf_counter() - started
+                if name == "platform":
+                    seconds[name] += settle(platform_pid)
     return {name: per_round * rounds / spent for name, spent in seconds.items()}
 
 
@@ -292,12 +308,17 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             return call
 
         results: dict[str, Any] = {"latency": {}, "throughput": {}}
+        pid = platform.proc.pid
+        load = os.getloadavg()[0]
         with memory:
+            settle(pid)
             results["latency"]["static, 3 queries"] = alternate(args.static, platform_static, bare_static)
+            settle(pid)
             results["latency"]["static, 3 queries: fetcher alone"] = alternate(args.static, direct_static, bare_static)
             results["latency"]["rendered html: fetcher alone"] = alternate(args.rendered, direct_rendered,
                                                                            bare_page("html"))
             for capture in ("html", "screenshot", "pdf"):
+                settle(pid)
                 results["latency"][f"rendered {capture}"] = alternate(
                     args.rendered, platform_page(capture), bare_page(capture)
                 )
@@ -306,10 +327,12 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 ("static: fetcher alone", 16, args.static_total, direct_static, bare_static),
                 ("rendered html", 4, args.rendered_total, platform_page("html"), bare_page("html")),
             ):
+                settle(pid)
                 results["throughput"][name] = {
-                    "concurrency": concurrency, **throughput(concurrency, total, ours_call, bare_call),
+                    "concurrency": concurrency, **throughput(concurrency, total, ours_call, bare_call, pid),
                 }
         results["memory"] = {"idle": memory.idle, "peak": memory.peak}
+        results["load"] = (load, os.getloadavg()[0])
         return results
     except BenchError as exc:
         raise BenchError(f"{exc}\n--- the platform's output ---\n{platform.log_tail()}") from None
@@ -338,12 +361,15 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
         "its own process. Calls alternate between platform and bare after a warm-up of 3 each. Rows \"fetcher",
         "alone\" post the same work to the fetcher service's own `POST /fetch` (no API in front): the",
         "difference to the API's row is the web side's share (Django, the API key, validation, storing the",
-        "capture as a result file).",
+        "capture as a result file). Each phase starts once the platform is idle; in the throughput rows a",
+        "platform round lasts until it is idle again (the backup tasks of its captures count in its time).",
         "",
         f"- Date: {now()}",
         f"- Machine: {machine(('django', 'aiohttp', 'playwright', 'httpx'), chromium_version())}",
         f"- Repetitions: {args.static} static, {args.rendered} of each rendered kind; throughput over "
         f"{args.static_total} static and {args.rendered_total} rendered requests of each, in 4 alternating rounds",
+        f"- Load average (1 min) at the start and the end: {results['load'][0]:.1f}, {results['load'][1]:.1f} "
+        "(the machine is shared: other work ran at the same time)",
         "",
         "| latency | platform p50 | platform p95 | bare p50 | bare p95 | p50 overhead | ratio of p50s |",
         "|---|---:|---:|---:|---:|---:|---:|",
