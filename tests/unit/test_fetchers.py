@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import pytest
 import requests
@@ -11,6 +12,7 @@ from fetchers.captures import extracted, markdown
 from fetchers.client import FetchersBusy, FetchersUnavailable, FetchOutcome, FetchSpec
 from fetchers.service import needs_browser, spec_error
 
+from jobs.fetch import _Deadline
 from spiders.extraction import ExtractionError
 from spiders.proxying import Proxy
 
@@ -196,3 +198,18 @@ def test_markdown(html, expected):
 def test_proxy_credentials_reach_playwright_decoded():
     option = Proxy(0, "http://us%3Aer:p%40ss@proxy.example:3128").playwright()
     assert option == {"server": "http://proxy.example:3128", "username": "us:er", "password": "p@ss"}
+
+
+def test_one_watchdog_expires_deadlines_in_their_order_and_spares_finished_ones():
+    started = time.monotonic()
+    with _Deadline(0.6) as late, _Deadline(0.2) as early:
+        with _Deadline(0.1) as finished:
+            pass
+        while not early.expired and time.monotonic() - started < 2:
+            time.sleep(0.01)
+        assert early.expired and not late.expired
+        assert 0.15 < time.monotonic() - started < 0.5
+        while not late.expired and time.monotonic() - started < 2:
+            time.sleep(0.01)
+        assert late.expired and 0.55 < time.monotonic() - started < 1.0
+    assert not finished.expired
