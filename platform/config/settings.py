@@ -400,3 +400,12 @@ SYNC_MAX_TIMEOUT_MS = env_int("SYNC_MAX_TIMEOUT_MS", 120_000)
 SYNC_DOWNLOAD_MAX_BYTES = env_int("SYNC_DOWNLOAD_MAX_BYTES", 10 * 1024 * 1024)
 # Downloads of one capture through GET /files/{job_id} (0: unlimited).
 SYNC_MAX_DOWNLOADS = env_int("SYNC_MAX_DOWNLOADS", 0)
+
+# --- Usage (docs/usage.md) ---------------------------------------------------------------------------
+# Metering per user, API key, kind and day; GET /api/v1/sync/client-metrics, /sync/metrics, /sync/billing.
+# Prices (per 1,000 units) are edited in the admin, in USAGE_CURRENCY (an ISO 4217 code, shown on bills).
+INSTALLED_APPS.append("usage")
+USAGE_CURRENCY = env_str("USAGE_CURRENCY", "USD")
+# How often beat closes the months that have ended (their bill lines are taken once and never change).
+USAGE_CLOSE_INTERVAL = env_float("USAGE_CLOSE_INTERVAL", 3600.0)
+CELERY_BEAT_SCHEDULE["close-billing-months"] = {"task": "usage.close_months", "schedule": USAGE_CLOSE_INTERVAL}

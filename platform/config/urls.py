@@ -45,6 +45,7 @@ urlpatterns = [
     re_path(r"^api/v1/?$", ScrapeNowView.as_view(), name="scrape-now"),  # seed 000: GET /api/v1?url=...
     path("api/v1/", include("exports.urls")),
     path("api/v1/", include("scrapes.urls")),
+    path("api/v1/", include("usage.urls")),
     path("api/v1/", include(router.urls)),
 ]
 

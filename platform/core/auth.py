@@ -37,6 +37,12 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         return 'Bearer realm="api"'
 
 
+def key_of(request) -> ApiKey | None:
+    """The API key a request was authenticated with (None for a session, as in the admin)."""
+    key = getattr(request, "auth", None)
+    return key if isinstance(key, ApiKey) else None
+
+
 class ApiKeyScheme(OpenApiAuthenticationExtension):
     """Describes API key authentication in the OpenAPI schema."""
 

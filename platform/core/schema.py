@@ -60,6 +60,7 @@ OPERATION_ERRORS: dict[str, dict[int, str]] = {
     "GET /api/v1": _SYNC_ERRORS,
     "POST /api/v1/sync/scrape": _SYNC_ERRORS,
     "POST /api/v1/sync/download": _SYNC_ERRORS,
+    "GET /api/v1/sync/metrics": {403: "`permission_denied`: global metrics are for staff keys"},
     "GET /api/v1/runs/{id}/log": {503: "`node_unavailable`: the run's node cannot be reached and no copy of the log "
                                        "was kept"},
 }

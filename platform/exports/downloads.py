@@ -6,6 +6,9 @@ import base64
 import logging
 from typing import BinaryIO
 
+from django.db import transaction
+from usage.services import key_id_of, record_served
+
 from . import storage
 from .errors import FileDisabled, FileExpired, FileNotReady, FileOveruse, StorageUnavailable
 from .models import FileStatus, ResultFile
@@ -32,11 +35,13 @@ def _refuse(file: ResultFile) -> None:
 class FileStream:
     """An iterator over a result file's bytes (base64-encoded if asked) that releases its download when closed."""
 
-    def __init__(self, file: ResultFile, handle: BinaryIO, source: str, encoding: str | None) -> None:
+    def __init__(self, file: ResultFile, handle: BinaryIO, source: str, encoding: str | None, key_id: int = 0) -> None:
         self.file = file
         self.handle = handle
         self.source = source
         self.encoding = encoding
+        self.key_id = key_id  # the API key usage is counted under (usage)
+        self.sent = 0
         self.closed = False
 
     @property
@@ -53,7 +58,9 @@ class FileStream:
         if not chunk:
             self.close()
             raise StopIteration
-        return base64.b64encode(chunk) if self.encoding == "base64" else chunk
+        chunk = base64.b64encode(chunk) if self.encoding == "base64" else chunk
+        self.sent += len(chunk)
+        return chunk
 
     def close(self) -> None:
         """Called by the server when the response ends, completed or not; safe to call twice."""
@@ -63,11 +70,16 @@ class FileStream:
         try:
             self.handle.close()
         finally:
-            self.file.release_download()
+            # What was served (all of it, or as far as the client read) is counted with the release.
+            with transaction.atomic():
+                self.file.release_download()
+                record_served(user_id=self.file.owner_id, key_id=self.key_id, size=self.sent)
 
 
-def open_download(*, file: ResultFile, encoding: str | None = None) -> FileStream:
-    """Count a download of `file` and open its bytes: the local copy, else the backup copy."""
+def open_download(*, file: ResultFile, encoding: str | None = None, api_key=None) -> FileStream:
+    """Count a download of `file` and open its bytes: the local copy, else the backup copy (the bytes
+    served are counted as usage of `api_key` when the stream closes)."""
+    key_id = key_id_of(api_key)
     if file.past_expiry:  # not swept yet
         raise FileExpired("The file has expired", details={"status": FileStatus.EXPIRED})
     if file.status != FileStatus.ENABLED or not file.claim_download():
@@ -75,7 +87,7 @@ def open_download(*, file: ResultFile, encoding: str | None = None) -> FileStrea
     # Claimed: the sweeper leaves both copies alone until the stream is closed.
     if file.local_name:
         try:
-            return FileStream(file, open(storage.local_path(file.local_name), "rb"), "local", encoding)  # noqa: SIM115
+            return FileStream(file, open(storage.local_path(file.local_name), "rb"), "local", encoding, key_id)  # noqa: SIM115
         except FileNotFoundError:
             logger.warning("Local copy of result file %s is missing; trying the backup", file.id)
     if not file.remote_name:
@@ -91,4 +103,4 @@ def open_download(*, file: ResultFile, encoding: str | None = None) -> FileStrea
         file.release_download(undo=True)
         logger.exception("Could not read result file %s from the backup store", file.id)
         raise StorageUnavailable("The backup store could not be read; try again later") from exc
-    return FileStream(file, handle, "remote", encoding)
+    return FileStream(file, handle, "remote", encoding, key_id)

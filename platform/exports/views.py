@@ -11,6 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.auth import key_of
 from core.errors import ValidationFailed
 from core.idempotency import idempotent
 from jobs import selectors as job_selectors
@@ -103,7 +104,7 @@ class FileView(APIView):
         if encoding not in (None, *downloads.ENCODINGS):
             raise ValidationFailed("Unknown encoding", details={"encoding": "Must be one of: " + ", ".join(downloads.ENCODINGS)})
         file = selectors.get_file(request.user, file_id)
-        stream = downloads.open_download(file=file, encoding=encoding)
+        stream = downloads.open_download(file=file, encoding=encoding, api_key=key_of(request))
         content_type = "text/plain; charset=us-ascii" if encoding else file.content_type
         response = StreamingHttpResponse(stream, content_type=content_type)
         filename = f"{file.filename}.b64" if encoding else file.filename

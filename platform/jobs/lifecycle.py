@@ -8,8 +8,10 @@ import logging
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
+from usage.services import record_run
 
 from core.errors import NodeUnavailable, ValidationFailed
 from core.outbox import send_on_commit
@@ -103,7 +105,11 @@ def record_finished(run: Run, *, finish_reason: str, stats: dict, items_lost: in
     run.refresh_from_db()
     partial = status in (RunStatus.CANCELLED, RunStatus.PAUSED) or finish_reason != "finished"
     try:
-        run.finish(status, close_reason=finish_reason, stats=stats, error=error, partial=partial, reported=True)
+        # Usage is counted from the run's own stats in the transaction of its guarded terminal move:
+        # once, whatever the number of deliveries of this report.
+        with transaction.atomic():
+            run.finish(status, close_reason=finish_reason, stats=stats, error=error, partial=partial, reported=True)
+            record_run(run)
     except IllegalTransition:
         return  # a concurrent delivery of the same report settled it first
     release_waiting(run)

@@ -80,13 +80,16 @@ def delete_job(*, job: Job) -> None:
         ItemStore(key).delete()
 
 
-def start_run(*, job: Job, trigger: str = Trigger.API) -> Run:
-    """Create a queued run of `job` and have a worker dispatch it once the run is committed."""
+def start_run(*, job: Job, trigger: str = Trigger.API, api_key=None) -> Run:
+    """Create a queued run of `job` and have a worker dispatch it once the run is committed.
+
+    `api_key`: the key that asked (its usage is counted under it); None for schedules and the admin."""
     if job.is_spider_job:
-        return start_spider_run(owner=job.owner, spider=job.spider, arguments=job.arguments, job=job, trigger=trigger)
+        return start_spider_run(owner=job.owner, spider=job.spider, arguments=job.arguments, job=job, trigger=trigger,
+                                api_key=api_key)
     with transaction.atomic():
         run = Run(owner=job.owner, job=job, project=settings.BUILTIN_PROJECT, spider=QUERY_SPIDER,
-                  config=job.spider_config(), trigger=trigger)
+                  config=job.spider_config(), trigger=trigger, api_key=api_key)
         # A crawl's JOBDIR lives on its node, relative to Scrapyd's folder: pause and resume use it.
         run.jobdir = f"jobdirs/{run.id.hex}"
         run.save()
@@ -95,7 +98,7 @@ def start_run(*, job: Job, trigger: str = Trigger.API) -> Run:
 
 
 def start_spider_run(*, owner, spider, arguments: dict[str, str], version: str | None = None,
-                     job: Job | None = None, trigger: str = Trigger.API) -> Run:
+                     job: Job | None = None, trigger: str = Trigger.API, api_key=None) -> Run:
     """Create a queued run of a deployed spider, of its project's current version unless pinned.
 
     The version must have the spider and `arguments` must be valid (projects.runnable), checked here for
@@ -105,7 +108,7 @@ def start_spider_run(*, owner, spider, arguments: dict[str, str], version: str |
     arguments = clean_arguments(arguments)
     with transaction.atomic():
         run = Run(owner=owner, job=job, deployed_spider=spider, project=spider.project.scrapyd_name,
-                  spider=spider.name, version=pinned, arguments=arguments, trigger=trigger)
+                  spider=spider.name, version=pinned, arguments=arguments, trigger=trigger, api_key=api_key)
         run.jobdir = f"jobdirs/{run.id.hex}"
         run.save()
         _enqueue(run)
@@ -119,7 +122,7 @@ def start_continuation(*, paused: Run) -> Run:
             owner=paused.owner, job=paused.job, project=paused.project, spider=paused.spider, config=paused.config,
             trigger=Trigger.RESUME, parent_id=paused.result_key, part=paused.part + 1, jobdir=paused.jobdir,
             node=paused.node, version=paused.version, result_count=paused.result_count,
-            deployed_spider=paused.deployed_spider, arguments=paused.arguments,
+            deployed_spider=paused.deployed_spider, arguments=paused.arguments, api_key_id=paused.api_key_id,
         )
         _enqueue(run)
     return run

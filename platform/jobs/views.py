@@ -14,6 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
+from core.auth import key_of
 from core.errors import ValidationFailed
 from core.idempotency import idempotent
 from core.ids import parse_uuid
@@ -139,7 +140,7 @@ class JobViewSet(viewsets.ModelViewSet):
     @action(detail=True, methods=["post"])
     def run(self, request: Request, pk: str) -> Response:
         """Start a run of the job now."""
-        return _run_response(request, services.start_run(job=self.get_object()))
+        return _run_response(request, services.start_run(job=self.get_object(), api_key=key_of(request)))
 
     @extend_schema(request=None, responses={202: RunSerializer, 200: JobSerializer})
     @action(detail=True, methods=["post"])
@@ -247,7 +248,7 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
         runnable = find_runnable_spider(request.user, spider_id=data.get("spider_id"),
                                         spider_name=data.get("spider_name"), version=data.get("version"))
         run = services.start_spider_run(owner=request.user, spider=runnable.spider, arguments=data["arguments"],
-                                        version=runnable.version.version)
+                                        version=runnable.version.version, api_key=key_of(request))
         return Response({"run_id": str(run.id), "status": run.status}, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(

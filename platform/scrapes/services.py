@@ -15,8 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from fetchers import client
 from fetchers.client import FetchOutcome, FetchSpec
+from usage.models import Kind
+from usage.services import record_sync
 
 from core.errors import ValidationFailed
 from exports.captures import save_capture
@@ -59,8 +62,10 @@ def _item_count(extracted: Any) -> int:
 def scrape(*, user, url: str, format: str = "html", render_js: bool = False, timeout_ms: int,
            wait_strategy: str = "load", wait_selector: str = "", wait_timeout_ms: int = 30_000,
            full_page: bool = False, queries: list[dict] | None = None, item_selector: dict | None = None,
-           proxy_config: dict | None = None, headers: dict[str, str] | None = None, json_response: bool = True) -> Fetched:
-    """Fetch one page now as asked and keep its capture (json_response only shapes the answer: views)."""
+           proxy_config: dict | None = None, headers: dict[str, str] | None = None, json_response: bool = True,
+           api_key=None) -> Fetched:
+    """Fetch one page now as asked and keep its capture (json_response only shapes the answer: views);
+    counted under `api_key` (usage) with the capture, in one transaction."""
     proxies = []
     if proxy_config and proxy_config.get("enabled"):
         proxies = _rotated(proxy_urls(proxy_config), proxy_config.get("rotation_strategy", "round-robin"))
@@ -71,11 +76,16 @@ def scrape(*, user, url: str, format: str = "html", render_js: bool = False, tim
         queries=tuple(queries or ()), item_selector=item_selector,
     )
     outcome = client.fetch(spec)
-    file = save_capture(
-        owner=user, fmt=format, url=outcome.url or spec.url,
-        content_type=outcome.content_type or client.CONTENT_TYPES[format], extension=EXTENSIONS[format],
-        data=outcome.capture, items=_item_count(outcome.extracted_data), error=outcome.message,
-    )
+    with transaction.atomic():
+        file = save_capture(
+            owner=user, fmt=format, url=outcome.url or spec.url,
+            content_type=outcome.content_type or client.CONTENT_TYPES[format], extension=EXTENSIONS[format],
+            data=outcome.capture, items=_item_count(outcome.extracted_data), error=outcome.message,
+        )
+        record_sync(user=user, api_key=api_key, endpoint=Kind.SYNC_SCRAPE_RENDERED if spec.render else Kind.SYNC_SCRAPE_STATIC,
+                    status_code=outcome.status_code, fetched=outcome.capture is not None,
+                    execution_ms=outcome.execution_ms, bytes_in=len(outcome.html.encode()) if outcome.html else 0,
+                    proxy_country=(proxy_config.get("geo_targeting") or "any").upper() if proxies else None)
     return Fetched(outcome, file)
 
 
@@ -97,7 +107,7 @@ def failed(outcome: FetchOutcome) -> bool:
     return outcome.capture is None or outcome.status_code >= 400
 
 
-def download(*, user, url: str, timeout_ms: int) -> Fetched:
+def download(*, user, url: str, timeout_ms: int, api_key=None) -> Fetched:
     """Download one file now (any content type, at most SYNC_DOWNLOAD_MAX_BYTES) and keep it."""
     limit = settings.SYNC_DOWNLOAD_MAX_BYTES
     spec = FetchSpec(url=url.strip(), mode="download", timeout_ms=timeout_ms, max_bytes=limit)
@@ -108,11 +118,15 @@ def download(*, user, url: str, timeout_ms: int) -> Fetched:
             details={"url": f"Larger than SYNC_DOWNLOAD_MAX_BYTES ({limit} bytes)"},
         )
     content_type = _served_type(outcome.content_type)
-    file = save_capture(
-        owner=user, fmt=DOWNLOAD_FORMAT, url=outcome.url or spec.url, content_type=content_type,
-        extension=_extension(content_type, outcome.url or spec.url),
-        data=None if failed(outcome) else outcome.capture, error=download_message(outcome),
-    )
+    with transaction.atomic():
+        file = save_capture(
+            owner=user, fmt=DOWNLOAD_FORMAT, url=outcome.url or spec.url, content_type=content_type,
+            extension=_extension(content_type, outcome.url or spec.url),
+            data=None if failed(outcome) else outcome.capture, error=download_message(outcome),
+        )
+        record_sync(user=user, api_key=api_key, endpoint=Kind.SYNC_DOWNLOAD, status_code=outcome.status_code,
+                    fetched=outcome.capture is not None, execution_ms=outcome.execution_ms,
+                    bytes_in=len(outcome.capture or b""))
     return Fetched(outcome, file)
 
 

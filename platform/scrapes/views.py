@@ -21,6 +21,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.auth import key_of
 from exports.models import ResultFile
 from exports.responses import FileNegotiation
 
@@ -67,7 +68,7 @@ def scrape_response(request: Request, data: Any) -> HttpResponse:
     serializer = ScrapeRequestSerializer(data=data)
     serializer.is_valid(raise_exception=True)
     values = dict(serializer.validated_data)
-    fetched = services.scrape(user=request.user, **values)
+    fetched = services.scrape(user=request.user, api_key=key_of(request), **values)
     outcome, file = fetched.outcome, fetched.file
     if values["json_response"] or outcome.capture is None:
         # Nothing captured (refused, DNS, timeout): the JSON body says why, whichever form was asked.
@@ -164,7 +165,7 @@ class DownloadView(APIView):
         """
         serializer = DownloadRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        fetched = services.download(user=request.user, **serializer.validated_data)
+        fetched = services.download(user=request.user, api_key=key_of(request), **serializer.validated_data)
         outcome, file = fetched.outcome, fetched.file
         failed = services.failed(outcome)
         body = {

@@ -61,6 +61,11 @@ class Run(GuardedStatus):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="runs")
+    # Usage is counted per key (usage app): the key that started the run, or the crawl it continues.
+    api_key = models.ForeignKey(
+        "core.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False,
+        help_text="The API key that started the run (empty: a schedule or the admin)",
+    )
     job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.CASCADE, related_name="runs")
     deployed_spider = models.ForeignKey(
         "projects.Spider", null=True, blank=True, on_delete=models.SET_NULL, related_name="runs",

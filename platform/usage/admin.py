@@ -1,0 +1,51 @@
+"""Admin: the price table (edited), usage counters and closed bills (read only)."""
+
+from django.contrib import admin
+
+from .models import BilledMonth, BillLine, Price, SyncSummary, UsageCounter
+
+
+@admin.register(Price)
+class PriceAdmin(admin.ModelAdmin):
+    list_display = ["kind", "per_thousand", "updated_at"]
+    search_fields = ["kind"]
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(UsageCounter)
+class UsageCounterAdmin(ReadOnlyAdmin):
+    list_display = ["day", "user", "key_id", "kind", "quantity"]
+    list_filter = ["kind", "day"]
+    search_fields = ["user__username"]
+
+
+@admin.register(SyncSummary)
+class SyncSummaryAdmin(ReadOnlyAdmin):
+    list_display = ["day", "user", "key_id", "endpoint", "outcome", "bucket", "calls", "total_ms"]
+    list_filter = ["endpoint", "outcome", "day"]
+
+
+class BillLineInline(admin.TabularInline):
+    model = BillLine
+    extra = 0
+    can_delete = False
+    readonly_fields = ["user", "kind", "quantity", "per_thousand", "amount"]
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(BilledMonth)
+class BilledMonthAdmin(ReadOnlyAdmin):
+    list_display = ["month", "currency", "closed_at"]
+    inlines = [BillLineInline]
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # a closed month never changes
