@@ -33,6 +33,11 @@ logger = logging.getLogger(__name__)
 
 # What Chromium reports when the relay would not open a connection (the crawl policy refused it).
 _PROXY_ERRORS = ("ERR_SOCKS_CONNECTION_FAILED", "ERR_PROXY_CONNECTION_FAILED", "ERR_TUNNEL_CONNECTION_FAILED")
+# The document as page.content() serialises it (doctype, then the root element).
+_PAGE_HTML = """() => {
+  const doctype = document.doctype ? new XMLSerializer().serializeToString(document.doctype) : "";
+  return doctype + (document.documentElement ? document.documentElement.outerHTML : "");
+}"""
 # Page work that is not the page's own load (content, screenshot, pdf, closing): bounded too.
 CAPTURE_TIMEOUT_MS = 15_000
 
@@ -152,14 +157,16 @@ class Renderer:
             capture_ms = max(1, min(CAPTURE_TIMEOUT_MS, int((deadline - time.monotonic()) * 1000)))
             page.set_default_timeout(capture_ms)
             capture = None
-            if spec.format in ("screenshot", "pdf"):
-                # The HTML is read while the capture is taken: read before or after it, it added 10-20 ms
-                # to a PDF of bench/sync.py's pages (together, nothing measurable).
-                take = (page.screenshot(full_page=spec.full_page, type="png") if spec.format == "screenshot"
-                        else page.pdf(print_background=True))
-                capture, html = await asyncio.gather(take, page.content())
-            else:
+            if spec.format == "screenshot":
+                capture = await page.screenshot(full_page=spec.full_page, type="png")
+            elif spec.format == "pdf":
+                capture = await page.pdf(print_background=True)
+            if capture is None:
                 html = await page.content()
+            else:
+                # What page.content() returns, read in the page's own world after the capture: content()
+                # (an isolated world) added ~25 ms to a PDF of bench/sync.py's pages, this nothing measurable.
+                html = await page.evaluate(_PAGE_HTML)
             if len(html.encode()) > max_bytes:
                 return failure(spec, started, 500, f"Page larger than the limit of {max_bytes} bytes", too_large=True)
             status = response.status if response is not None else 200

@@ -93,6 +93,8 @@ def test_pdf(fetcher, pages):
     outcome = fetch(FetchSpec(url=f"{pages.url}/page", format="pdf"))
     assert (outcome.status_code, outcome.content_type) == (200, "application/pdf")
     assert outcome.capture.startswith(b"%PDF-") and b"%%EOF" in outcome.capture[-1024:]
+    # The page's HTML comes with a capture too, serialised as for format html.
+    assert outcome.html == fetch(FetchSpec(url=f"{pages.url}/page", render=True)).html
 
 
 @pytest.mark.parametrize("render", [False, True], ids=["static", "rendered"])
