@@ -161,12 +161,9 @@ class Renderer:
                 capture = await page.screenshot(full_page=spec.full_page, type="png")
             elif spec.format == "pdf":
                 capture = await page.pdf(print_background=True)
-            if capture is None:
-                html = await page.content()
-            else:
-                # What page.content() returns, read in the page's own world after the capture: content()
-                # (an isolated world) added ~25 ms to a PDF of bench/sync.py's pages, this nothing measurable.
-                html = await page.evaluate(_PAGE_HTML)
+            # What page.content() returns, read in the page's own world (after a capture): content()'s
+            # isolated world added ~25 ms to a PDF of bench/sync.py's pages, this nothing measurable.
+            html = await page.evaluate(_PAGE_HTML)
             if len(html.encode()) > max_bytes:
                 return failure(spec, started, 500, f"Page larger than the limit of {max_bytes} bytes", too_large=True)
             status = response.status if response is not None else 200
