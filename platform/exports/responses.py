@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from django.http import StreamingHttpResponse
@@ -11,6 +12,7 @@ from drf_spectacular.utils import OpenApiParameter
 from rest_framework.exceptions import NotAcceptable
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.request import Request
+from usage.services import key_id_of, record_served
 
 from jobs.models import Run
 
@@ -41,11 +43,40 @@ def export_request(request: Request) -> tuple[type[Exporter], dict[str, Any]]:
     return exporter, exporter.clean_options(request.query_params)
 
 
-def export_response(run: Run, exporter: type[Exporter], options: dict[str, Any]) -> StreamingHttpResponse:
+class CountedStream:
+    """A response's chunks; the bytes served are counted as usage (of the run's owner, under the
+    downloading key) when the server closes the response, completed or not."""
+
+    def __init__(self, chunks: Iterable[bytes], *, user_id: int, key_id: int) -> None:
+        self.chunks = iter(chunks)
+        self.user_id, self.key_id = user_id, key_id
+        self.sent = 0
+        self.closed = False
+
+    def __iter__(self) -> CountedStream:
+        return self
+
+    def __next__(self) -> bytes:
+        try:
+            chunk = next(self.chunks)
+        except StopIteration:
+            self.close()  # all served: counted now, as FileStream does (before the request's end closes the database)
+            raise
+        self.sent += len(chunk)
+        return chunk
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            record_served(user_id=self.user_id, key_id=self.key_id, size=self.sent)
+
+
+def export_response(run: Run, exporter: type[Exporter], options: dict[str, Any], api_key=None) -> StreamingHttpResponse:
     """The run's items streamed in a format, as a file attachment; memory stays flat at any size."""
     store = run_items(run)
+    chunks = stream_export(exporter, store.schema(), store.batches(), options)
     response = StreamingHttpResponse(
-        stream_export(exporter, store.schema(), store.batches(), options), content_type=exporter.content_type
+        CountedStream(chunks, user_id=run.owner_id, key_id=key_id_of(api_key)), content_type=exporter.content_type
     )
     filename = export_filename(run, exporter.extension)
     response["Content-Disposition"] = content_disposition_header(as_attachment=True, filename=filename)

@@ -34,7 +34,7 @@ class RunDownloadView(APIView):
         """Download the items of a run as a file, in any format, streamed at any size."""
         exporter, options = export_request(request)
         run = job_selectors.get_run(request.user, run_id)
-        return export_response(run, exporter, options)
+        return export_response(run, exporter, options, api_key=key_of(request))
 
 
 class RunExportsView(APIView):

@@ -199,7 +199,7 @@ class JobViewSet(viewsets.ModelViewSet):
         job = self.get_object()
         exporter, options = export_request(request)
         run = selectors.results_run(request.user, job, run_param(request))
-        return export_response(run, exporter, options)
+        return export_response(run, exporter, options, api_key=key_of(request))
 
     @extend_schema(request=PreviewSerializer, responses={200: PreviewResultSerializer})
     @action(detail=False, methods=["post"])
@@ -210,8 +210,26 @@ class JobViewSet(viewsets.ModelViewSet):
         return Response(preview.preview(**serializer.validated_data))
 
 
+# Seed 004's status names, accepted in `GET /runs?status=` beside ours (runs still show ours).
+STATUS_ALIASES: dict[str, tuple[str, ...]] = {
+    "finished": (RunStatus.SUCCEEDED,),
+    "error": (RunStatus.FAILED, RunStatus.LOST),
+}
+
+
+class RunStatusFilter(filters.MultipleChoiceFilter):
+    """Statuses, repeated or not (`?status=queued&status=running`), an alias standing for what it names."""
+
+    def filter(self, qs, value):
+        return super().filter(qs, [status for v in value for status in STATUS_ALIASES.get(v, (v,))])
+
+
 class RunFilter(filters.FilterSet):
-    status = filters.MultipleChoiceFilter(choices=RunStatus.choices)
+    status = RunStatusFilter(
+        choices=[*RunStatus.choices, *((alias, alias) for alias in STATUS_ALIASES)],
+        help_text="Runs in any of these statuses (repeat the parameter for several). Aliases of seed 004: "
+        + ", ".join(f"`{alias}` = {' or '.join(f'`{s}`' for s in statuses)}" for alias, statuses in STATUS_ALIASES.items()),
+    )
     job_id = filters.UUIDFilter(field_name="job_id")
     spider_id = filters.UUIDFilter(method="filter_spider", help_text="A deployed spider, or the built-in query spider")
 

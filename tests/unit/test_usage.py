@@ -281,3 +281,19 @@ def test_billing_csv(user):
 def test_billing_refuses_bad_parameters(user, params):
     response = make_client(user).get("/api/v1/sync/billing", params)
     assert response.status_code == 400 and response.json()["error"] == "validation_error"
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv", "xlsx"])
+def test_a_streamed_run_download_counts_the_bytes_served(user, key, items_dir, fmt):
+    run = make_run(user)
+    ItemStore(run.result_key).append(0, [{"a": i, "b": "x" * i} for i in range(50)], part=0)
+    lifecycle.record_finished(run, finish_reason="finished", stats={})
+    api = make_client(user)
+    response = api.get(f"/api/v1/runs/{run.pk}/download", {"format": fmt})
+    body = b"".join(response.streaming_content)  # the test client closes it at the end
+    assert response.status_code == 200 and body
+    key_id = ApiKey.objects.filter(user=user).order_by("-pk").first().pk
+    assert usage_of(user, key_id) == {Kind.EXPORT_BYTES: len(body)}
+    jobs_download = api.get(f"/api/v1/jobs/{run.job_id}/download", {"format": fmt})
+    more = b"".join(jobs_download.streaming_content)
+    assert usage_of(user, key_id) == {Kind.EXPORT_BYTES: len(body) + len(more)}
