@@ -20,6 +20,7 @@ import concurrent.futures
 import contextlib
 import os
 import re
+import resource
 import statistics
 import sys
 import tempfile
@@ -240,24 +241,60 @@ def settle(pid: int, *, window: float = 0.3, idle: float = 0.15, timeout: float 
     return max(0.0, time.perf_counter() - started - window)
 
 
+ROLES = (("gunicorn", "web (gunicorn, Django)"), ("runfetcher", "fetcher"), (" worker", "Celery worker"),
+         (" beat", "Celery beat"), ("scrapyd", "Scrapyd"))
+
+
+def processes(platform_pid: int, site_pid: int) -> dict[str, list[int]]:
+    """The processes whose CPU time is counted, by what they are (each with its descendants; the
+    benchmark process's own threads apart: key 0)."""
+    mine = [pid for pid in children(os.getpid()) if pid not in (platform_pid, site_pid)]  # bare Playwright
+    found: dict[str, list[int]] = {"site": [site_pid], "benchmark process": [0, *mine]}
+    for pid in children(platform_pid):
+        with contextlib.suppress(OSError):
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            name = next((role for key, role in ROLES if key in command), "other")
+            found.setdefault(name, []).append(pid)
+    return found
+
+
+def cpu(groups: dict[str, list[int]]) -> dict[str, float]:
+    def used(pid: int) -> float:
+        if pid == 0:
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            return usage.ru_utime + usage.ru_stime
+        return tree_cpu(pid)
+
+    return {name: sum(used(pid) for pid in pids) for name, pids in groups.items()}
+
+
 def throughput(concurrency: int, total: int, platform: Callable[[int], Any], bare: Callable[[int], Any],
-               platform_pid: int, rounds: int = 4) -> dict[str, float]:
+               platform_pid: int, groups: dict[str, list[int]], rounds: int = 4) -> dict[str, Any]:
     """Requests per second of each with `concurrency` clients, over `total` requests each, in alternating
-    rounds (so that a change in the machine's load falls on both). A platform round lasts until the
-    platform is idle again: the work its requests left queued counts in its time, not in the next round."""
+    rounds (so that a change in the machine's load falls on both), and the CPU milliseconds per request
+    of each process group. A platform round lasts until the platform is idle again: the work its
+    requests left queued counts in its time, not in the next round."""
     seconds = {"platform": 0.0, "bare": 0.0}
+    used = {"platform": dict.fromkeys(groups, 0.0), "bare": dict.fromkeys(groups, 0.0)}
     per_round = max(concurrency, total // rounds)
     with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
         for r in range(rounds):
             pair = [("platform", platform), ("bare", bare)]
             for name, call in pair if r % 2 == 0 else reversed(pair):
                 first = r * per_round + 1
+                before = cpu(groups)
                 started = time.perf_counter()
                 list(pool.map(call, range(first, first + per_round)))
                 seconds[name] += time.perf_counter() - started
                 if name == "platform":
                     seconds[name] += settle(platform_pid)
-    return {name: per_round * rounds / spent for name, spent in seconds.items()}
+                for group, spent in cpu(groups).items():
+                    used[name][group] += spent - before[group]
+    count = per_round * rounds
+    result: dict[str, Any] = {name: count / spent for name, spent in seconds.items()}
+    result["cpu_ms"] = {name: {group: 1000 * spent / count for group, spent in groups_used.items()}
+                        for name, groups_used in used.items()}
+    return result
 
 
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -317,6 +354,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
         results: dict[str, Any] = {"latency": {}, "throughput": {}}
         pid = platform.proc.pid
+        groups = processes(pid, site.proc.pid)
         load = os.getloadavg()[0]
         with memory:
             settle(pid)
@@ -339,7 +377,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             ):
                 settle(pid)
                 results["throughput"][name] = {
-                    "concurrency": concurrency, **throughput(concurrency, total, ours_call, bare_call, pid),
+                    "concurrency": concurrency, **throughput(concurrency, total, ours_call, bare_call, pid, groups),
                 }
         results["memory"] = {"idle": memory.idle, "peak": memory.peak}
         results["load"] = (load, os.getloadavg()[0])
@@ -365,7 +403,8 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
         "service with its warm Chromium) against bare code doing the same work in the benchmark's process:",
         "`httpx.Client` (keep-alive) GET + parsel with the three benchmark queries (xpath, css with join, regex);",
         "Playwright `new_page` + `goto` + `content()` / `screenshot(full_page=True)` / `pdf()` on a Chromium",
-        "already running (the headless shell, as the fetcher's). Platform scrapes are full API calls: key",
+        "already running (the headless shell, as the fetcher's; the fetcher serialises the HTML as `content()`",
+        "does, but in the page's own world, which costs less). Platform scrapes are full API calls: key",
         "authentication, validation, the fetcher round trip, and the capture stored as a result file. Pages are",
         "bench/crawl_site.py's product pages (static, and script-rendered for the browser rows) from a server in",
         "its own process. Calls alternate between platform and bare after a warm-up of 3 each. Rows \"fetcher",
@@ -408,6 +447,19 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
             continue
         checks.append(f"{name} throughput at {row['concurrency']} clients {ratio:.2f}× the bare code's "
                       f"(target ≥ 0.8×: {verdict(ratio >= 0.8)})")
+    static = results["throughput"]["static"]["cpu_ms"]
+    groups = [g for g in static["platform"] if max(static["platform"][g], static["bare"][g]) >= 0.05]
+    lines += [
+        "",
+        "CPU time per request in the static throughput rows (ms; the benchmark process runs the clients and",
+        "the bare code; the platform's rows include the work left queued, such as backing captures up):",
+        "",
+        "| | " + " | ".join(groups) + " | all |",
+        "|---|" + "---:|" * (len(groups) + 1),
+    ]
+    for name in ("platform", "bare"):
+        row = static[name]
+        lines.append(f"| {name} | " + " | ".join(f"{row[g]:.2f}" for g in groups) + f" | {sum(row.values()):.2f} |")
     memory = results["memory"]
     lines += [
         "",
