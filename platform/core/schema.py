@@ -17,8 +17,8 @@ ERROR_SCHEMA = {
         "message": {"type": "string", "description": "Human-readable summary"},
         "details": {
             "type": "object",
-            "additionalProperties": {"type": "string"},
-            "description": "Per-field problems keyed by path, e.g. queries[0].type",
+            "additionalProperties": {"oneOf": [{"type": "string"}, {"type": "integer"}]},
+            "description": "Per-field problems keyed by path, e.g. queries[0].type (quota_exceeded: kind, limit, used)",
         },
         "retry_after": {"type": "integer", "description": "rate_limited, service_unavailable: seconds to wait before retrying"},
     },
@@ -64,6 +64,13 @@ OPERATION_ERRORS: dict[str, dict[int, str]] = {
     "GET /api/v1/runs/{id}/log": {503: "`node_unavailable`: the run's node cannot be reached and no copy of the log "
                                        "was kept"},
 }
+
+# usage.quotas: new work past a limit of the caller's plan.
+_QUOTA = "`quota_exceeded`: past a limit of the caller's plan (`details`: kind, limit, used; `retry_after`: seconds)"
+for _operation in ("POST /api/v1/jobs/{id}/run", "POST /api/v1/jobs/{id}/resume", "POST /api/v1/runs", "GET /api/v1",
+                   "POST /api/v1/sync/scrape", "POST /api/v1/sync/download", "GET /api/v1/files/{file_id}",
+                   "GET /api/v1/runs/{run_id}/download", "GET /api/v1/jobs/{id}/download"):
+    OPERATION_ERRORS[_operation] = {**OPERATION_ERRORS.get(_operation, {}), 429: _QUOTA}
 
 
 def _error(description: str, code: int) -> dict:

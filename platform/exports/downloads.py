@@ -7,6 +7,8 @@ import logging
 from typing import BinaryIO
 
 from django.db import transaction
+from usage import quotas
+from usage.models import Kind
 from usage.services import key_id_of, record_served
 
 from . import storage
@@ -80,6 +82,7 @@ def open_download(*, file: ResultFile, encoding: str | None = None, api_key=None
     """Count a download of `file` and open its bytes: the local copy, else the backup copy (the bytes
     served are counted as usage of `api_key` when the stream closes)."""
     key_id = key_id_of(api_key)
+    quotas.check(user_id=file.owner_id, kinds=(Kind.EXPORT_BYTES,))
     if file.past_expiry:  # not swept yet
         raise FileExpired("The file has expired", details={"status": FileStatus.EXPIRED})
     if file.status != FileStatus.ENABLED or not file.claim_download():

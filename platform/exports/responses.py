@@ -12,6 +12,8 @@ from drf_spectacular.utils import OpenApiParameter
 from rest_framework.exceptions import NotAcceptable
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.request import Request
+from usage import quotas
+from usage.models import Kind
 from usage.services import key_id_of, record_served
 
 from jobs.models import Run
@@ -73,6 +75,7 @@ class CountedStream:
 
 def export_response(run: Run, exporter: type[Exporter], options: dict[str, Any], api_key=None) -> StreamingHttpResponse:
     """The run's items streamed in a format, as a file attachment; memory stays flat at any size."""
+    quotas.check(user_id=run.owner_id, kinds=(Kind.EXPORT_BYTES,))
     store = run_items(run)
     chunks = stream_export(exporter, store.schema(), store.batches(), options)
     response = StreamingHttpResponse(

@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
+from usage import quotas
 
 from core.errors import Conflict
 from core.outbox import send_on_commit
@@ -87,9 +88,11 @@ def start_run(*, job: Job, trigger: str = Trigger.API, api_key=None) -> Run:
     if job.is_spider_job:
         return start_spider_run(owner=job.owner, spider=job.spider, arguments=job.arguments, job=job, trigger=trigger,
                                 api_key=api_key)
+    config = job.spider_config()
+    quotas.check_run(user_id=job.owner_id, proxy_config=config.get("proxy_config"))  # 429 past the owner's plan
     with transaction.atomic():
         run = Run(owner=job.owner, job=job, project=settings.BUILTIN_PROJECT, spider=QUERY_SPIDER,
-                  config=job.spider_config(), trigger=trigger, api_key=api_key)
+                  config=config, trigger=trigger, api_key=api_key)
         # A crawl's JOBDIR lives on its node, relative to Scrapyd's folder: pause and resume use it.
         run.jobdir = f"jobdirs/{run.id.hex}"
         run.save()
@@ -106,6 +109,7 @@ def start_spider_run(*, owner, spider, arguments: dict[str, str], version: str |
     """
     pinned = runnable_version(spider, version).version
     arguments = clean_arguments(arguments)
+    quotas.check_run(user_id=owner.pk)
     with transaction.atomic():
         run = Run(owner=owner, job=job, deployed_spider=spider, project=spider.project.scrapyd_name,
                   spider=spider.name, version=pinned, arguments=arguments, trigger=trigger, api_key=api_key)
@@ -117,6 +121,7 @@ def start_spider_run(*, owner, spider, arguments: dict[str, str], version: str |
 
 def start_continuation(*, paused: Run) -> Run:
     """Resume a paused crawl: a new run on the same node, from the same JOBDIR, into the same result."""
+    quotas.check_run(user_id=paused.owner_id, proxy_config=(paused.config or {}).get("proxy_config"))
     with transaction.atomic():
         run = Run.objects.create(
             owner=paused.owner, job=paused.job, project=paused.project, spider=paused.spider, config=paused.config,

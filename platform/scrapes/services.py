@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db import transaction
 from fetchers import client
 from fetchers.client import FetchOutcome, FetchSpec
+from usage import quotas
 from usage.models import Kind
 from usage.services import record_sync
 
@@ -69,6 +70,8 @@ def scrape(*, user, url: str, format: str = "html", render_js: bool = False, tim
     proxies = []
     if proxy_config and proxy_config.get("enabled"):
         proxies = _rotated(proxy_urls(proxy_config), proxy_config.get("rotation_strategy", "round-robin"))
+    endpoint = Kind.SYNC_SCRAPE_RENDERED if render_js or format in ("screenshot", "pdf") else Kind.SYNC_SCRAPE_STATIC
+    quotas.check(user_id=user.pk, kinds=(endpoint, Kind.BYTES_DOWNLOADED, quotas.proxy_kind(proxy_config)))
     spec = FetchSpec(
         url=url.strip(), render=render_js or format in ("screenshot", "pdf"), wait_strategy=wait_strategy,
         wait_selector=wait_selector or None, wait_timeout_ms=wait_timeout_ms, format=format, full_page=full_page,
@@ -82,7 +85,7 @@ def scrape(*, user, url: str, format: str = "html", render_js: bool = False, tim
             content_type=outcome.content_type or client.CONTENT_TYPES[format], extension=EXTENSIONS[format],
             data=outcome.capture, items=_item_count(outcome.extracted_data), error=outcome.message,
         )
-        record_sync(user=user, api_key=api_key, endpoint=Kind.SYNC_SCRAPE_RENDERED if spec.render else Kind.SYNC_SCRAPE_STATIC,
+        record_sync(user=user, api_key=api_key, endpoint=endpoint,
                     status_code=outcome.status_code, fetched=outcome.capture is not None,
                     execution_ms=outcome.execution_ms, bytes_in=len(outcome.html.encode()) if outcome.html else 0,
                     proxy_country=(proxy_config.get("geo_targeting") or "any").upper() if proxies else None)
@@ -110,6 +113,7 @@ def failed(outcome: FetchOutcome) -> bool:
 def download(*, user, url: str, timeout_ms: int, api_key=None) -> Fetched:
     """Download one file now (any content type, at most SYNC_DOWNLOAD_MAX_BYTES) and keep it."""
     limit = settings.SYNC_DOWNLOAD_MAX_BYTES
+    quotas.check(user_id=user.pk, kinds=(Kind.SYNC_DOWNLOAD, Kind.BYTES_DOWNLOADED))
     spec = FetchSpec(url=url.strip(), mode="download", timeout_ms=timeout_ms, max_bytes=limit)
     outcome = client.fetch(spec)
     if outcome.too_large:

@@ -2,7 +2,7 @@
 
 from django.contrib import admin
 
-from .models import BilledMonth, BillLine, Price, SyncSummary, UsageCounter
+from .models import BilledMonth, BillLine, Plan, PlanAssignment, PlanLimit, Price, SyncSummary, UsageCounter
 
 
 @admin.register(Price)
@@ -49,3 +49,24 @@ class BilledMonthAdmin(ReadOnlyAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False  # a closed month never changes
+
+
+class PlanLimitInline(admin.TabularInline):
+    model = PlanLimit
+    extra = 1
+
+
+class PlanAssignmentInline(admin.TabularInline):
+    model = PlanAssignment
+    extra = 1
+    raw_id_fields = ["user"]
+    verbose_name = "user on this plan"
+    verbose_name_plural = "users on this plan"
+
+
+@admin.register(Plan)
+class PlanAdmin(admin.ModelAdmin):
+    """A plan's monthly limits per kind, its runs at once, and its users."""
+
+    list_display = ["name", "concurrent_runs"]
+    inlines = [PlanLimitInline, PlanAssignmentInline]

@@ -112,3 +112,37 @@ class BillLine(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["billed_month", "user", "kind"], name="one_bill_line_per_kind")]
         ordering = ["user_id", "kind"]
+
+
+class Plan(models.Model):
+    """Limits a user's work: monthly quantities per kind (PlanLimit) and runs going at once."""
+
+    name = models.CharField(max_length=100, unique=True)
+    concurrent_runs = models.PositiveIntegerField(null=True, blank=True, help_text="Runs queued or going at once (empty: no limit)")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class PlanLimit(models.Model):
+    """At most `limit` units of `kind` per calendar month (UTC); past it new work of that kind is refused."""
+
+    plan = models.ForeignKey(Plan, on_delete=models.CASCADE, related_name="limits")
+    kind = models.CharField(max_length=64, help_text="A usage kind, e.g. crawl_requests, rendered_pages, proxy_requests:DE")
+    limit = models.PositiveBigIntegerField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["plan", "kind"], name="one_limit_per_kind")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} ≤ {self.limit}/month"
+
+
+class PlanAssignment(models.Model):
+    """The plan a user is on (none: no limits)."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="plan_assignment")
+    plan = models.ForeignKey(Plan, on_delete=models.CASCADE, related_name="assignments")
+
+    def __str__(self) -> str:
+        return f"{self.user} → {self.plan}"

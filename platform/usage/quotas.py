@@ -1,0 +1,82 @@
+"""Quotas: a user's plan limits their monthly usage per kind and their runs going at once.
+
+Checked before new work starts (a run, a resumed run, a sync call, a download): past a limit the work
+is refused with 429 `quota_exceeded`, `retry_after` the seconds until the month resets (for runs at
+once, CONCURRENT_RETRY_AFTER). A check reads the counters as committed; two requests racing at the
+limit may both pass it (the overshoot is at most the work in flight), and work already going is not
+stopped by it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from django.db.models import Sum
+from django.utils import timezone
+
+from core.errors import PlatformError
+
+from .models import PROXY_PREFIX, Kind, PlanAssignment, UsageCounter
+
+# Seconds a client refused for its runs at once is told to wait (a run's end cannot be foreseen).
+CONCURRENT_RETRY_AFTER = 30
+CONCURRENT_RUNS = "concurrent_runs"
+# What a run may count (all are checked before it starts).
+RUN_KINDS = (Kind.CRAWL_REQUESTS, Kind.CRAWL_RESPONSES, Kind.RENDERED_PAGES, Kind.ITEMS_STORED,
+             Kind.BYTES_DOWNLOADED, Kind.RUN_SECONDS)
+
+
+class QuotaExceeded(PlatformError):
+    status_code = 429
+    code = "quota_exceeded"
+
+    def __init__(self, message: str, *, kind: str, limit: int, used: int, retry_after: int) -> None:
+        super().__init__(message, details={"kind": kind, "limit": limit, "used": used})
+        self.retry_after = max(int(retry_after), 1)
+
+
+def seconds_to_next_month(now: datetime | None = None) -> int:
+    now = now or timezone.now()
+    first = datetime(now.year + now.month // 12, now.month % 12 + 1, 1, tzinfo=UTC)
+    return int((first - now).total_seconds()) + 1
+
+
+def proxy_kind(proxy_config: dict | None) -> str | None:
+    """The `proxy_requests:<CC>` kind of work through the proxy pool, or None without proxies."""
+    if isinstance(proxy_config, dict) and proxy_config.get("enabled"):
+        return PROXY_PREFIX + str(proxy_config.get("geo_targeting") or "any").upper()
+    return None
+
+
+def check(*, user_id: int, kinds: Iterable[str | None], run: bool = False) -> None:
+    """Refuse new work of `kinds` (and, with `run`, one more run going) past the user's plan."""
+    assignment = PlanAssignment.objects.select_related("plan").filter(user_id=user_id).first()
+    if assignment is None:
+        return
+    plan = assignment.plan
+    if run and plan.concurrent_runs is not None:
+        from jobs.models import Run
+        from jobs.models.run import ACTIVE
+
+        going = Run.objects.filter(owner_id=user_id, status__in=ACTIVE).count()
+        if going >= plan.concurrent_runs:
+            raise QuotaExceeded(f"Plan {plan.name} allows {plan.concurrent_runs} run(s) at once", kind=CONCURRENT_RUNS,
+                                limit=plan.concurrent_runs, used=going, retry_after=CONCURRENT_RETRY_AFTER)
+    limits = dict(plan.limits.filter(kind__in=[k for k in kinds if k]).values_list("kind", "limit"))
+    if not limits:
+        return
+    today = timezone.now().date()
+    used = dict(
+        UsageCounter.objects.filter(user_id=user_id, kind__in=list(limits), day__gte=today.replace(day=1))
+        .values("kind").annotate(total=Sum("quantity")).values_list("kind", "total")
+    )
+    for kind, limit in sorted(limits.items()):
+        if used.get(kind, 0) >= limit:
+            raise QuotaExceeded(f"Plan {plan.name}'s monthly {kind} limit ({limit}) is used up", kind=kind, limit=limit,
+                                used=used.get(kind, 0), retry_after=seconds_to_next_month())
+
+
+def check_run(*, user_id: int, proxy_config: dict | None = None) -> None:
+    """Before a run starts (API, schedule, admin or resume)."""
+    check(user_id=user_id, kinds=(*RUN_KINDS, proxy_kind(proxy_config)), run=True)

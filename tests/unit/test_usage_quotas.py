@@ -1,0 +1,133 @@
+"""Quotas: a plan's monthly limits per kind and runs at once refuse new work with 429 quota_exceeded."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from exports.itemstore import ItemStore
+from jobs.models import Job, Run, RunStatus
+from tests.conftest import make_client
+from usage import quotas, services
+from usage.models import Kind, Plan, PlanAssignment, PlanLimit
+
+pytestmark = pytest.mark.django_db
+
+JOB = {"name": "j", "source": "https://example.com/", "queries": [{"name": "t", "type": "css", "query": "title::text"}]}
+
+
+def on_plan(user, concurrent_runs=None, **limits) -> Plan:
+    plan = Plan.objects.create(name=f"plan-{user.pk}", concurrent_runs=concurrent_runs)
+    for kind, limit in limits.items():
+        PlanLimit.objects.create(plan=plan, kind=kind.replace("__", ":"), limit=limit)
+    PlanAssignment.objects.create(user=user, plan=plan)
+    return plan
+
+
+def assert_refused(response, kind, limit, used):
+    assert response.status_code == 429, response.content
+    body = response.json()
+    assert body["error"] == "quota_exceeded" and body["message"]
+    assert body["details"] == {"kind": kind, "limit": limit, "used": used}
+    assert body["retry_after"] > 0 and response["Retry-After"] == str(body["retry_after"])
+    return body
+
+
+def test_a_run_past_a_monthly_limit_is_refused_until_the_month_resets(user, other_user):
+    api = make_client(user)
+    job = api.post("/api/v1/jobs", JOB, format="json").json()
+    on_plan(user, crawl_requests=10)
+    services.add(user_id=user.pk, key_id=0, counts={Kind.CRAWL_REQUESTS: 9})
+    assert api.post(f"/api/v1/jobs/{job['job_id']}/run").status_code == 202
+    services.add(user_id=user.pk, key_id=0, counts={Kind.CRAWL_REQUESTS: 1})
+    body = assert_refused(api.post(f"/api/v1/jobs/{job['job_id']}/run"), "crawl_requests", 10, 10)
+    assert abs(body["retry_after"] - quotas.seconds_to_next_month()) <= 2
+    assert Run.objects.filter(owner=user).count() == 1
+    # Another user, without a plan, is not limited.
+    other = make_client(other_user)
+    other_job = other.post("/api/v1/jobs", JOB, format="json").json()
+    services.add(user_id=other_user.pk, key_id=0, counts={Kind.CRAWL_REQUESTS: 10**6})
+    assert other.post(f"/api/v1/jobs/{other_job['job_id']}/run").status_code == 202
+
+
+def test_last_months_usage_does_not_count(user):
+    api = make_client(user)
+    job = api.post("/api/v1/jobs", JOB, format="json").json()
+    on_plan(user, rendered_pages=5)
+    services.add(user_id=user.pk, key_id=0, counts={Kind.RENDERED_PAGES: 50},
+                 day=services.today().replace(day=1) - timedelta(days=1))
+    assert api.post(f"/api/v1/jobs/{job['job_id']}/run").status_code == 202
+
+
+def test_runs_at_once(user):
+    api = make_client(user)
+    job = api.post("/api/v1/jobs", JOB, format="json").json()
+    on_plan(user, concurrent_runs=1)
+    first = api.post(f"/api/v1/jobs/{job['job_id']}/run")
+    assert first.status_code == 202
+    body = assert_refused(api.post(f"/api/v1/jobs/{job['job_id']}/run"), "concurrent_runs", 1, 1)
+    assert body["retry_after"] == quotas.CONCURRENT_RETRY_AFTER
+    Run.objects.get(pk=first.json()["run_id"]).finish(RunStatus.SUCCEEDED)
+    assert api.post(f"/api/v1/jobs/{job['job_id']}/run").status_code == 202
+
+
+def test_a_proxy_country_limit(user):
+    on_plan(user, proxy_requests__DE=3)
+    services.add(user_id=user.pk, key_id=0, counts={"proxy_requests:DE": 3})
+    with pytest.raises(quotas.QuotaExceeded):
+        quotas.check_run(user_id=user.pk, proxy_config={"enabled": True, "geo_targeting": "de"})
+    quotas.check_run(user_id=user.pk, proxy_config={"enabled": True, "geo_targeting": "FR"})
+    quotas.check_run(user_id=user.pk, proxy_config=None)
+
+
+def test_a_schedule_firing_past_the_quota_starts_no_run(user):
+    from schedules.services import fire, set_schedule
+    from schedules.spec import parse_scheduling
+
+    job = Job.objects.create(owner=user, name="s", source="https://example.com/")
+    set_schedule(job=job, spec=parse_scheduling({"minutes": [0], "hours": list(range(24)), "days": list(range(7))}))
+    on_plan(user, concurrent_runs=0)
+    schedule = job.schedule
+    schedule.armed_at = datetime(2000, 1, 1, tzinfo=UTC)
+    schedule.save()
+    assert fire(schedule_id=schedule.pk) is None
+    assert not Run.objects.filter(owner=user).exists()
+    PlanAssignment.objects.filter(user=user).delete()  # off the plan, the same fire time would have run
+    type(schedule).objects.filter(pk=schedule.pk).update(last_fire_time=None)
+    assert fire(schedule_id=schedule.pk) is not None
+
+
+def test_sync_calls_past_the_quota_are_refused_before_fetching(user, monkeypatch):
+    from fetchers import client
+
+    monkeypatch.setattr(client, "fetch", lambda spec: pytest.fail("fetched past the quota"))
+    on_plan(user, sync_scrape_static=1, sync_scrape_rendered=0, sync_download=2)
+    services.add(user_id=user.pk, key_id=0, counts={Kind.SYNC_SCRAPE_STATIC: 1, Kind.SYNC_DOWNLOAD: 2})
+    api = make_client(user)
+    assert_refused(api.post("/api/v1/sync/scrape", {"url": "https://example.com/"}, format="json"), "sync_scrape_static", 1, 1)
+    assert_refused(api.get("/api/v1", {"url": "https://example.com/"}), "sync_scrape_static", 1, 1)
+    assert_refused(api.post("/api/v1/sync/scrape", {"url": "https://example.com/", "format": "screenshot"}, format="json"),
+                   "sync_scrape_rendered", 0, 0)
+    assert_refused(api.post("/api/v1/sync/download", {"url": "https://example.com/f.pdf"}, format="json"), "sync_download", 2, 2)
+
+
+def test_downloads_past_the_export_bytes_quota_are_refused(user, items_dir):
+    job = Job.objects.create(owner=user, name="d", source="https://example.com/")
+    run = Run.objects.create(owner=user, job=job, project="builtin", spider="query", config=job.spider_config())
+    ItemStore(run.result_key).append(0, [{"a": 1}], part=0)
+    run.finish(RunStatus.SUCCEEDED)
+    on_plan(user, export_bytes=100)
+    api = make_client(user)
+    assert api.get(f"/api/v1/runs/{run.pk}/download").status_code == 200
+    services.add(user_id=user.pk, key_id=0, counts={Kind.EXPORT_BYTES: 100})
+    assert_refused(api.get(f"/api/v1/runs/{run.pk}/download"), "export_bytes", 100, 100)
+    assert_refused(api.get(f"/api/v1/jobs/{job.pk}/download"), "export_bytes", 100, 100)
+
+
+@pytest.mark.parametrize(("now", "seconds"), [
+    (datetime(2026, 12, 31, 23, 59, 59, tzinfo=UTC), 2), (datetime(2026, 1, 1, tzinfo=UTC), 31 * 86400 + 1),
+    (datetime(2026, 2, 28, 12, tzinfo=UTC), 12 * 3600 + 1),
+])
+def test_seconds_to_next_month(now, seconds):
+    assert quotas.seconds_to_next_month(now) == seconds
