@@ -172,3 +172,22 @@ def test_sync_calls_of_two_users_counted_with_their_latencies(sync_env, api, oth
         got = api.get(f"/api/v1/files/{alice[0]['job_id']}", params)
         served += len(b"".join(got.streaming_content))
     assert api.get("/api/v1/sync/client-metrics").json()["usage"][Kind.EXPORT_BYTES] == served
+
+
+def test_sync_scrapes_past_a_plan_are_refused_and_other_users_go_on(sync_env, api, other_api, user, other_user, site):
+    from usage.models import Plan, PlanAssignment, PlanLimit
+
+    plan = Plan.objects.create(name="small")
+    PlanLimit.objects.create(plan=plan, kind=Kind.SYNC_SCRAPE_STATIC, limit=2)
+    PlanAssignment.objects.create(user=user, plan=plan)
+    page = f"{site.url}product1.html"
+    for _ in range(2):
+        assert api.post("/api/v1/sync/scrape", {"url": page}, format="json").json()["statusCode"] == 200
+    hits = len(site.hits)
+    refused = api.post("/api/v1/sync/scrape", {"url": page}, format="json")
+    assert refused.status_code == 429
+    assert refused.json()["details"] == {"kind": "sync_scrape_static", "limit": 2, "used": 2}
+    assert len(site.hits) == hits  # nothing was fetched
+    assert api.post("/api/v1/sync/scrape", {"url": page, "render_js": True}, format="json").status_code == 200
+    assert other_api.post("/api/v1/sync/scrape", {"url": page}, format="json").status_code == 200
+    assert api.get("/api/v1/sync/client-metrics").json()["usage"][Kind.SYNC_SCRAPE_STATIC] == 2
