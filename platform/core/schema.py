@@ -61,6 +61,8 @@ OPERATION_ERRORS: dict[str, dict[int, str]] = {
     "POST /api/v1/sync/scrape": _SYNC_ERRORS,
     "POST /api/v1/sync/download": _SYNC_ERRORS,
     "GET /api/v1/sync/metrics": {403: "`permission_denied`: global metrics are for staff keys"},
+    "POST /api/v1/files/{file_id}/share": {409: "`not_ready`: the file could not be written",
+                                           410: "`expired` or `disabled`: the file can no longer be downloaded"},
     "GET /api/v1/runs/{id}/log": {503: "`node_unavailable`: the run's node cannot be reached and no copy of the log "
                                        "was kept"},
 }

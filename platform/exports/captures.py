@@ -51,7 +51,7 @@ def save_capture(
     checksum = out.digest.hexdigest()
     with transaction.atomic():
         file = ResultFile.objects.create(
-            status=FileStatus.ENABLED, size=out.size, checksum=checksum, fingerprint=checksum, items=items,
+            status=FileStatus.ENABLED, size=out.size, checksum=checksum, md5=out.md5.hexdigest(), fingerprint=checksum, items=items,
             local_name=local_name, ready_at=now, **fields,
         )
         if settings.EXPORT_BACKUP_STORAGE:

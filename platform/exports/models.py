@@ -3,6 +3,7 @@ the captures of the synchronous API (a page's HTML, Markdown, PNG or PDF, or a d
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -51,6 +52,11 @@ def sources(to: str) -> frozenset[str]:
 EXPIRABLE = sources(FileStatus.EXPIRED)
 
 
+def new_share_nonce() -> str:
+    """A file's share secret: its share link's token is an HMAC over the file id and this (exports.sharing)."""
+    return secrets.token_hex(16)
+
+
 def _lease_cutoff():
     return timezone.now() - timedelta(seconds=settings.EXPORT_DOWNLOAD_LEASE)
 
@@ -83,6 +89,10 @@ class ResultFile(GuardedStatus):
     content_type = models.CharField(max_length=100)
     size = models.PositiveBigIntegerField(null=True, blank=True, editable=False, help_text="Bytes, once written")
     checksum = models.CharField(max_length=64, blank=True, editable=False, help_text="SHA-256, hex")
+    md5 = models.CharField(max_length=32, null=True, blank=True, editable=False,
+                           help_text="MD5, hex (seed 003's checksum); null until written, or for a file older than it with no local copy")
+    share_nonce = models.CharField(max_length=32, blank=True, default=new_share_nonce, editable=False,
+                                   help_text="Secret of the share link; a new one revokes the old link, empty: no link")
     items = models.PositiveBigIntegerField(null=True, blank=True, editable=False, help_text="Items in the file, once written")
     local_name = models.CharField(max_length=255, blank=True, editable=False, help_text="Under EXPORT_DIR; empty once gone")
     remote_name = models.CharField(max_length=255, blank=True, editable=False, help_text="In the backup store; empty once gone")
@@ -116,6 +126,11 @@ class ResultFile(GuardedStatus):
     def is_capture(self) -> bool:
         return self.kind == FileKind.CAPTURE
 
+    @property
+    def extension(self) -> str:
+        """The file type's extension (`csv`, `png`), from its filename; a download is served as `<id>.<extension>`."""
+        return self.filename.rsplit(".", 1)[-1] if "." in self.filename else "bin"
+
     # --- state machine (as jobs.Run: transitions are the only writers of status) -----------------
     def _update(self, condition: Q, **fields: Any) -> bool:
         """Apply `fields` if the row still meets `condition` (one atomic UPDATE), then reload."""
@@ -140,9 +155,9 @@ class ResultFile(GuardedStatus):
         free = Q(build_started_at__isnull=True) | Q(build_started_at__lt=now - timedelta(seconds=lease))
         return self._update(Q(status=FileStatus.PENDING) & free, build_started_at=now)
 
-    def mark_enabled(self, *, size: int, checksum: str, items: int, local_name: str, remote_name: str) -> bool:
+    def mark_enabled(self, *, size: int, checksum: str, md5: str, items: int, local_name: str, remote_name: str) -> bool:
         return self._transition(
-            FileStatus.ENABLED, Q(status=FileStatus.PENDING), size=size, checksum=checksum, items=items,
+            FileStatus.ENABLED, Q(status=FileStatus.PENDING), size=size, checksum=checksum, md5=md5, items=items,
             local_name=local_name, remote_name=remote_name, ready_at=timezone.now(),
         )
 
@@ -150,12 +165,12 @@ class ResultFile(GuardedStatus):
         return self._transition(FileStatus.FAILED, Q(status=FileStatus.PENDING), error=error[:2000])
 
     def disable(self) -> bool:
-        """The owner deleted the file: it stays listed, its copies go once no download holds them."""
-        return self._transition(FileStatus.DISABLED)
+        """The owner deleted the file: it stays listed, its copies go once no download holds them, its share link is revoked."""
+        return self._transition(FileStatus.DISABLED, share_nonce="")
 
     def expire(self) -> bool:
         """Past its lifetime and held by no download: expired, its copies to be deleted by the caller."""
-        return self._transition(FileStatus.EXPIRED, no_download_running(), local_name="", remote_name="")
+        return self._transition(FileStatus.EXPIRED, no_download_running(), local_name="", remote_name="", share_nonce="")
 
     def claim_download(self) -> bool:
         """Count one download and hold the file's copies until `release_download`; False if refused."""
@@ -171,6 +186,11 @@ class ResultFile(GuardedStatus):
             last_download_at=now,
             status=models.Case(models.When(last, then=models.Value(FileStatus.OVERUSE)), default=F("status")),
         )
+
+    def renew_share(self) -> bool:
+        """A new share link for a live file (pending, enabled or overuse): the old link stops working."""
+        live = Q(status__in=[FileStatus.PENDING, FileStatus.ENABLED, FileStatus.OVERUSE])
+        return self._update(live, share_nonce=new_share_nonce())
 
     def release_download(self, *, undo: bool = False) -> None:
         """A download ended (or, with `undo`, could not start and does not count)."""

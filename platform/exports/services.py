@@ -118,7 +118,7 @@ def build_file(file_id: str) -> None:
         file.mark_failed(f"{type(exc).__name__}: {exc}")
         return
     remote_name = storage.upload_backup(path, f"exports/{file.id.hex}.{exporter.extension}")
-    if not file.mark_enabled(size=out.size, checksum=out.digest.hexdigest(), items=batches.rows,
+    if not file.mark_enabled(size=out.size, checksum=out.digest.hexdigest(), md5=out.md5.hexdigest(), items=batches.rows,
                              local_name=local_name, remote_name=remote_name):
         storage.delete_local(local_name)  # disabled while it was being written
         storage.delete_backup(remote_name)

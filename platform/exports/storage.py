@@ -36,16 +36,18 @@ def backup_storage() -> Storage | None:
 
 
 class HashingWriter:
-    """A binary stream that counts and hashes what passes through to the file under it."""
+    """A binary stream that counts and hashes (SHA-256 and MD5) what passes through to the file under it."""
 
     def __init__(self, raw: BinaryIO) -> None:
         self.raw = raw
         self.digest = hashlib.sha256()
+        self.md5 = hashlib.md5(usedforsecurity=False)  # seed 003's checksum: an integrity check, not security
         self.size = 0
 
     def write(self, data) -> int:
         self.raw.write(data)
         self.digest.update(data)
+        self.md5.update(data)
         self.size += len(data)
         return len(data)
 

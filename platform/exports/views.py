@@ -7,16 +7,18 @@ from django.utils.http import content_disposition_header
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
+from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.auth import key_of
-from core.errors import ValidationFailed
+from core.errors import NotFound, ValidationFailed
 from core.idempotency import idempotent
 from jobs import selectors as job_selectors
 
-from . import downloads, selectors, services
+from . import downloads, selectors, services, sharing
+from .models import ResultFile
 from .responses import DOWNLOAD_RESPONSES, EXPORT_PARAMETERS, FileNegotiation, export_request, export_response
 from .serializers import ExportRequestSerializer, ResultFileSerializer
 
@@ -76,6 +78,36 @@ CAPTURE_RESPONSES = {
 ENCODING_PARAM = OpenApiParameter("encoding", str, enum=list(downloads.ENCODINGS), description="base64: the file base64-encoded")
 
 
+FILENAME = OpenApiParameter("filename", str, OpenApiParameter.PATH, description="The file's `filename`")
+FILE_BYTES = {**DOWNLOAD_RESPONSES, **CAPTURE_RESPONSES}
+FILE_ERRORS = {
+    403: OpenApiResponse(description="`overuse`: downloaded `max_downloads` times"),
+    409: OpenApiResponse(description="`not_ready`: still being written, or failed"),
+    410: OpenApiResponse(description="`expired` or `disabled`: gone from both stores"),
+    503: OpenApiResponse(description="`storage_unavailable`: the backup store could not be read"),
+}
+BASE64_RESPONSE = {(200, "text/plain"): OpenApiResponse(OpenApiTypes.STR, description="With `encoding=base64`")}
+
+
+def _file_response(request: Request, file: ResultFile, *, filename: str, encoded: bool = True) -> StreamingHttpResponse:
+    """Count a download of `file` and stream it under `filename` (`encoding=base64` if asked and `encoded`)."""
+    encoding = (request.query_params.get("encoding") or None) if encoded else None
+    if encoding not in (None, *downloads.ENCODINGS):
+        raise ValidationFailed("Unknown encoding", details={"encoding": "Must be one of: " + ", ".join(downloads.ENCODINGS)})
+    stream = downloads.open_download(file=file, encoding=encoding, api_key=key_of(request))
+    content_type = "text/plain; charset=us-ascii" if encoding else file.content_type
+    response = StreamingHttpResponse(stream, content_type=content_type)
+    # A capture (a page, a screenshot) opens in the browser, as seed 000's files do; an export saves.
+    inline = file.is_capture and not encoding
+    response["Content-Disposition"] = content_disposition_header(
+        as_attachment=not inline, filename=f"{filename}.b64" if encoding else filename
+    )
+    response["X-Source"] = stream.source
+    if stream.length is not None:
+        response["Content-Length"] = str(stream.length)
+    return response
+
+
 class FileView(APIView):
     """One result file's bytes."""
 
@@ -84,37 +116,17 @@ class FileView(APIView):
     @extend_schema(
         operation_id="files_download",
         parameters=[FILE_ID, ENCODING_PARAM],
-        responses={
-            **DOWNLOAD_RESPONSES,
-            **CAPTURE_RESPONSES,
-            (200, "text/plain"): OpenApiResponse(OpenApiTypes.STR, description="With `encoding=base64`"),
-            403: OpenApiResponse(description="`overuse`: downloaded `max_downloads` times"),
-            409: OpenApiResponse(description="`not_ready`: still being written, or failed"),
-            410: OpenApiResponse(description="`expired` or `disabled`: gone from both stores"),
-            503: OpenApiResponse(description="`storage_unavailable`: the backup store could not be read"),
-        },
+        responses={**FILE_BYTES, **BASE64_RESPONSE, **FILE_ERRORS},
     )
     def get(self, request: Request, file_id: str) -> StreamingHttpResponse:
         """Download a result file (an export, or a sync scrape's capture by its `job_id`).
 
-        `X-Source` says where it came from: `local` disk or the `remote` backup. A capture is served
-        `inline` under `<job_id>.<ext>`, an export as an attachment.
+        `X-Source` says where it came from: `local` disk or the `remote` backup. A capture a browser shows
+        (HTML, Markdown, PNG, PDF, a downloaded file) is served `inline`, an export as an attachment, both
+        under `<id>.<ext>` (seed 000); `GET /files/{id}/{filename}` serves it under its `filename`.
         """
-        encoding = request.query_params.get("encoding") or None
-        if encoding not in (None, *downloads.ENCODINGS):
-            raise ValidationFailed("Unknown encoding", details={"encoding": "Must be one of: " + ", ".join(downloads.ENCODINGS)})
         file = selectors.get_file(request.user, file_id)
-        stream = downloads.open_download(file=file, encoding=encoding, api_key=key_of(request))
-        content_type = "text/plain; charset=us-ascii" if encoding else file.content_type
-        response = StreamingHttpResponse(stream, content_type=content_type)
-        filename = f"{file.filename}.b64" if encoding else file.filename
-        # A capture (a page, a screenshot) opens in the browser, as seed 000's files do; an export saves.
-        inline = file.is_capture and not encoding
-        response["Content-Disposition"] = content_disposition_header(as_attachment=not inline, filename=filename)
-        response["X-Source"] = stream.source
-        if stream.length is not None:
-            response["Content-Length"] = str(stream.length)
-        return response
+        return _file_response(request, file, filename=f"{file.id}.{file.extension}")
 
     @extend_schema(operation_id="files_delete", parameters=[FILE_ID], responses={204: None})
     def delete(self, request: Request, file_id: str) -> Response:
@@ -131,3 +143,58 @@ class FileInfoView(APIView):
         """A result file: its status, size, checksum, downloads and expiry."""
         file = selectors.get_file(request.user, file_id)
         return Response(ResultFileSerializer(file, context={"request": request}).data)
+
+
+class NamedFileView(APIView):
+    """One result file's bytes, at a URL ending with its name (seed 003's download URI)."""
+
+    content_negotiation_class = FileNegotiation
+
+    @extend_schema(
+        operation_id="files_download_named",
+        parameters=[FILE_ID, FILENAME, ENCODING_PARAM],
+        responses={**FILE_BYTES, **BASE64_RESPONSE, **FILE_ERRORS},
+    )
+    def get(self, request: Request, file_id: str, filename: str) -> StreamingHttpResponse:
+        """Download a result file under its own `filename` (so that `curl -O` saves it so); another name is a 404."""
+        file = selectors.get_file(request.user, file_id)
+        if filename != file.filename:
+            raise NotFound("File not found")
+        return _file_response(request, file, filename=file.filename)
+
+
+class FileShareView(APIView):
+    """A result file's share link."""
+
+    @extend_schema(operation_id="files_share", parameters=[FILE_ID], request=None, responses={200: ResultFileSerializer})
+    def post(self, request: Request, file_id: str) -> Response:
+        """A new share link (`share_url`) for the file; the old one stops working at once."""
+        file = sharing.renew_share(file=selectors.get_file(request.user, file_id))
+        return Response(ResultFileSerializer(file, context={"request": request}).data)
+
+
+class SharedFileView(APIView):
+    """A result file's bytes through its share link: the token in the URL is the credential, no API key."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    content_negotiation_class = FileNegotiation
+
+    @extend_schema(
+        operation_id="shared_download",
+        parameters=[
+            FILE_ID,
+            OpenApiParameter("token", str, OpenApiParameter.PATH, description="The share link's token"),
+            FILENAME,
+        ],
+        responses={**FILE_BYTES, **FILE_ERRORS},
+    )
+    def get(self, request: Request, file_id: str, token: str, filename: str) -> StreamingHttpResponse:
+        """Download a result file by its `share_url`, with no header at all: a browser, a spreadsheet, `curl -O`.
+
+        Counted against `max_downloads` like any download. A link for another file, a changed character,
+        a revoked link (the file was deleted, or `POST /files/{id}/share` made a new one), an expired file,
+        or another name is a 404 that says nothing about the file.
+        """
+        file = sharing.shared_file(file_id=file_id, token=token, filename=filename)
+        return _file_response(request, file, filename=file.filename, encoded=False)

@@ -307,6 +307,7 @@ class RunSerializer(serializers.ModelSerializer):
     spider_id = serializers.SerializerMethodField()
     spider = serializers.SerializerMethodField()
     resumed_from = serializers.UUIDField(source="parent_id", read_only=True, allow_null=True)
+    user_id = serializers.IntegerField(source="owner_id", read_only=True, help_text="The run's owner (seed 004)")
     node = serializers.CharField(source="node.name", read_only=True, allow_null=True, default=None)
     scrapyd_job_id = serializers.CharField(read_only=True)
     overlap_policy = BlankAsNullChoiceField(
@@ -322,6 +323,7 @@ class RunSerializer(serializers.ModelSerializer):
             "run_id",
             "id",
             "job_id",
+            "user_id",
             "spider_id",
             "spider",
             "arguments",

@@ -86,6 +86,27 @@ class JobFilter(filters.FilterSet):
         fields = ["status"]
 
 
+# Seed 004's status names, accepted in `GET /runs?status=` beside ours (runs still show ours).
+STATUS_ALIASES: dict[str, tuple[str, ...]] = {
+    "finished": (RunStatus.SUCCEEDED,),
+    "error": (RunStatus.FAILED, RunStatus.LOST),
+}
+
+
+class RunStatusFilter(filters.MultipleChoiceFilter):
+    """Statuses, repeated or not (`?status=queued&status=running`), an alias standing for what it names."""
+
+    def filter(self, qs, value):
+        return super().filter(qs, [status for v in value for status in STATUS_ALIASES.get(v, (v,))])
+
+
+RUN_STATUS_CHOICES = [*RunStatus.choices,
+                      *((alias, "Alias of " + " or ".join(statuses)) for alias, statuses in STATUS_ALIASES.items())]
+RUN_STATUS_HELP = "Runs in any of these statuses (repeat the parameter for several). Aliases of seed 004: " + ", ".join(
+    f"`{alias}` = {' or '.join(f'`{s}`' for s in statuses)}" for alias, statuses in STATUS_ALIASES.items()
+)
+
+
 def filter_strictly(filterset_class: type[filters.FilterSet], request: Request, queryset):
     """The queryset filtered by the query string; a value the filter cannot read is a 400, not ignored."""
     filterset = filterset_class(request.query_params, queryset=queryset, request=request)
@@ -162,7 +183,10 @@ class JobViewSet(viewsets.ModelViewSet):
         return Response(JobSerializer(self.get_object()).data)
 
     @extend_schema(
-        parameters=[OpenApiParameter("status", str, many=True), OpenApiParameter("limit", int), OpenApiParameter("offset", int)],
+        parameters=[
+            OpenApiParameter("status", str, many=True, enum=[value for value, _ in RUN_STATUS_CHOICES], description=RUN_STATUS_HELP),
+            OpenApiParameter("limit", int), OpenApiParameter("offset", int),
+        ],
         responses={200: RunSerializer(many=True)},
     )
     @action(detail=True, methods=["get"])
@@ -210,26 +234,8 @@ class JobViewSet(viewsets.ModelViewSet):
         return Response(preview.preview(**serializer.validated_data))
 
 
-# Seed 004's status names, accepted in `GET /runs?status=` beside ours (runs still show ours).
-STATUS_ALIASES: dict[str, tuple[str, ...]] = {
-    "finished": (RunStatus.SUCCEEDED,),
-    "error": (RunStatus.FAILED, RunStatus.LOST),
-}
-
-
-class RunStatusFilter(filters.MultipleChoiceFilter):
-    """Statuses, repeated or not (`?status=queued&status=running`), an alias standing for what it names."""
-
-    def filter(self, qs, value):
-        return super().filter(qs, [status for v in value for status in STATUS_ALIASES.get(v, (v,))])
-
-
 class RunFilter(filters.FilterSet):
-    status = RunStatusFilter(
-        choices=[*RunStatus.choices, *((alias, alias) for alias in STATUS_ALIASES)],
-        help_text="Runs in any of these statuses (repeat the parameter for several). Aliases of seed 004: "
-        + ", ".join(f"`{alias}` = {' or '.join(f'`{s}`' for s in statuses)}" for alias, statuses in STATUS_ALIASES.items()),
-    )
+    status = RunStatusFilter(choices=RUN_STATUS_CHOICES, help_text=RUN_STATUS_HELP)
     job_id = filters.UUIDFilter(field_name="job_id")
     spider_id = filters.UUIDFilter(method="filter_spider", help_text="A deployed spider, or the built-in query spider")
 

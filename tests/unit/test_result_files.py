@@ -92,7 +92,9 @@ def test_an_export_is_written_once_and_served(api, run, request_file):
     got = download(api, body["id"])
     assert got.status_code == 200
     assert got["X-Source"] == "local"
-    assert got["Content-Disposition"] == f'attachment; filename="products-{run.id.hex[:8]}.csv"'
+    # Served as `<id>.<ext>` (seed 000); the human name stays in the file object.
+    assert got["Content-Disposition"] == f'attachment; filename="{body["id"]}.csv"'
+    assert info["filename"] == f"products-{run.id.hex[:8]}.csv"
     assert int(got["Content-Length"]) == info["size"] == len(got.data_bytes)
     assert hashlib.sha256(got.data_bytes).hexdigest() == info["checksum"]
     rows = list(csv.DictReader(io.StringIO(got.data_bytes.decode())))
