@@ -89,7 +89,7 @@ def start_run(*, job: Job, trigger: str = Trigger.API, api_key=None) -> Run:
         return start_spider_run(owner=job.owner, spider=job.spider, arguments=job.arguments, job=job, trigger=trigger,
                                 api_key=api_key)
     config = job.spider_config()
-    quotas.check_run(user_id=job.owner_id, proxy_config=config.get("proxy_config"))  # 429 past the owner's plan
+    quotas.check_run(user_id=job.owner_id, proxy_config=config.get("proxy"))  # 429 past the owner's plan
     with transaction.atomic():
         run = Run(owner=job.owner, job=job, project=settings.BUILTIN_PROJECT, spider=QUERY_SPIDER,
                   config=config, trigger=trigger, api_key=api_key)
@@ -121,7 +121,7 @@ def start_spider_run(*, owner, spider, arguments: dict[str, str], version: str |
 
 def start_continuation(*, paused: Run) -> Run:
     """Resume a paused crawl: a new run on the same node, from the same JOBDIR, into the same result."""
-    quotas.check_run(user_id=paused.owner_id, proxy_config=(paused.config or {}).get("proxy_config"))
+    quotas.check_run(user_id=paused.owner_id, proxy_config=(paused.config or {}).get("proxy"))
     with transaction.atomic():
         run = Run.objects.create(
             owner=paused.owner, job=paused.job, project=paused.project, spider=paused.spider, config=paused.config,

@@ -112,7 +112,7 @@ def run_counts(run) -> dict[str, int]:
         Kind.BYTES_DOWNLOADED: _stat(stats, "downloader/response_bytes"),
         Kind.RUN_SECONDS: seconds,
     }
-    proxy = (run.config or {}).get("proxy_config") or {}
+    proxy = (run.config or {}).get("proxy") or {}  # the job's proxy_config, when enabled (Job.spider_config)
     if isinstance(proxy, dict) and proxy.get("enabled"):
         # The crawl's stats do not say which proxy each request went through: a crawl sends every
         # request through its pool, so they are counted under the country it asked for ("any": none).

@@ -119,9 +119,9 @@ def test_a_cancelled_run_counts_what_it_did(user):
 
 
 def test_requests_through_the_proxy_pool_count_by_the_country_asked_for(user):
-    run = make_run(user, proxy_config={"enabled": True, "geo_targeting": "de"})
+    run = make_run(user, proxy={"enabled": True, "geo_targeting": "de"})
     lifecycle.record_finished(run, finish_reason="finished", stats={"downloader/request_count": 4})
-    other = make_run(user, proxy_config={"enabled": True})
+    other = make_run(user, proxy={"enabled": True})
     lifecycle.record_finished(other, finish_reason="finished", stats={"downloader/request_count": 2})
     assert usage_of(user)["proxy_requests:DE"] == 4 and usage_of(user)["proxy_requests:ANY"] == 2
 

@@ -131,3 +131,15 @@ def test_downloads_past_the_export_bytes_quota_are_refused(user, items_dir):
 ])
 def test_seconds_to_next_month(now, seconds):
     assert quotas.seconds_to_next_month(now) == seconds
+
+
+def test_a_job_through_a_country_past_its_limit_does_not_start(user):
+    from jobs.services import start_run
+
+    job = Job.objects.create(owner=user, name="p", source="https://example.com/",
+                             proxy_config={"enabled": True, "geo_targeting": "DE"})
+    on_plan(user, proxy_requests__DE=3)
+    services.add(user_id=user.pk, key_id=0, counts={"proxy_requests:DE": 3})
+    with pytest.raises(quotas.QuotaExceeded) as refused:
+        start_run(job=job)
+    assert refused.value.details == {"kind": "proxy_requests:DE", "limit": 3, "used": 3}
