@@ -37,7 +37,7 @@ def share_token(file: ResultFile) -> str:
 def share_path(file: ResultFile) -> str | None:
     """The path of the file's share link, or None for a file that can no longer be downloaded."""
     token = share_token(file)
-    if not token or file.status in (FileStatus.DISABLED, FileStatus.EXPIRED, FileStatus.FAILED):
+    if not token or file.status in (FileStatus.DISABLED, FileStatus.EXPIRED, FileStatus.FAILED) or file.past_expiry:
         return None
     return reverse("shared-file", kwargs={"file_id": file.id, "token": token, "filename": file.filename})
 
