@@ -11,6 +11,7 @@ from typing import Any
 
 from django.conf import settings
 from proxies.models import ProxyPasswordUnreadable, pool
+from usage import quotas
 
 from core.errors import PlatformError
 from projects.runnable import normalise_arguments
@@ -46,6 +47,8 @@ def crawl_settings(run: Run) -> dict[str, str]:
         "CLOSESPIDER_PAGECOUNT": min(config.get("max_pages") or settings.CRAWL_MAX_PAGES, settings.CRAWL_MAX_PAGES),
         "CLOSESPIDER_ITEMCOUNT": min(config.get("max_items") or settings.CRAWL_MAX_ITEMS, settings.CRAWL_MAX_ITEMS),
     }
+    for name, cap in quotas.run_caps(user_id=run.owner_id, render=bool(config.get("render"))).items():
+        values[name] = min(values[name], cap) if values[name] else cap  # what the owner's plan leaves (usage)
     if config.get("follow"):
         values["DEPTH_LIMIT"] = config.get("max_depth") or 1
     if run.jobdir:

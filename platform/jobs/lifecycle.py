@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
+from usage.quotas import stop_reason
 from usage.services import record_run
 
 from core.errors import NodeUnavailable, ValidationFailed
@@ -110,6 +111,9 @@ def record_finished(run: Run, *, finish_reason: str, stats: dict, items_lost: in
         with transaction.atomic():
             run.finish(status, close_reason=finish_reason, stats=stats, error=error, partial=partial, reported=True)
             record_run(run)
+            if reason := stop_reason(run=run):  # stopped at its owner's quota: succeeded, partial, saying so
+                Run.objects.filter(pk=run.pk).update(error=reason)
+                run.error = reason
     except IllegalTransition:
         return  # a concurrent delivery of the same report settled it first
     release_waiting(run)

@@ -80,3 +80,50 @@ def check(*, user_id: int, kinds: Iterable[str | None], run: bool = False) -> No
 def check_run(*, user_id: int, proxy_config: dict | None = None) -> None:
     """Before a run starts (API, schedule, admin or resume)."""
     check(user_id=user_id, kinds=(*RUN_KINDS, proxy_kind(proxy_config)), run=True)
+
+
+# A run's page cap follows the limits of the kinds a page counts in; its item cap, items_stored's.
+PAGE_KINDS = (Kind.CRAWL_REQUESTS, Kind.CRAWL_RESPONSES)
+CAP_REASONS = {"closespider_pagecount", "closespider_itemcount"}
+
+
+def _left(user_id: int, kinds: Iterable[str]) -> dict[str, tuple[int, int]]:
+    """(limit, left this month) of each of `kinds` the user's plan limits."""
+    assignment = PlanAssignment.objects.select_related("plan").filter(user_id=user_id).first()
+    if assignment is None:
+        return {}
+    limits = dict(assignment.plan.limits.filter(kind__in=list(kinds)).values_list("kind", "limit"))
+    if not limits:
+        return {}
+    used = dict(
+        UsageCounter.objects.filter(user_id=user_id, kind__in=list(limits), day__gte=timezone.now().date().replace(day=1))
+        .values("kind").annotate(total=Sum("quantity")).values_list("kind", "total")
+    )
+    return {kind: (limit, max(limit - used.get(kind, 0), 0)) for kind, limit in limits.items()}
+
+
+def run_caps(*, user_id: int, render: bool = False) -> dict[str, int]:
+    """Scrapy's page and item caps a crawl gets from what its owner's plan leaves this month (at dispatch):
+    it then stops at the quota, ends `succeeded` and partial, and keeps what it scraped."""
+    page_kinds = (*PAGE_KINDS, Kind.RENDERED_PAGES) if render else PAGE_KINDS
+    left = _left(user_id, (*page_kinds, Kind.ITEMS_STORED))
+    caps = {}
+    pages = [left[kind][1] for kind in page_kinds if kind in left]
+    if pages:
+        caps["CLOSESPIDER_PAGECOUNT"] = max(min(pages), 1)  # 0 would mean no cap to Scrapy
+    if Kind.ITEMS_STORED in left:
+        caps["CLOSESPIDER_ITEMCOUNT"] = max(left[Kind.ITEMS_STORED][1], 1)
+    return caps
+
+
+def stop_reason(*, run) -> str:
+    """Why a crawl that stopped at a page or item cap stopped, if its owner's plan is what capped it
+    (called once the run is counted): "" otherwise."""
+    if run.close_reason not in CAP_REASONS:
+        return ""
+    render = bool((run.config or {}).get("render"))
+    kinds = (*PAGE_KINDS, Kind.RENDERED_PAGES) if render else PAGE_KINDS
+    if run.close_reason == "closespider_itemcount":
+        kinds = (Kind.ITEMS_STORED,)
+    spent = [f"{kind} ({limit})" for kind, (limit, left) in sorted(_left(run.owner_id, kinds).items()) if not left]
+    return f"Stopped at the monthly limit of the plan: {', '.join(spent)}" if spent else ""

@@ -191,3 +191,24 @@ def test_sync_scrapes_past_a_plan_are_refused_and_other_users_go_on(sync_env, ap
     assert api.post("/api/v1/sync/scrape", {"url": page, "render_js": True}, format="json").status_code == 200
     assert other_api.post("/api/v1/sync/scrape", {"url": page}, format="json").status_code == 200
     assert api.get("/api/v1/sync/client-metrics").json()["usage"][Kind.SYNC_SCRAPE_STATIC] == 2
+
+
+def test_a_crawl_stops_at_what_the_quota_leaves_and_keeps_its_items(platform, api, user, shapes, node_a):  # noqa: F811
+    from usage.models import Plan, PlanAssignment, PlanLimit
+    from usage.services import add
+
+    plan = Plan.objects.create(name="small")
+    PlanLimit.objects.create(plan=plan, kind=Kind.CRAWL_RESPONSES, limit=10)
+    PlanAssignment.objects.create(user=user, plan=plan)
+    add(user_id=user.pk, key_id=0, counts={Kind.CRAWL_RESPONSES: 7})  # 3 pages left this month
+    job = create_job(api, f"{shapes.url}c0.html", TITLE, name="chain",
+                     follow={"type": "css", "query": "a.next::attr(href)"}, max_depth=20)
+    run = run_to_end(api, job["job_id"])
+    assert run["status"] == "succeeded" and run["partial"] is True, run
+    assert run["close_reason"] == "closespider_pagecount" and "crawl_responses (10)" in run["error"]
+    assert run["stats"]["downloader/response_count"] == 3
+    results = api.get(f"/api/v1/jobs/{job['job_id']}/results").json()["results"]
+    assert len(results) == run["items_scraped"] == 3  # nothing scraped is lost
+    assert counted(user)[Kind.CRAWL_RESPONSES] == 10
+    refused = api.post(f"/api/v1/jobs/{job['job_id']}/run")
+    assert refused.status_code == 429 and refused.json()["details"] == {"kind": "crawl_responses", "limit": 10, "used": 10}

@@ -143,3 +143,35 @@ def test_a_job_through_a_country_past_its_limit_does_not_start(user):
     with pytest.raises(quotas.QuotaExceeded) as refused:
         start_run(job=job)
     assert refused.value.details == {"kind": "proxy_requests:DE", "limit": 3, "used": 3}
+
+
+def test_a_runs_caps_are_what_the_plan_leaves(user):
+    from jobs.crawl import crawl_settings
+
+    job = Job.objects.create(owner=user, name="c", source="https://example.com/", max_pages=50)
+    run = Run.objects.create(owner=user, job=job, project="builtin", spider="query", config=job.spider_config())
+    assert quotas.run_caps(user_id=user.pk) == {}
+    on_plan(user, crawl_requests=100, crawl_responses=30, rendered_pages=5, items_stored=8)
+    services.add(user_id=user.pk, key_id=0, counts={Kind.CRAWL_RESPONSES: 10, Kind.ITEMS_STORED: 8})
+    assert quotas.run_caps(user_id=user.pk) == {"CLOSESPIDER_PAGECOUNT": 20, "CLOSESPIDER_ITEMCOUNT": 1}
+    assert quotas.run_caps(user_id=user.pk, render=True)["CLOSESPIDER_PAGECOUNT"] == 5
+    assert crawl_settings(run)["CLOSESPIDER_PAGECOUNT"] == "20"  # the smaller of the job's 50 and the quota's
+    PlanLimit.objects.filter(kind=Kind.CRAWL_RESPONSES).update(limit=1000)
+    assert crawl_settings(run)["CLOSESPIDER_PAGECOUNT"] == "50"
+
+
+def test_a_run_stopped_by_its_quota_says_so(user):
+    from jobs import lifecycle
+
+    on_plan(user, crawl_responses=5)
+    services.add(user_id=user.pk, key_id=0, counts={Kind.CRAWL_RESPONSES: 2})
+    job = Job.objects.create(owner=user, name="c", source="https://example.com/")
+    run = Run.objects.create(owner=user, job=job, project="builtin", spider="query", config=job.spider_config())
+    lifecycle.record_finished(run, finish_reason="closespider_pagecount", stats={"downloader/response_count": 3})
+    run.refresh_from_db()
+    assert (run.status, run.partial) == (RunStatus.SUCCEEDED, True) and "crawl_responses (5)" in run.error
+    other = Run.objects.create(owner=user, job=job, project="builtin", spider="query", config=job.spider_config())
+    PlanLimit.objects.update(limit=100)
+    lifecycle.record_finished(other, finish_reason="closespider_pagecount", stats={"downloader/response_count": 3})
+    other.refresh_from_db()
+    assert other.status == RunStatus.SUCCEEDED and other.error == ""  # its job's own cap
