@@ -34,6 +34,7 @@ from core.models import ApiKey
 from exports.itemstore import ItemStore
 from exports.models import ResultFile
 from exports.services import request_export
+from exports.sharing import share_token
 from jobs import services
 from jobs.models import Job, Run, RunStatus
 from nodes.models import Node
@@ -167,6 +168,11 @@ class Known:
                 choices = {"run_id": [self.run, self.running_run], "file_id": [self.file], "deploy_id": [self.deploy]}.get(name)
             if choices:
                 found[name] = str(choices[pick % len(choices)]().pk)
+        if "file_id" in found and {"filename", "token"} & set(names):  # /files/{id}/{filename}, /shared/...
+            file = ResultFile.objects.get(pk=found["file_id"])
+            found["filename"] = file.filename
+            if "token" in names:
+                found["token"] = share_token(file)
         return found
 
     def reference(self, body: dict, pick: int) -> None:
@@ -243,14 +249,25 @@ def _sync_answers(call, page: str, refused_url: str) -> None:
     for fmt in ("html", "markdown", "screenshot", "pdf"):
         body = call("/api/v1/sync/scrape", "POST", body={"url": page, "format": fmt}, expect=200).json()
         call("/api/v1/files/{file_id}", "GET", path_parameters={"file_id": body["job_id"]}, expect=200)
-        call("/api/v1/files/{file_id}/info", "GET", path_parameters={"file_id": body["job_id"]}, expect=200)
+        info = call("/api/v1/files/{file_id}/info", "GET", path_parameters={"file_id": body["job_id"]}, expect=200).json()
+        call("/api/v1/files/{file_id}/{filename}", "GET", path_parameters={"file_id": body["job_id"],
+             "filename": info["filename"]}, expect=200)
+        _, file_id, token, name = info["share_url"].rsplit("/", 3)
+        call("/api/v1/shared/{file_id}/{token}/{filename}", "GET", expect=200,
+             path_parameters={"file_id": file_id, "token": token, "filename": name})
         call("/api/v1/sync/scrape", "POST", body={"url": page, "format": fmt, "json_response": False}, expect=200)
     call("/api/v1", "GET", query={"url": page, "format": "screenshot"}, expect=200)
     failed = call("/api/v1/sync/scrape", "POST", body={"url": refused_url}, expect=200).json()
     call("/api/v1/files/{file_id}", "GET", path_parameters={"file_id": failed["job_id"]}, expect=409)
+    call("/api/v1/files/{file_id}/share", "POST", path_parameters={"file_id": failed["job_id"]}, expect=409)
+    call("/api/v1/files/{file_id}/share", "POST", path_parameters={"file_id": downloaded_id(call, page)}, expect=200)
     downloaded = call("/api/v1/sync/download", "POST", body={"url": page}, expect=200).json()
     call("/api/v1/files/{file_id}", "GET", path_parameters={"file_id": downloaded["job_id"]}, expect=200)
     call("/api/v1/sync/download", "POST", body={"url": refused_url}, expect=500)
+
+
+def downloaded_id(call, page: str) -> str:
+    return call("/api/v1/sync/download", "POST", body={"url": page}, expect=200).json()["job_id"]
 
 
 def test_answers_generation_rarely_reaches_conform_too(contract, settings, refused_url, fetcher):
