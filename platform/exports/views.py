@@ -102,6 +102,11 @@ def _file_response(request: Request, file: ResultFile, *, filename: str, encoded
     response["Content-Disposition"] = content_disposition_header(
         as_attachment=not inline, filename=f"{filename}.b64" if encoding else filename
     )
+    if inline and not file.content_type.startswith("application/pdf"):
+        # A captured page (or a downloaded SVG) shown by a browser runs in a sandbox, an origin of its own: its
+        # scripts cannot reach the API with the viewer's session (a share link opens it with no key at all).
+        # Not for a PDF, which browsers refuse to render sandboxed; their viewers run no page scripts.
+        response["Content-Security-Policy"] = "sandbox"
     response["X-Source"] = stream.source
     if stream.length is not None:
         response["Content-Length"] = str(stream.length)

@@ -214,6 +214,8 @@ def test_a_capture_a_browser_shows_is_inline_as_id_dot_ext(api, user, fmt, conte
                         data=b"content")
     got = fetch(api, f"/api/v1/files/{file.id}")
     assert got["Content-Disposition"] == f'inline; filename="{file.id}.{ext}"' and got["Content-Type"] == content_type
+    # Shown on the API's origin, so sandboxed (a PDF is not: browsers refuse to render a sandboxed one).
+    assert got.get("Content-Security-Policy") == (None if fmt == "pdf" else "sandbox")
     # base64 is text to save, not the page to show
     assert fetch(api, f"/api/v1/files/{file.id}", encoding="base64")["Content-Disposition"] == (
         f'attachment; filename="{file.id}.{ext}.b64"')

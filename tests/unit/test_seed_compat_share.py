@@ -75,6 +75,10 @@ def test_a_file_object_has_a_share_url_that_downloads_it_with_no_key(api, user):
     assert got.status_code == 200 and got.data_bytes == PAGE
     assert got["Content-Type"] == "text/html; charset=utf-8"
     assert got["Content-Disposition"] == f'inline; filename="{file.id}.html"'
+    # Shown by a browser on the API's origin: sandboxed, so that the captured page's scripts cannot use
+    # the viewer's session; no Referer carries the link to the page's own resources.
+    assert got["Content-Security-Policy"] == "sandbox" and got["Referrer-Policy"] == "same-origin"
+    assert got["X-Content-Type-Options"] == "nosniff"
     assert share_url(api, file) == url  # stable until renewed
     assert api.get(f"/api/v1/files/{file.id}/info").json()["downloads_counter"] == 1
 
@@ -85,6 +89,7 @@ def test_an_exports_share_url_is_an_attachment_under_its_name(api, user, django_
     got = anonymous_get(info["share_url"])
     assert got.status_code == 200 and hashlib.sha256(got.data_bytes).hexdigest() == info["checksum"]
     assert got["Content-Disposition"] == f'attachment; filename="{info["filename"]}"'
+    assert "Content-Security-Policy" not in got  # saved, not shown
     # Listed with the run's files and in the export's own answer too.
     listed = api.get(f"/api/v1/runs/{info['run_id']}/exports").json()
     assert [f["share_url"] for f in listed] == [info["share_url"]]
