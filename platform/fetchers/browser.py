@@ -123,8 +123,12 @@ class Renderer:
         self, browser: Browser, spec: FetchSpec, *, started: float, deadline: float, max_bytes: int
     ) -> FetchOutcome:
         since = time.monotonic()
+        creating = asyncio.ensure_future(self._context(browser, spec))
         try:
-            context = await self._context(browser, spec)
+            context = await asyncio.shield(creating)
+        except asyncio.CancelledError:
+            creating.add_done_callback(_close_when_made)  # timed out while the context was being made
+            raise
         except PlaywrightError as exc:
             if not browser.is_connected():
                 raise BrowserCrashed from exc
@@ -174,7 +178,7 @@ class Renderer:
             return failure(spec, started, 500, f"Rendering {spec.url} failed: {_first_line(exc)}")
         finally:
             # Closing the context ends its renderer too, even one stuck in an endless script.
-            with contextlib.suppress(PlaywrightError):
+            with contextlib.suppress(PlaywrightError, TimeoutError):
                 await asyncio.wait_for(context.close(), 10)
 
     def _navigation_failure(
@@ -197,6 +201,18 @@ class Renderer:
             return failure(spec, started, 403, f"{REFUSED_PREFIX}: Only http and https URLs can be crawled "
                                                "(redirected to another scheme)")
         return failure(spec, started, 500, f"Rendering {spec.url} failed: {text}")
+
+
+def _close_when_made(creating: asyncio.Future) -> None:
+    """Close a browser context whose request went away while it was being made."""
+    if creating.cancelled() or creating.exception() is not None:
+        return
+
+    async def close() -> None:
+        with contextlib.suppress(PlaywrightError, TimeoutError):
+            await asyncio.wait_for(creating.result().close(), 10)
+
+    asyncio.ensure_future(close())
 
 
 async def _unless(work: Any, stop: asyncio.Event) -> Any:
