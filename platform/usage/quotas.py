@@ -28,6 +28,8 @@ RUN_KINDS = (Kind.CRAWL_REQUESTS, Kind.CRAWL_RESPONSES, Kind.RENDERED_PAGES, Kin
 
 
 class QuotaExceeded(PlatformError):
+    """New work past a limit of the caller's plan; `details` has `kind`, `limit` and `used`, `retry_after` the seconds until the month resets."""
+
     status_code = 429
     code = "quota_exceeded"
 

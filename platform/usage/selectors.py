@@ -20,6 +20,8 @@ MAX_PERIOD_DAYS = 366
 
 
 class Forbidden(PlatformError):
+    """The caller may not do this (for example a non-staff user on `/api/v1/nodes/`)."""
+
     status_code = 403
     code = "permission_denied"
 
