@@ -149,7 +149,9 @@ class Renderer:
                 p["in"],
                 self.type_of(p.get("schema", {})),
                 "yes" if p.get("required") else "",
-                p.get("description", "") if "enum" not in p.get("schema", {}).get("items", {}) else "",
+                # Without drf-spectacular's enum bullet list after it (the type shows the values).
+                p.get("description", "").split("* `", 1)[0].rstrip() if "enum" in p.get("schema", {}).get("items", {})
+                else p.get("description", ""),
             )
             for p in params
         ]
