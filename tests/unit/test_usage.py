@@ -10,14 +10,14 @@ from decimal import Decimal
 
 import pytest
 from django.utils import timezone
+from usage import billing, selectors, services
+from usage.models import LATENCY_BUCKETS_MS, BilledMonth, Kind, Price, SyncSummary, UsageCounter
 
 from core.models import ApiKey
 from exports.itemstore import ItemStore
 from jobs import lifecycle
 from jobs.models import Job, Run, RunStatus
 from tests.conftest import make_client
-from usage import billing, selectors, services
-from usage.models import LATENCY_BUCKETS_MS, BilledMonth, Kind, Price, SyncSummary, UsageCounter
 
 pytestmark = pytest.mark.django_db
 
@@ -297,3 +297,29 @@ def test_a_streamed_run_download_counts_the_bytes_served(user, key, items_dir, f
     jobs_download = api.get(f"/api/v1/jobs/{run.job_id}/download", {"format": fmt})
     more = b"".join(jobs_download.streaming_content)
     assert usage_of(user, key_id) == {Kind.EXPORT_BYTES: len(body) + len(more)}
+
+
+def test_concurrent_adds_to_one_new_counter_lose_nothing(transactional_db, django_user_model):
+    """Threads racing to create the same row (insert, unique violation, update) and to increment it."""
+    import threading
+
+    from django.db import connection
+
+    owner = django_user_model.objects.create_user("racer")
+    start = threading.Barrier(6)
+
+    def work():
+        try:
+            start.wait()
+            for _ in range(20):
+                services.add(user_id=owner.pk, key_id=0, counts={Kind.CRAWL_REQUESTS: 1, Kind.ITEMS_STORED: 2})
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert usage_of(owner) == {Kind.CRAWL_REQUESTS: 120, Kind.ITEMS_STORED: 240}
+    assert UsageCounter.objects.filter(user=owner).count() == 2
