@@ -71,7 +71,10 @@ def set_schedule(*, job: Job, spec: ScheduleSpec | None) -> Schedule | None:
 @transaction.atomic
 def sync_schedule(*, job: Job) -> Schedule | None:
     """Bring the job's beat entry in step with its schedule and state: enabled unless the job is paused."""
-    schedule = Schedule.objects.select_for_update().select_related("periodic_task", "crontab").filter(job=job).first()
+    # `of`: PostgreSQL cannot lock the nullable side of the outer joins select_related makes.
+    schedule = (
+        Schedule.objects.select_for_update(of=("self",)).select_related("periodic_task", "crontab").filter(job=job).first()
+    )
     if schedule is None:
         return None
     paused = Job.objects.filter(pk=job.pk).values_list("paused", flat=True).first()
