@@ -7,6 +7,7 @@ import secrets
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 REPO_DIR = Path(__file__).resolve().parents[2]
 
@@ -409,3 +410,16 @@ USAGE_CURRENCY = env_str("USAGE_CURRENCY", "USD")
 # How often beat closes the months that have ended (their bill lines are taken once and never change).
 USAGE_CLOSE_INTERVAL = env_float("USAGE_CLOSE_INTERVAL", 3600.0)
 CELERY_BEAT_SCHEDULE["close-billing-months"] = {"task": "usage.close_months", "schedule": USAGE_CLOSE_INTERVAL}
+
+# --- Proxy countries (docs/configuration.md, "Proxies") ----------------------------------------------
+# `required`: a user routes through a country's proxies once an administrator approved it for them
+# (POST /api/v1/proxy/request-country, then the admin's actions); `open`: every user may use every
+# country. Staff are always approved (proxies.access).
+PROXY_COUNTRY_APPROVAL = env_str("PROXY_COUNTRY_APPROVAL", "required")
+if PROXY_COUNTRY_APPROVAL not in ("required", "open"):
+    raise ImproperlyConfigured("PROXY_COUNTRY_APPROVAL must be `required` or `open`")
+
+# --- Prometheus (docs/configuration.md, "Monitoring"; docs/usage.md, "Prometheus") -------------------
+# GET /metrics answers only `Authorization: Bearer <METRICS_TOKEN>`; unset, the route answers 404.
+INSTALLED_APPS.append("monitoring")
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")

@@ -3,6 +3,7 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from monitoring.prometheus import metrics_view
 from rest_framework.routers import SimpleRouter
 from scrapes.views import ScrapeNowView
 
@@ -38,6 +39,7 @@ internal = [
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("scrapyd/", include("projects.scrapydapi")),
+    path("metrics", metrics_view, name="metrics"),  # Prometheus, outside the API (METRICS_TOKEN)
     path("api/v1/health", HealthView.as_view(), name="health"),
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/v1/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
@@ -45,6 +47,7 @@ urlpatterns = [
     re_path(r"^api/v1/?$", ScrapeNowView.as_view(), name="scrape-now"),  # seed 000: GET /api/v1?url=...
     path("api/v1/", include("exports.urls")),
     path("api/v1/", include("scrapes.urls")),
+    path("api/v1/", include("proxies.urls")),
     path("api/v1/", include("usage.urls")),
     path("api/v1/", include(router.urls)),
 ]

@@ -43,11 +43,14 @@ _SPIDER_REFERENCE = {
     409: "The spider is not in its project's current version, or the project has none",
 }
 _SYNC_ERRORS = {503: "`service_unavailable`: every fetcher is busy, or none answers; retry after `Retry-After` seconds"}
+# proxies.access: a job's or a sync scrape's proxy_config names a country the caller may not use.
+_COUNTRY = {403: "`country_not_approved`: `proxy_config.geo_targeting` names a country not approved to you "
+                 "(see GET /api/v1/proxy/status)"}
 # Statuses particular to one operation ("METHOD path" as in the schema), from its domain errors.
 OPERATION_ERRORS: dict[str, dict[int, str]] = {
-    "POST /api/v1/jobs": _SPIDER_REFERENCE,
-    "PUT /api/v1/jobs/{id}": _SPIDER_REFERENCE,
-    "PATCH /api/v1/jobs/{id}": _SPIDER_REFERENCE,
+    "POST /api/v1/jobs": {**_SPIDER_REFERENCE, **_COUNTRY},
+    "PUT /api/v1/jobs/{id}": {**_SPIDER_REFERENCE, **_COUNTRY},
+    "PATCH /api/v1/jobs/{id}": {**_SPIDER_REFERENCE, **_COUNTRY},
     "DELETE /api/v1/jobs/{id}": {409: "The job has an active run: cancel it first"},
     "POST /api/v1/jobs/{id}/run": {409: "A spider job whose spider is no longer in its project's current version"},
     "POST /api/v1/jobs/{id}/pause": {409: "Already paused, its run is already stopping, or its node cannot be reached"},
@@ -57,8 +60,9 @@ OPERATION_ERRORS: dict[str, dict[int, str]] = {
     "POST /api/v1/runs": {**_SPIDER_REFERENCE, 404: "No such spider, or no such `version` of its project"},
     "DELETE /api/v1/runs/{id}": {409: "The run has already ended or is being cancelled"},
     "POST /api/v1/runs/{id}/cancel": {409: "The run has already ended or is being cancelled"},
-    "GET /api/v1": _SYNC_ERRORS,
-    "POST /api/v1/sync/scrape": _SYNC_ERRORS,
+    "GET /api/v1": {**_SYNC_ERRORS, **_COUNTRY},
+    "POST /api/v1/sync/scrape": {**_SYNC_ERRORS, **_COUNTRY},
+    "POST /api/v1/proxy/request-country": {409: "`conflict`: that country is already pending or approved for you"},
     "POST /api/v1/sync/download": _SYNC_ERRORS,
     "GET /api/v1/sync/metrics": {403: "`permission_denied`: global metrics are for staff keys"},
     "POST /api/v1/files/{file_id}/share": {409: "`not_ready`: the file could not be written",

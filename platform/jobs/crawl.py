@@ -10,7 +10,8 @@ import json
 from typing import Any
 
 from django.conf import settings
-from proxies.models import ProxyPasswordUnreadable, pool
+from proxies.access import CountryNotAllowed, usable_pool
+from proxies.models import ProxyPasswordUnreadable
 from usage import quotas
 
 from core.errors import PlatformError
@@ -98,16 +99,21 @@ def spider_arguments(run: Run) -> dict[str, str]:
     args = {"config": json.dumps(run.config)}
     proxy = run.config.get("proxy")
     if proxy:
-        urls = proxy_urls(proxy)
+        try:
+            urls = proxy_urls(proxy, user=run.owner, render=bool(run.config.get("render")))
+        except CountryNotAllowed as exc:  # approval withdrawn since the job was saved: the run says so
+            raise RunConfigError(exc.message) from None
         args["proxies"] = json.dumps({"rotation": proxy.get("rotation_strategy", "round-robin"), "urls": urls})
     return args
 
 
-def proxy_urls(proxy: dict[str, Any]) -> list[str]:
-    """The pool's proxies a proxy config (`geo_targeting`) picks now, as URLs with their credentials
-    (crawls and the sync API resolve them here, at use, and never store them)."""
+def proxy_urls(proxy: dict[str, Any], *, user, render: bool = False) -> list[str]:
+    """The pool's proxies a proxy config (`geo_targeting`) picks now for `user`, as URLs with their
+    credentials (crawls and the sync API resolve them here, at use, and never store them). Raises
+    CountryNotAllowed when the user may not use the country (proxies.access), RunConfigError when
+    the pool has no proxy for it (that renders, if `render`)."""
     country = proxy.get("geo_targeting") or None
-    proxies = pool(country)
+    proxies = usable_pool(user, country, render=render)
     if not proxies:
         where = f" in {country}" if country else ""
         raise RunConfigError(f"No enabled proxy{where} in the proxy pool")

@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
+from proxies.access import usable_pool
 from proxies.models import pool as proxy_pool
 from rest_framework import serializers
 
@@ -152,6 +153,11 @@ class ProxyConfigSerializer(WholeObjectSerializer):
             if data.get("geo_targeting"):
                 raise serializers.ValidationError({"geo_targeting": f"No proxy in {data['geo_targeting']} in the pool"})
             raise serializers.ValidationError({"enabled": "The proxy pool is empty"})
+        request = self.context.get("request")
+        if data["enabled"] and request is not None:
+            # 403 keyed by proxy_config.geo_targeting for a country not approved to the caller; checked
+            # again when each run is dispatched (jobs.crawl), as an approval can be withdrawn.
+            usable_pool(request.user, data.get("geo_targeting"))
         return data
 
 

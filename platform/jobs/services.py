@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
+from monitoring.series import DISPATCH_LATENCY, observe
 from usage import quotas
 
 from core.errors import Conflict
@@ -179,6 +180,7 @@ def dispatch(run_id: str) -> None:
         Run.objects.filter(pk=run.pk, dispatch_claimed_at=now).update(dispatch_claimed_at=None)
         raise
     logger.info("Run %s dispatched to node %s", run.id, node.name)
+    observe(DISPATCH_LATENCY, (timezone.now() - run.created_at).total_seconds())  # once: the node took it
     _settle_dispatched(run, node)
 
 

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.utils import timezone
 
 from core import encryption
+
+from .countries import validate_country
 
 # Part of the key proxy passwords are encrypted with: changing it makes stored passwords unreadable.
 PASSWORD_PURPOSE = "proxies-password"
@@ -31,7 +35,11 @@ class Proxy(models.Model):
     """An HTTP proxy with the country its exits are in."""
 
     url = models.CharField(max_length=300, validators=[validate_proxy_url], help_text="http://host:port")
-    country = models.CharField(max_length=2, blank=True, help_text="ISO 3166 code of the exit country, e.g. US")
+    country = models.CharField(max_length=2, blank=True, validators=[validate_country],
+                               help_text="ISO 3166-1 alpha-2 code of the exit country, e.g. US (blank: any country)")
+    renders = models.BooleanField(
+        default=True, help_text="Usable for rendered pages (Chromium); off: static fetches and crawls only"
+    )
     username = models.CharField(max_length=200, blank=True)
     password_encrypted = models.TextField(blank=True, editable=False, help_text="The password, encrypted")
     enabled = models.BooleanField(default=True)
@@ -72,9 +80,44 @@ class Proxy(models.Model):
         return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
-def pool(country: str | None = None) -> list[Proxy]:
-    """Enabled proxies, of one exit country if given."""
+def pool(country: str | None = None, *, render: bool = False) -> list[Proxy]:
+    """Enabled proxies, of one exit country if given (that render pages, if `render`)."""
     proxies = Proxy.objects.filter(enabled=True)
     if country:
         proxies = proxies.filter(country=country.upper())
+    if render:
+        proxies = proxies.filter(renders=True)
     return list(proxies)
+
+
+class CountryAccess(models.Model):
+    """A user's access to the pool's proxies of one country: asked for, then approved or rejected by an
+    administrator (with a note the user sees). Approving then rejecting withdraws it: new runs stop using it.
+
+    One row per user and country: asking again after a rejection puts the same row back to pending.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        APPROVED = "approved"
+        REJECTED = "rejected"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="country_access")
+    country = models.CharField(max_length=2, validators=[validate_country])
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    reason = models.CharField(max_length=1000, blank=True, help_text="Why the user asks (their words)")
+    note = models.CharField(max_length=1000, blank=True, help_text="The administrator's note, shown to the user")
+    requested_at = models.DateTimeField(default=timezone.now)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    was_approved = models.BooleanField(default=False, help_text="Approved before being rejected: withdrawn")
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["country"]
+        verbose_name_plural = "country access"
+        constraints = [models.UniqueConstraint(fields=["user", "country"], name="one_country_access_per_user")]
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.country} ({self.status})"

@@ -69,7 +69,8 @@ def scrape(*, user, url: str, format: str = "html", render_js: bool = False, tim
     counted under `api_key` (usage) with the capture, in one transaction."""
     proxies = []
     if proxy_config and proxy_config.get("enabled"):
-        proxies = _rotated(proxy_urls(proxy_config), proxy_config.get("rotation_strategy", "round-robin"))
+        proxies = _rotated(proxy_urls(proxy_config, user=user, render=render_js or format in ("screenshot", "pdf")),
+                           proxy_config.get("rotation_strategy", "round-robin"))
     endpoint = Kind.SYNC_SCRAPE_RENDERED if render_js or format in ("screenshot", "pdf") else Kind.SYNC_SCRAPE_STATIC
     quotas.check(user_id=user.pk, kinds=(endpoint, Kind.BYTES_DOWNLOADED, quotas.proxy_kind(proxy_config)))
     spec = FetchSpec(

@@ -6,7 +6,7 @@ import base64
 import statistics
 
 import pytest
-from proxies.models import Proxy
+from proxies.models import CountryAccess, Proxy
 
 from jobs.models import Run
 from tests.integration.test_query_runs import create_job, run_to_end
@@ -52,10 +52,12 @@ def test_rendering_runs_the_pages_javascript(platform, api, site, node_a):
 
 
 @pytest.fixture
-def proxies(db):
+def proxies(db, user):
     servers = {"us1": CountingProxy(), "us2": CountingProxy(), "de1": CountingProxy()}
     for name, server in servers.items():
         Proxy.objects.create(url=server.url, country=name[:2].upper(), username=f"user-{name}", password="s3cret:@")
+    for country in ("US", "DE"):  # approved to the caller (tests/integration/test_proxy_countries.py)
+        CountryAccess.objects.create(user=user, country=country, status=CountryAccess.Status.APPROVED)
     yield servers
     for server in servers.values():
         server.stop()

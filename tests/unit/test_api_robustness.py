@@ -140,6 +140,7 @@ BODIES_BY_ROUTE = {
     ("/api/v1/nodes/{pk}", "patch"): {"slots": 2},
     ("/api/v1/sync/scrape", "post"): {"url": "http://127.0.0.1:9/"},
     ("/api/v1/sync/download", "post"): {"url": "http://127.0.0.1:9/"},
+    ("/api/v1/proxy/request-country", "post"): {"country": "DE"},
 }
 BODY_ROUTES = [(r, m) for r, m in WRITES if (r.template, m) in BODIES_BY_ROUTE]
 

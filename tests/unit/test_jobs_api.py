@@ -6,7 +6,7 @@ import json
 
 import pytest
 from django.core.cache import cache
-from proxies.models import Proxy
+from proxies.models import CountryAccess, Proxy
 
 from jobs.crawl import crawl_settings, spider_arguments
 from jobs.models import Job, Query, Run, RunStatus
@@ -133,6 +133,7 @@ def test_invalid_configuration_is_400_keyed_by_path(api, extra, path, message):
 def test_crawl_settings_follow_the_job(user, settings):
     settings.PLATFORM_PUBLIC_URL = "http://platform.test"
     Proxy.objects.create(url="http://127.0.0.1:3128", country="US", username="u", password="p@ss")
+    CountryAccess.objects.create(user=user, country="US", status=CountryAccess.Status.APPROVED)
     job = Job.objects.create(owner=user, name="j", source="https://example.com/", rate_limit=30, max_pages=7,
                              follow={"type": "css", "query": "a::attr(href)"}, max_depth=3,
                              render_config={"enabled": True, "wait_strategy": "networkidle"},

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
-from proxies.models import PASSWORD_PURPOSE, Proxy, ProxyPasswordUnreadable
+from proxies.models import PASSWORD_PURPOSE, CountryAccess, Proxy, ProxyPasswordUnreadable
 
 from core import encryption
 from jobs.crawl import RunConfigError, spider_arguments
@@ -67,6 +67,7 @@ def test_secrets_of_one_kind_cannot_be_read_as_another() -> None:
 
 def test_a_changed_secret_key_fails_the_dispatch_with_a_clear_reason(user, settings) -> None:
     Proxy.objects.create(url="http://127.0.0.1:3128", country="US", username="u", password="p")
+    CountryAccess.objects.create(user=user, country="US", status=CountryAccess.Status.APPROVED)
     job = Job.objects.create(owner=user, name="j", source="https://example.com/",
                              proxy_config={"enabled": True, "geo_targeting": "US"})
     run = start_run(job=job)

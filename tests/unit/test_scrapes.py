@@ -16,7 +16,7 @@ from django.db import IntegrityError
 from django.utils import timezone
 from fetchers import client
 from fetchers.client import FetchersBusy, FetchersUnavailable, FetchOutcome
-from proxies.models import Proxy
+from proxies.models import CountryAccess, Proxy
 
 from config.celery import app as celery_app
 from exports import services as export_services
@@ -169,9 +169,11 @@ def test_the_request_becomes_one_fetch_spec(api, fetched, settings):
     assert fetched.specs[-1].render is True
 
 
-def test_proxies_come_from_the_pool(api, fetched):
+def test_proxies_come_from_the_pool(api, user, fetched):
     Proxy.objects.create(url="http://127.0.0.1:3128", username="u", password="p", country="DE")
     Proxy.objects.create(url="http://127.0.0.1:3129", country="US")
+    for country in ("DE", "US"):  # approved to the caller (proxies.access; tests/unit/test_proxy_countries.py)
+        CountryAccess.objects.create(user=user, country=country, status=CountryAccess.Status.APPROVED)
     assert scrape(api, url=URL, proxy_config={"enabled": True, "geo_targeting": "de"}).status_code == 200
     assert fetched.specs[-1].proxy_urls == ("http://u:p@127.0.0.1:3128",)
     scrape(api, url=URL, proxy_config={"enabled": False})
