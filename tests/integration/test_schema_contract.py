@@ -22,6 +22,7 @@ from drf_spectacular.generators import SchemaGenerator
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 from hypothesis.configuration import set_hypothesis_home_dir
+from proxies.models import Proxy
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -191,6 +192,9 @@ def contract(transactional_db, live_server, django_user_model, settings):
     user = django_user_model.objects.create_user("contract", is_staff=True)
     _, key = ApiKey.issue(user=user)
     known = Known(user, f"{live_server.url}/static/")
+    # A pool with countries: /proxy/request-country can answer 201 and 409, not only 400.
+    for country in ("DE", "US", ""):
+        Proxy.objects.create(url="http://127.0.0.1:9/", country=country)
     return {"key": key, "known": known, "url": live_server.url}
 
 
