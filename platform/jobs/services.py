@@ -180,8 +180,10 @@ def dispatch(run_id: str) -> None:
         Run.objects.filter(pk=run.pk, dispatch_claimed_at=now).update(dispatch_claimed_at=None)
         raise
     logger.info("Run %s dispatched to node %s", run.id, node.name)
-    observe(DISPATCH_LATENCY, (timezone.now() - run.created_at).total_seconds())  # once: the node took it
+    dispatched_at = timezone.now()
     _settle_dispatched(run, node)
+    # Once per run (only here does a node take it), and after the run's own state is settled.
+    observe(DISPATCH_LATENCY, (dispatched_at - run.created_at).total_seconds())
 
 
 def _waits_its_turn(run: Run) -> bool:
