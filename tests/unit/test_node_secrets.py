@@ -271,7 +271,7 @@ def test_the_migration_encrypts_existing_passwords_and_back() -> None:
         for n, password in enumerate(["", *PASSWORDS]):
             cursor.execute(
                 "INSERT INTO nodes_node (name, url, username, password, slots, enabled, builtin_version, last_error,"
-                " created_at) VALUES (%s, %s, %s, %s, 1, 1, '', '', CURRENT_TIMESTAMP)",
+                " created_at) VALUES (%s, %s, %s, %s, 1, TRUE, '', '', CURRENT_TIMESTAMP)",
                 [f"n{n}", f"http://127.0.0.{n + 1}:6800/", f"user{n}", password],
             )
     executor = MigrationExecutor(connection)

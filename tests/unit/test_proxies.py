@@ -143,7 +143,7 @@ def test_the_migration_encrypts_existing_passwords_and_back() -> None:
         for n, password in enumerate(["", *PASSWORDS]):
             cursor.execute(
                 "INSERT INTO proxies_proxy (url, country, username, password, enabled, created_at)"
-                " VALUES (%s, '', %s, %s, 1, CURRENT_TIMESTAMP)",
+                " VALUES (%s, '', %s, %s, TRUE, CURRENT_TIMESTAMP)",
                 [f"http://127.0.0.{n + 1}:3128", f"user{n}", password],
             )
     executor = MigrationExecutor(connection)
