@@ -3,15 +3,15 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from monitoring.prometheus import metrics_view
 from rest_framework.routers import SimpleRouter
-from scrapes.views import ScrapeNowView
 
 from core.views import HealthView
 from jobs import reports
 from jobs.views import JobViewSet, RunViewSet, SpiderViewSet
+from monitoring.prometheus import metrics_view
 from nodes.api import NodeViewSet
 from projects.views import ProjectViewSet
+from scrapes.views import ScrapeNowView
 
 
 class OptionalSlashRouter(SimpleRouter):

@@ -7,6 +7,7 @@ import logging
 from typing import BinaryIO
 
 from django.db import transaction
+
 from usage import quotas
 from usage.models import Kind
 from usage.services import key_id_of, record_served

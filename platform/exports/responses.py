@@ -12,11 +12,11 @@ from drf_spectacular.utils import OpenApiParameter
 from rest_framework.exceptions import NotAcceptable
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.request import Request
+
+from jobs.models import Run
 from usage import quotas
 from usage.models import Kind
 from usage.services import key_id_of, record_served
-
-from jobs.models import Run
 
 from .exporters import EXPORTERS, get_exporter, stream_export
 from .formats.base import ESCAPE_FORMULAS, Exporter

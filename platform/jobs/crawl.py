@@ -10,12 +10,12 @@ import json
 from typing import Any
 
 from django.conf import settings
-from proxies.access import CountryNotAllowed, usable_pool
-from proxies.models import ProxyPasswordUnreadable
-from usage import quotas
 
 from core.errors import PlatformError
 from projects.runnable import normalise_arguments
+from proxies.access import CountryNotAllowed, usable_pool
+from proxies.models import ProxyPasswordUnreadable
+from usage import quotas
 
 from .models import Run
 

@@ -11,13 +11,13 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
-from usage.quotas import stop_reason
-from usage.services import record_run
 
 from core.errors import NodeUnavailable, ValidationFailed
 from core.outbox import send_on_commit
 from exports.itemstore import ItemStore
 from nodes.client import ScrapydClient
+from usage.quotas import stop_reason
+from usage.services import record_run
 
 from .models import IllegalTransition, Run, RunStatus
 from .outcome import judge

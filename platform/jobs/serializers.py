@@ -7,8 +7,6 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
-from proxies.access import usable_pool
-from proxies.models import pool as proxy_pool
 from rest_framework import serializers
 
 from core.errors import flatten_details
@@ -20,6 +18,8 @@ from projects.runnable import (
     find_runnable_spider,
     normalise_arguments,
 )
+from proxies.access import usable_pool
+from proxies.models import pool as proxy_pool
 from schedules.serializers import SchedulingSerializer
 from spiders.extraction import MAX_QUERY_LENGTH, validate_queries
 from spiders.netpolicy import NetPolicy

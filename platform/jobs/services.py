@@ -11,15 +11,15 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
-from monitoring.series import DISPATCH_LATENCY, observe
-from usage import quotas
 
 from core.errors import Conflict
 from core.outbox import send_on_commit
+from monitoring.series import DISPATCH_LATENCY, observe
 from nodes.client import ScrapydClient
 from nodes.models import Node
 from nodes.services import choose_node, ensure_builtin
 from projects.runnable import clean_arguments, runnable_version
+from usage import quotas
 
 from .crawl import crawl_settings, spider_arguments
 from .models import ACTIVE, IllegalTransition, Job, Query, Run, RunStatus, Trigger

@@ -20,11 +20,11 @@ from django.db.models import Count, Sum
 from django.http import Http404, HttpRequest, HttpResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
-from usage.models import LATENCY_BUCKETS_MS, Kind, SyncSummary, UsageCounter
 
 from core.models import OutboxMessage
 from jobs.models import Run, RunStatus
 from nodes.models import Node
+from usage.models import LATENCY_BUCKETS_MS, Kind, SyncSummary, UsageCounter
 
 from .models import Series
 from .series import STORED, Stored, bucket_name, parse_labels

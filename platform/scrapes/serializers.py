@@ -7,11 +7,11 @@ import re
 from typing import Any
 
 from django.conf import settings
-from fetchers.client import FORMATS
 from rest_framework import serializers
 
 from core.errors import flatten_details
 from core.serializers import StrictFieldsMixin
+from fetchers.client import FORMATS
 from jobs.serializers import (
     MAX_URL_LENGTH,
     LocatorSerializer,

@@ -16,16 +16,16 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from fetchers import client
-from fetchers.client import FetchOutcome, FetchSpec
-from usage import quotas
-from usage.models import Kind
-from usage.services import record_sync
 
 from core.errors import ValidationFailed
 from exports.captures import save_capture
 from exports.models import ResultFile
+from fetchers import client
+from fetchers.client import FetchOutcome, FetchSpec
 from jobs.crawl import proxy_urls
+from usage import quotas
+from usage.models import Kind
+from usage.services import record_sync
 
 EXTENSIONS = {"html": "html", "markdown": "md", "screenshot": "png", "pdf": "pdf"}
 DOWNLOAD_FORMAT = "download"

@@ -7,8 +7,8 @@ import struct
 import threading
 
 import pytest
-from fetchers.client import FetchSpec, fetch
 
+from fetchers.client import FetchSpec, fetch
 from tests.integration.fetcher_pages import ROUTES
 from tests.scripted import ScriptedSite
 from tests.support import CountingProxy

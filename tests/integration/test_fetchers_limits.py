@@ -11,8 +11,8 @@ import time
 import urllib.request
 
 import pytest
-from fetchers.client import FetchersBusy, FetchersUnavailable, FetchSpec, fetch
 
+from fetchers.client import FetchersBusy, FetchersUnavailable, FetchSpec, fetch
 from tests.integration.fetcher_pages import ROUTES
 from tests.scripted import ScriptedSite
 from tests.support import free_port, start_fetcher, wait_until

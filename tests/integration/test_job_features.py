@@ -6,9 +6,9 @@ import base64
 import statistics
 
 import pytest
-from proxies.models import CountryAccess, Proxy
 
 from jobs.models import Run
+from proxies.models import CountryAccess, Proxy
 from tests.integration.test_query_runs import create_job, run_to_end
 from tests.support import CountingProxy, FixtureSite, wait_until
 

@@ -5,8 +5,8 @@ and the job's next run fails at dispatch saying so, without a request through th
 from __future__ import annotations
 
 import pytest
-from proxies.models import CountryAccess, Proxy
 
+from proxies.models import CountryAccess, Proxy
 from tests.integration.test_query_runs import create_job, run_to_end
 from tests.support import CountingProxy
 

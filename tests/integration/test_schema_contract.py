@@ -22,7 +22,6 @@ from drf_spectacular.generators import SchemaGenerator
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 from hypothesis.configuration import set_hypothesis_home_dir
-from proxies.models import Proxy
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -40,6 +39,7 @@ from jobs import services
 from jobs.models import Job, Run, RunStatus
 from nodes.models import Node
 from projects.models import Deploy, DeployStatus, Project, ProjectVersion, Spider
+from proxies.models import Proxy
 from schedules.spec import parse_scheduling
 from tests.scripted import ScriptedSite, html
 

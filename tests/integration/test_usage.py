@@ -9,8 +9,6 @@ from decimal import Decimal
 
 import pytest
 import requests
-from usage.models import LATENCY_BUCKETS_MS, Kind, Price, UsageCounter
-from usage.services import bucket_of
 
 from core.models import ApiKey
 from jobs.models import Run
@@ -18,6 +16,8 @@ from tests.integration.test_job_features import wait_status
 from tests.integration.test_pause_cancel import CHAIN, ENDED, TITLE, resume, shapes, start, stop, wait_items  # noqa: F401
 from tests.integration.test_query_runs import create_job, run_to_end
 from tests.support import wait_until
+from usage.models import LATENCY_BUCKETS_MS, Kind, Price, UsageCounter
+from usage.services import bucket_of
 
 pytestmark = pytest.mark.integration
 

@@ -7,11 +7,11 @@ import time
 
 import pytest
 import requests
+
 from fetchers import client
 from fetchers.captures import extracted, markdown
 from fetchers.client import FetchersBusy, FetchersUnavailable, FetchOutcome, FetchSpec
 from fetchers.service import needs_browser, spec_error
-
 from jobs.fetch import _Deadline
 from spiders.extraction import ExtractionError
 from spiders.proxying import Proxy

@@ -3,9 +3,8 @@ broker that is down could not take (the request succeeds; the work is sent when 
 
 from __future__ import annotations
 
-import json
-
 import base64
+import json
 import threading
 from datetime import timedelta
 

@@ -6,11 +6,11 @@ import json
 
 import pytest
 from django.core.cache import cache
-from proxies.models import CountryAccess, Proxy
 
 from jobs.crawl import crawl_settings, spider_arguments
 from jobs.models import Job, Query, Run, RunStatus
 from jobs.services import start_run
+from proxies.models import CountryAccess, Proxy
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_dispatch")]
 

@@ -11,13 +11,13 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
-from proxies.models import PASSWORD_PURPOSE as PROXY_PASSWORD_PURPOSE
 
 from core import encryption
 from core.errors import NodeUnavailable
 from nodes.client import ScrapydClient
 from nodes.models import PASSWORD_PURPOSE, Node, NodePasswordUnreadable
 from nodes.services import probe
+from proxies.models import PASSWORD_PURPOSE as PROXY_PASSWORD_PURPOSE
 from tests.conftest import make_client
 
 pytestmark = pytest.mark.django_db

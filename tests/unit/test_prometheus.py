@@ -8,15 +8,15 @@ from __future__ import annotations
 import math
 
 import pytest
-from monitoring import series
-from monitoring.models import Series
 from prometheus_client.parser import text_string_to_metric_families
-from usage.models import Kind
-from usage.services import record_served, record_sync
 
 from core.models import OutboxMessage
 from jobs.models import Run, RunStatus
+from monitoring import series
+from monitoring.models import Series
 from nodes.models import Node
+from usage.models import Kind
+from usage.services import record_served, record_sync
 
 TOKEN = "metrics-token-0123456789"
 

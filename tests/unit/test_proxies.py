@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
-from proxies.models import PASSWORD_PURPOSE, CountryAccess, Proxy, ProxyPasswordUnreadable
 
 from core import encryption
 from jobs.crawl import RunConfigError, spider_arguments
 from jobs.models import Job
 from jobs.services import start_run
 from projects import credentials
+from proxies.models import PASSWORD_PURPOSE, CountryAccess, Proxy, ProxyPasswordUnreadable
 
 pytestmark = pytest.mark.django_db
 

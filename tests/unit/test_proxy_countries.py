@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from proxies.models import CountryAccess, Proxy
 
 from jobs.crawl import RunConfigError, spider_arguments
 from jobs.models import Job
 from jobs.services import start_run
+from proxies.models import CountryAccess, Proxy
 from tests.conftest import make_client
 
 TITLE = [{"name": "title", "type": "css", "query": "title::text"}]

@@ -14,14 +14,14 @@ from ipaddress import ip_network
 import pytest
 from django.db import IntegrityError
 from django.utils import timezone
-from fetchers import client
-from fetchers.client import FetchersBusy, FetchersUnavailable, FetchOutcome
-from proxies.models import CountryAccess, Proxy
 
 from config.celery import app as celery_app
 from exports import services as export_services
 from exports import storage
 from exports.models import FileKind, FileStatus, ResultFile
+from fetchers import client
+from fetchers.client import FetchersBusy, FetchersUnavailable, FetchOutcome
+from proxies.models import CountryAccess, Proxy
 
 pytestmark = pytest.mark.django_db
 PAGE = "<html><head><title>Hi</title></head><body><p class='p'>one</p><p class='p'>two</p></body></html>"

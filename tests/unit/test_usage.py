@@ -10,14 +10,14 @@ from decimal import Decimal
 
 import pytest
 from django.utils import timezone
-from usage import billing, selectors, services
-from usage.models import LATENCY_BUCKETS_MS, BilledMonth, Kind, Price, SyncSummary, UsageCounter
 
 from core.models import ApiKey
 from exports.itemstore import ItemStore
 from jobs import lifecycle
 from jobs.models import Job, Run, RunStatus
 from tests.conftest import make_client
+from usage import billing, selectors, services
+from usage.models import LATENCY_BUCKETS_MS, BilledMonth, Kind, Price, SyncSummary, UsageCounter
 
 pytestmark = pytest.mark.django_db
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from usage import quotas, services
-from usage.models import Kind, Plan, PlanAssignment, PlanLimit
 
 from exports.itemstore import ItemStore
 from jobs.models import Job, Run, RunStatus
 from tests.conftest import make_client
+from usage import quotas, services
+from usage.models import Kind, Plan, PlanAssignment, PlanLimit
 
 pytestmark = pytest.mark.django_db
 
