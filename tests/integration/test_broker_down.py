@@ -21,6 +21,7 @@ import pytest
 from django.conf import settings as django_settings
 from django.test import Client
 from django.utils import timezone
+from kombu import pools as kombu_pools
 
 from config.celery import app as celery_app
 from core import outbox
@@ -66,8 +67,9 @@ def publishing_to(url: str, transport_options: dict, transport: str | None = Non
     saved = conf.broker_url, conf.broker_transport_options, conf.broker_transport
 
     def reset_pools() -> None:
-        if celery_app._pool is not None:
-            celery_app._pool.force_close_all()
+        # kombu keeps its pools in a global registry keyed by connection: closing this app's pool alone
+        # would leave a closed pool registered for the broker restored afterwards ("Acquire on closed pool").
+        kombu_pools.reset()
         celery_app._pool = None
         celery_app.amqp._producer_pool = None
 
