@@ -33,6 +33,27 @@ class StrictFieldsMixin:
         return value
 
 
+class AllErrorsMixin:
+    """Report every problem of a request at once, keyed by path: the fields' own errors together with
+    the checks across fields that `extra_errors` makes (given what parsed, even when a field failed)."""
+
+    def extra_errors(self, data: dict, errors: dict[str, str], value: dict) -> dict[str, str]:
+        return {}
+
+    def to_internal_value(self, data: Any) -> Any:
+        errors: dict[str, str] = {}
+        value: dict = {}
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            errors.update(flatten_details(exc.detail))
+        if isinstance(data, dict):
+            errors.update(self.extra_errors(data, errors, value))
+        if errors:
+            raise serializers.ValidationError(errors)
+        return value
+
+
 class StrictSerializer(StrictFieldsMixin, serializers.Serializer):
     """A Serializer that refuses unknown fields."""
 

@@ -10,7 +10,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from core.errors import flatten_details
-from core.serializers import StrictFieldsMixin
+from core.serializers import AllErrorsMixin, StrictFieldsMixin
 from projects.runnable import (
     BUILTIN_SPIDER_ID,
     BUILTIN_SPIDER_PATH,
@@ -174,7 +174,7 @@ class LocatorSerializer(WholeObjectSerializer):
         return data
 
 
-class JobSerializer(StrictFieldsMixin, serializers.ModelSerializer):
+class JobSerializer(AllErrorsMixin, StrictFieldsMixin, serializers.ModelSerializer):
     """A saved query job."""
 
     job_id = serializers.UUIDField(source="id", read_only=True)
@@ -223,22 +223,12 @@ class JobSerializer(StrictFieldsMixin, serializers.ModelSerializer):
         return value
 
     def to_internal_value(self, data: Any) -> dict:
-        """Validate every field at once, so one response lists every problem, keyed by path."""
-        errors: dict[str, str] = {}
-        value: dict = {}
-        try:
-            value = super().to_internal_value(data)
-        except serializers.ValidationError as exc:
-            errors.update(flatten_details(exc.detail))
-        if isinstance(data, dict):
-            errors.update(self._kind_errors(data, errors, value))
-        if errors:
-            raise serializers.ValidationError(errors)
+        value = super().to_internal_value(data)  # every problem at once (AllErrorsMixin)
         if "query_list" in value:
             value["queries"] = value.pop("query_list")
         return value
 
-    def _kind_errors(self, data: dict, errors: dict[str, str], value: dict) -> dict[str, str]:
+    def extra_errors(self, data: dict, errors: dict[str, str], value: dict) -> dict[str, str]:
         """A job runs either a deployed spider (with arguments) or the query spider (source and queries)."""
         found: dict[str, str] = {}
         spider_job = bool(data.get("spider_id") or data.get("spider_name"))

@@ -10,7 +10,7 @@ from django.conf import settings
 from rest_framework import serializers
 
 from core.errors import flatten_details
-from core.serializers import StrictFieldsMixin
+from core.serializers import AllErrorsMixin, StrictFieldsMixin
 from fetchers.client import FORMATS
 from jobs.serializers import (
     MAX_URL_LENGTH,
@@ -54,7 +54,7 @@ def _parsed(field: serializers.Field, raw: Any) -> Any:
         return None
 
 
-class _SyncRequest(StrictFieldsMixin, serializers.Serializer):
+class _SyncRequest(AllErrorsMixin, StrictFieldsMixin, serializers.Serializer):
     """Shared by scrape and download: a URL the crawl policy allows, and a time limit."""
 
     url = serializers.CharField(max_length=MAX_URL_LENGTH, help_text="The page (http or https); the crawl policy applies")
@@ -65,17 +65,7 @@ class _SyncRequest(StrictFieldsMixin, serializers.Serializer):
     )
 
     def to_internal_value(self, data: Any) -> dict:
-        """Validate every field at once, so one response lists every problem, keyed by path."""
-        errors: dict[str, str] = {}
-        value: dict = {}
-        try:
-            value = super().to_internal_value(data)
-        except serializers.ValidationError as exc:
-            errors.update(flatten_details(exc.detail))
-        if isinstance(data, dict):
-            errors.update(self.extra_errors(data, errors, value))
-        if errors:
-            raise serializers.ValidationError(errors)
+        value = super().to_internal_value(data)  # every problem at once (AllErrorsMixin)
         value.setdefault("timeout_ms", settings.SYNC_DEFAULT_TIMEOUT_MS)
         return value
 
