@@ -9,7 +9,6 @@ from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from core.errors import flatten_details
 from core.serializers import AllErrorsMixin, StrictFieldsMixin
 from projects.runnable import (
     BUILTIN_SPIDER_ID,
@@ -437,7 +436,7 @@ class PreviewResultSerializer(serializers.Serializer):
     matches = serializers.DictField(child=serializers.IntegerField(), help_text="Matches per query (first item)")
 
 
-class PreviewSerializer(StrictFieldsMixin, serializers.Serializer):
+class PreviewSerializer(AllErrorsMixin, StrictFieldsMixin, serializers.Serializer):
     """Queries to try on a URL (fetched now) or on HTML given in the request."""
 
     url = serializers.CharField(required=False, max_length=MAX_URL_LENGTH)
@@ -446,22 +445,14 @@ class PreviewSerializer(StrictFieldsMixin, serializers.Serializer):
     item_selector = LocatorSerializer(required=False, allow_null=True)
     render_config = RenderConfigSerializer(required=False, help_text="Render the url in Chromium first, as a run would")
 
-    def to_internal_value(self, data: Any) -> dict:
-        errors: dict[str, str] = {}
-        value: dict = {}
-        try:
-            value = super().to_internal_value(data)
-        except serializers.ValidationError as exc:
-            errors.update(flatten_details(exc.detail))
-        if isinstance(data, dict):
-            if "queries" in data and "queries" not in errors:
-                errors.update(validate_queries(data["queries"]))
-            if bool(data.get("url")) == bool(data.get("html")):
-                errors["url"] = "Give either a url or html"
-            elif data.get("html") and isinstance(data.get("render_config"), dict) and data["render_config"].get("enabled"):
-                errors["render_config.enabled"] = "Rendering applies to a url, not to html"
-            elif data.get("url") and "url" not in errors and (problem := url_error(data["url"])):
-                errors["url"] = problem
-        if errors:
-            raise serializers.ValidationError(errors)
-        return value
+    def extra_errors(self, data: dict, errors: dict[str, str], value: dict) -> dict[str, str]:
+        found: dict[str, str] = {}
+        if "queries" in data and "queries" not in errors:
+            found.update(validate_queries(data["queries"]))
+        if bool(data.get("url")) == bool(data.get("html")):
+            found["url"] = "Give either a url or html"
+        elif data.get("html") and isinstance(data.get("render_config"), dict) and data["render_config"].get("enabled"):
+            found["render_config.enabled"] = "Rendering applies to a url, not to html"
+        elif data.get("url") and "url" not in errors and (problem := url_error(data["url"])):
+            found["url"] = problem
+        return found
