@@ -57,6 +57,11 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
 
 INSTALLED_APPS = [
+    # The operator console's theme comes before the admin it restyles (docs/console.md).
+    "unfold",
+    "unfold.contrib.filters",
+    "unfold.contrib.forms",
+    "console",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -423,3 +428,23 @@ if PROXY_COUNTRY_APPROVAL not in ("required", "open"):
 # GET /metrics answers only `Authorization: Bearer <METRICS_TOKEN>`; unset, the route answers 404.
 INSTALLED_APPS.append("monitoring")
 METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+
+# --- Operator console (docs/console.md; docs/configuration.md, "Console") ----------------------------
+# The Django admin, themed by django-unfold: a dashboard on its index (console.dashboard), links to the
+# API docs and the health page in its header, and "View site" pointing at the API docs.
+CONSOLE_DASHBOARD_CACHE_SECONDS = env_float("CONSOLE_DASHBOARD_CACHE_SECONDS", 30.0)
+UNFOLD = {
+    "SITE_TITLE": "Scrapy platform",
+    "SITE_HEADER": "Scrapy platform",
+    "SITE_SUBHEADER": "Operator console",
+    "SITE_URL": "/api/v1/docs/",
+    "SITE_SYMBOL": "travel_explore",
+    "SHOW_HISTORY": True,
+    "SHOW_VIEW_ON_SITE": False,
+    "DASHBOARD_CALLBACK": "console.dashboard.dashboard_callback",
+    "SITE_DROPDOWN": [
+        {"icon": "description", "title": "API docs", "link": "/api/v1/docs/"},
+        {"icon": "data_object", "title": "API schema", "link": "/api/v1/schema/"},
+        {"icon": "monitor_heart", "title": "Health", "link": "/api/v1/health"},
+    ],
+}

@@ -8,6 +8,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin
 from django.db import models
+from unfold.admin import ModelAdmin
 
 
 class WriteOnlyPasswordForm(forms.ModelForm):
@@ -44,7 +45,7 @@ class WriteOnlyPasswordForm(forms.ModelForm):
         return super().save(commit)
 
 
-class WriteOnlyPasswordAdmin(admin.ModelAdmin):
+class WriteOnlyPasswordAdmin(ModelAdmin):
     """Admin of a model with a write-only password; `form` is a WriteOnlyPasswordForm."""
 
     form = WriteOnlyPasswordForm

@@ -1,10 +1,11 @@
 from django.contrib import admin
+from unfold.admin import ModelAdmin
 
 from .models import ResultFile
 
 
 @admin.register(ResultFile)
-class ResultFileAdmin(admin.ModelAdmin):
+class ResultFileAdmin(ModelAdmin):
     list_display = ["id", "filename", "owner", "kind", "format", "status", "size", "downloads_counter", "created_at", "expires_at"]
     list_filter = ["kind", "status", "format"]
     search_fields = ["id", "filename", "run__id", "url"]

@@ -1,4 +1,5 @@
 from django.contrib import admin, messages
+from unfold.admin import ModelAdmin, TabularInline
 
 from core.errors import PlatformError
 
@@ -6,7 +7,7 @@ from .models import Deploy, Project, ProjectVersion, Spider, Trigger
 from .services import request_deploy
 
 
-class VersionInline(admin.TabularInline):
+class VersionInline(TabularInline):
     model = ProjectVersion
     fields = ["version", "is_current", "source", "ref", "spiders", "deployed_at"]
     readonly_fields = fields
@@ -18,7 +19,7 @@ class VersionInline(admin.TabularInline):
         return False
 
 
-class DeployInline(admin.TabularInline):
+class DeployInline(TabularInline):
     model = Deploy
     fields = ["created_at", "status", "trigger", "ref", "commit", "spiders", "error"]
     readonly_fields = fields
@@ -32,7 +33,7 @@ class DeployInline(admin.TabularInline):
 
 
 @admin.register(Project)
-class ProjectAdmin(admin.ModelAdmin):
+class ProjectAdmin(ModelAdmin):
     list_display = ["name", "owner", "git_url", "branch", "scrapyd_name", "updated_at"]
     search_fields = ["name", "git_url", "scrapyd_name"]
     list_filter = ["owner"]
@@ -56,7 +57,7 @@ class ProjectAdmin(admin.ModelAdmin):
 
 
 @admin.register(Deploy)
-class DeployAdmin(admin.ModelAdmin):
+class DeployAdmin(ModelAdmin):
     list_display = ["project", "status", "trigger", "ref", "commit", "created_at", "finished_at"]
     list_filter = ["status", "trigger", "source"]
     search_fields = ["project__name", "ref", "commit"]
@@ -67,7 +68,7 @@ class DeployAdmin(admin.ModelAdmin):
         return False
 
 
-class SpiderInline(admin.TabularInline):
+class SpiderInline(TabularInline):
     model = Spider
     fk_name = "version"
     fields = ["name", "repo_path"]
@@ -80,7 +81,7 @@ class SpiderInline(admin.TabularInline):
 
 
 @admin.register(ProjectVersion)
-class ProjectVersionAdmin(admin.ModelAdmin):
+class ProjectVersionAdmin(ModelAdmin):
     list_display = ["project", "version", "is_current", "source", "ref", "deployed_at"]
     list_filter = ["is_current", "source"]
     search_fields = ["project__name", "version", "commit"]
@@ -92,7 +93,7 @@ class ProjectVersionAdmin(admin.ModelAdmin):
 
 
 @admin.register(Spider)
-class SpiderAdmin(admin.ModelAdmin):
+class SpiderAdmin(ModelAdmin):
     list_display = ["name", "project", "version", "repo_path"]
     search_fields = ["name", "project__name"]
     readonly_fields = ["project", "name", "version", "repo_path", "created_at", "updated_at"]

@@ -8,6 +8,7 @@ rejecting an approved country withdraws it: runs dispatched after that fail sayi
 from django import forms
 from django.contrib import admin, messages
 from django.template.response import TemplateResponse
+from unfold.admin import ModelAdmin
 
 from core.adminforms import WriteOnlyPasswordAdmin, WriteOnlyPasswordForm
 
@@ -53,7 +54,7 @@ def _decide(modeladmin, request, queryset, *, approve: bool, verb: str):
 
 
 @admin.register(CountryAccess)
-class CountryAccessAdmin(admin.ModelAdmin):
+class CountryAccessAdmin(ModelAdmin):
     list_display = ["user", "country", "status", "reason", "note", "requested_at", "decided_at", "decided_by"]
     list_filter = ["status", "country"]
     search_fields = ["user__username", "country"]

@@ -10,6 +10,7 @@ from django.forms.models import BaseInlineFormSet
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from unfold.admin import ModelAdmin, StackedInline
 
 from .models import Schedule
 from .services import sync_schedule
@@ -85,7 +86,7 @@ def beat_entry(schedule: Schedule) -> str:
     return format_html('<a href="{}">{}</a>', url, schedule.periodic_task.name)
 
 
-class ScheduleInline(admin.StackedInline):
+class ScheduleInline(StackedInline):
     """The job's schedule, on the job's page."""
 
     model = Schedule
@@ -99,7 +100,7 @@ class ScheduleInline(admin.StackedInline):
 
 
 @admin.register(Schedule)
-class ScheduleAdmin(admin.ModelAdmin):
+class ScheduleAdmin(ModelAdmin):
     """Every schedule (add one from its job)."""
 
     form = ScheduleForm

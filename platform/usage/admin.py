@@ -1,17 +1,18 @@
 """Admin: the price table (edited), usage counters and closed bills (read only)."""
 
 from django.contrib import admin
+from unfold.admin import ModelAdmin, TabularInline
 
 from .models import BilledMonth, BillLine, Plan, PlanAssignment, PlanLimit, Price, SyncSummary, UsageCounter
 
 
 @admin.register(Price)
-class PriceAdmin(admin.ModelAdmin):
+class PriceAdmin(ModelAdmin):
     list_display = ["kind", "per_thousand", "updated_at"]
     search_fields = ["kind"]
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(ModelAdmin):
     def has_add_permission(self, request):
         return False
 
@@ -32,7 +33,7 @@ class SyncSummaryAdmin(ReadOnlyAdmin):
     list_filter = ["endpoint", "outcome", "day"]
 
 
-class BillLineInline(admin.TabularInline):
+class BillLineInline(TabularInline):
     model = BillLine
     extra = 0
     can_delete = False
@@ -51,12 +52,12 @@ class BilledMonthAdmin(ReadOnlyAdmin):
         return False  # a closed month never changes
 
 
-class PlanLimitInline(admin.TabularInline):
+class PlanLimitInline(TabularInline):
     model = PlanLimit
     extra = 1
 
 
-class PlanAssignmentInline(admin.TabularInline):
+class PlanAssignmentInline(TabularInline):
     model = PlanAssignment
     extra = 1
     raw_id_fields = ["user"]
@@ -65,7 +66,7 @@ class PlanAssignmentInline(admin.TabularInline):
 
 
 @admin.register(Plan)
-class PlanAdmin(admin.ModelAdmin):
+class PlanAdmin(ModelAdmin):
     """A plan's monthly limits per kind, its runs at once, and its users."""
 
     list_display = ["name", "concurrent_runs"]

@@ -1,22 +1,23 @@
-"""Admin for jobs (queries inline; run, pause, resume, cancel) and runs (status, stats, log, items)."""
+"""Admin for runs (status, stats, log, items; cancel)."""
 
 from __future__ import annotations
 
 import json
 
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.http import HttpResponse, JsonResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
+from unfold.admin import ModelAdmin
 
+from console.actions import each
 from core.errors import PlatformError, error_body
 from exports.itemstore import ItemStore
-from schedules.admin import ScheduleInline
 
-from . import control, logs, services
-from .models import Job, Query, Run, Trigger
-from .outcome import warnings as run_warnings
+from .. import control, logs
+from ..models import Run
+from ..outcome import warnings as run_warnings
 
 ADMIN_ITEMS = 20
 ADMIN_LOG_LINES = 100
@@ -47,56 +48,8 @@ _END_SCRIPT = mark_safe("""<script>(function () {
 })();</script>""")  # noqa: S308 - a constant
 
 
-class QueryInline(admin.TabularInline):
-    model = Query
-    fields = ["position", "name", "type", "query", "join", "all"]
-    extra = 1
-
-
-class RunInline(admin.TabularInline):
-    model = Run
-    fields = ["id", "status", "node", "created_at", "finished_at", "items_scraped", "error"]
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-    show_change_link = True
-    ordering = ["-created_at"]
-    max_num = 0
-
-
-def _each(modeladmin, request, queryset, operation, done: str) -> None:
-    for obj in queryset:
-        try:
-            operation(obj)
-            modeladmin.message_user(request, f"{obj}: {done}")
-        except PlatformError as exc:
-            modeladmin.message_user(request, f"{obj}: {exc.message}", level=messages.ERROR)
-
-
-@admin.register(Job)
-class JobAdmin(admin.ModelAdmin):
-    list_display = ["name", "owner", "rate_limit", "paused", "created_at", "updated_at"]
-    search_fields = ["name"]
-    list_filter = ["paused", "owner"]
-    readonly_fields = ["paused", "created_at", "updated_at"]
-    inlines = [QueryInline, ScheduleInline, RunInline]
-    actions = ["run_now", "pause", "resume"]
-
-    @admin.action(description="Run now")
-    def run_now(self, request, queryset):
-        _each(self, request, queryset, lambda job: services.start_run(job=job, trigger=Trigger.ADMIN), "run started")
-
-    @admin.action(description="Pause (the running crawl, else the schedule)")
-    def pause(self, request, queryset):
-        _each(self, request, queryset, lambda job: control.pause_job(job=job), "pausing")
-
-    @admin.action(description="Resume")
-    def resume(self, request, queryset):
-        _each(self, request, queryset, lambda job: control.resume_job(job=job), "resumed")
-
-
 @admin.register(Run)
-class RunAdmin(admin.ModelAdmin):
+class RunAdmin(ModelAdmin):
     list_display = ["id", "job", "status", "node", "created_at", "finished_at", "items_scraped", "partial"]
     list_filter = ["status", "node", "trigger"]
     search_fields = ["id", "job__name"]
@@ -120,7 +73,7 @@ class RunAdmin(admin.ModelAdmin):
 
     @admin.action(description="Cancel")
     def cancel(self, request, queryset):
-        _each(self, request, queryset, lambda run: control.cancel_run(run=run), "cancelling")
+        each(self, request, queryset, lambda run: control.cancel_run(run=run), "cancelling")
 
     @admin.display(description="Scrapyd job")
     def scrapyd_job(self, run: Run) -> str:
