@@ -48,7 +48,8 @@ class ExtractionError(ValueError):
         super().__init__(message)
         self.query = query
 
-_FIELDS = frozenset({"name", "type", "query", "join", "all"})
+# `validate`: the platform's value rules (quality app, checked there); the spider ignores them.
+_FIELDS = frozenset({"name", "type", "query", "join", "all", "validate"})
 _REQUIRED = "This field is required"
 _NON_EMPTY = "Must be a non-empty string"
 

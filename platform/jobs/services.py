@@ -28,14 +28,14 @@ logger = logging.getLogger(__name__)
 
 QUERY_SPIDER = "query"
 JOB_FIELDS = ("name", "source", "spider", "arguments", "rate_limit", "render_config", "proxy_config", "item_selector", "follow",
-              "max_pages", "max_depth", "max_items")
+              "max_pages", "max_depth", "max_items", "item_schema", "invalid_items", "monitors")
 
 
 def _set_queries(job: Job, queries: list[dict[str, Any]]) -> None:
     job.queries.all().delete()
     Query.objects.bulk_create(
         Query(job=job, position=i, name=q["name"], type=q["type"], query=q["query"],
-              join=q.get("join", False), all=q.get("all", False))
+              join=q.get("join", False), all=q.get("all", False), validate=q.get("validate") or {})
         for i, q in enumerate(queries)
     )
 

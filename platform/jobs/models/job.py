@@ -32,6 +32,13 @@ class Job(models.Model):
     max_depth = models.PositiveIntegerField(default=1, help_text="Link hops from a source page, when following")
     max_items = models.PositiveIntegerField(default=100_000, help_text="Items a run scrapes at most")
     paused = models.BooleanField(default=False, help_text="A paused job's schedule does not fire")
+    # Data quality (quality app, docs/jobs.md "Data quality"): what a valid item is and how runs are judged.
+    item_schema = models.JSONField(null=True, blank=True, help_text="A JSON Schema every item must match (spider jobs)")
+    invalid_items = models.CharField(
+        max_length=4, default="keep", choices=[("keep", "keep"), ("drop", "drop")],
+        help_text="keep: store invalid items (counted and flagged); drop: do not store them",
+    )
+    monitors = models.JSONField(default=dict, blank=True, help_text="Checks each run is judged by after it ends")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -83,6 +90,9 @@ class Query(models.Model):
     query = models.TextField()
     join = models.JSONField(default=bool, blank=True, help_text="true, or a separator string")
     all = models.BooleanField(default=False, help_text="The list of all matches")
+    validate = models.JSONField(
+        default=dict, blank=True, help_text="What a valid value is: required, type, pattern, min_length (quality app)"
+    )
 
     class Meta:
         ordering = ["position", "id"]
@@ -98,4 +108,6 @@ class Query(models.Model):
             data["join"] = self.join
         if self.all:
             data["all"] = True
+        if self.validate:
+            data["validate"] = self.validate
         return data
