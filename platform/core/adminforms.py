@@ -58,3 +58,21 @@ class WriteOnlyPasswordAdmin(ModelAdmin):
     @admin.display(boolean=True, description="Password")
     def has_password(self, obj: models.Model) -> bool:
         return obj.has_password
+
+
+def badge(text: str, variant: str = "") -> str:
+    """A status as unfold's coloured label (variant: success, warning, danger, info, primary or '' for grey)."""
+    from django.template.loader import render_to_string
+
+    return render_to_string("unfold/helpers/label.html", {"text": text, "variant": variant})
+
+
+def after_dialog(request, url: str):
+    """The answer to a submitted unfold action dialog: htmx follows HX-Redirect; a plain POST a redirect."""
+    from django.http import HttpResponse, HttpResponseRedirect
+
+    if request.headers.get("HX-Request"):
+        response = HttpResponse(status=204)
+        response["HX-Redirect"] = url
+        return response
+    return HttpResponseRedirect(url)

@@ -1,28 +1,104 @@
-"""Admin for Scrapyd nodes: a node's basic-auth password can be set or removed, never shown (core.adminforms)."""
+"""Admin for Scrapyd nodes: load (running, pending, free slots), health, and enable / drain / disable.
+
+A node's basic-auth password can be set or removed, never shown (core.adminforms). The slot figures
+come from the platform's runs in one aggregate query (nodes.selectors), not from asking each node.
+"""
 
 from django.contrib import admin, messages
+from django.urls import reverse
+from django.utils.html import format_html
+from django.utils.safestring import mark_safe
+from unfold.decorators import action, display
+from unfold.enums import ActionVariant
 
-from core.adminforms import WriteOnlyPasswordAdmin, WriteOnlyPasswordForm
+from console.actions import each
+from core.adminforms import WriteOnlyPasswordAdmin, WriteOnlyPasswordForm, after_dialog, badge
 from core.errors import NodeUnavailable
 
 from .models import Node
-from .services import sync_node
+from .selectors import nodes_with_load
+from .services import set_node_state, sync_node
+
+STATE_VARIANTS = {"enabled": "success", "draining": "warning", "disabled": ""}
 
 
 class NodeForm(WriteOnlyPasswordForm):
     class Meta:
         model = Node
-        fields = ["name", "url", "username", "password", "clear_password", "slots", "enabled"]
+        fields = ["name", "url", "username", "password", "clear_password", "slots", "enabled", "draining"]
 
 
 @admin.register(Node)
 class NodeAdmin(WriteOnlyPasswordAdmin):
     form = NodeForm
-    list_display = ["name", "url", "username", "has_password", "enabled", "slots", "builtin_version", "last_seen_at",
-                    "last_error"]
-    list_filter = ["enabled"]
-    readonly_fields = ["builtin_version", "last_seen_at", "last_error", "created_at"]
-    actions = ["sync"]
+    list_display = ["name", "url", "state_label", "health", "running", "pending", "free", "slots", "last_seen_at",
+                    "has_password", "builtin_version"]
+    list_filter = ["enabled", "draining"]
+    search_fields = ["name", "url"]
+    readonly_fields = ["state_label", "health", "running", "pending", "free", "builtin_version", "last_seen_at",
+                       "last_error", "created_at"]
+    fieldsets = [
+        (None, {"fields": ["name", "url", "slots", "enabled", "draining"]}),
+        ("Basic auth", {"fields": ["username", "password", "clear_password"]}),
+        ("Load and health", {"fields": ["state_label", "running", "pending", "free", "health", "last_seen_at",
+                                        "last_error", "builtin_version", "created_at"]}),
+    ]
+    actions = ["enable", "drain", "disable", "sync"]
+    actions_row = ["enable_one", "drain_one", "disable_one"]
+    actions_detail = ["enable_one", "drain_one", "disable_one", "sync_one"]
+
+    def get_queryset(self, request):
+        return nodes_with_load(super().get_queryset(request))
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None:  # nothing to report before the node exists
+            return fieldsets[:2]
+        if not obj.has_password:
+            return [(name, {**opts, "fields": [f for f in opts["fields"] if f != "clear_password"]})
+                    for name, opts in fieldsets]
+        return fieldsets
+
+    @display(description="State", ordering="enabled")
+    def state_label(self, node: Node) -> str:
+        return mark_safe(badge(node.state, STATE_VARIANTS[node.state]))  # noqa: S308 - rendered by a template
+
+    @display(description="Last check")
+    def health(self, node: Node) -> str:
+        if node.last_error:
+            return format_html("{} <span class='text-red-600'>{}</span>", mark_safe(badge("error", "danger")),  # noqa: S308
+                               node.last_error[:120])
+        if node.last_seen_at is None:
+            return mark_safe(badge("never checked"))  # noqa: S308
+        return mark_safe(badge("answering", "success"))  # noqa: S308
+
+    @display(description="Running", ordering="running")
+    def running(self, node: Node) -> int:
+        return node.running
+
+    @display(description="Pending", ordering="pending")
+    def pending(self, node: Node) -> int:
+        return node.pending
+
+    @display(description="Free slots", ordering="free")
+    def free(self, node: Node) -> int:
+        return node.free
+
+    # Bulk actions (the changelist's action menu)
+    def _set(self, request, queryset, state: str, done: str) -> None:
+        each(self, request, queryset, lambda node: set_node_state(node=node, state=state), done)
+
+    @admin.action(description="Enable selected nodes (take new runs)")
+    def enable(self, request, queryset):
+        self._set(request, queryset, "enabled", "enabled")
+
+    @admin.action(description="Drain selected nodes (no new runs; running ones finish)")
+    def drain(self, request, queryset):
+        self._set(request, queryset, "draining", "draining: no new runs, its runs finish")
+
+    @admin.action(description="Disable selected nodes (no runs, no deploys)")
+    def disable(self, request, queryset):
+        self._set(request, queryset, "disabled", "disabled")
 
     @admin.action(description="Check and deploy the built-in project")
     def sync(self, request, queryset):
@@ -32,3 +108,35 @@ class NodeAdmin(WriteOnlyPasswordAdmin):
                 self.message_user(request, f"{node}: ok")
             except NodeUnavailable as exc:
                 self.message_user(request, f"{node}: {exc.message}", level=messages.ERROR)
+
+    # One node (row and page buttons): each asks in a dialog, then POSTs (a link never changes state).
+    def _one(self, request, object_id, operation, done: str):
+        node = self.get_object(request, object_id)
+        if node is not None:
+            each(self, request, [node], operation, done)
+        back = request.headers.get("Referer") or reverse("admin:nodes_node_changelist")
+        return after_dialog(request, back)
+
+    @action(description="Enable", icon="play_arrow", url_path="enable", permissions=["change"],
+            dialog={"title": "Enable the node", "description": "It takes new runs again.", "form_submit_text": "Enable"})
+    def enable_one(self, request, form, object_id):
+        return self._one(request, object_id, lambda n: set_node_state(node=n, state="enabled"), "enabled")
+
+    @action(description="Drain", icon="hourglass_bottom", url_path="drain", permissions=["change"],
+            dialog={"title": "Drain the node", "form_submit_text": "Drain",
+                    "description": "It takes no new runs; the runs it has finish (and paused crawls resume there)."})
+    def drain_one(self, request, form, object_id):
+        return self._one(request, object_id, lambda n: set_node_state(node=n, state="draining"),
+                         "draining: no new runs, its runs finish")
+
+    @action(description="Disable", icon="block", url_path="disable", permissions=["change"], variant=ActionVariant.DANGER,
+            dialog={"title": "Disable the node", "form_submit_text": "Disable",
+                    "description": "It takes no runs and no deploys, and is not checked. Its running crawls are not stopped."})
+    def disable_one(self, request, form, object_id):
+        return self._one(request, object_id, lambda n: set_node_state(node=n, state="disabled"), "disabled")
+
+    @action(description="Check now", icon="sync", url_path="check", permissions=["change"],
+            dialog={"title": "Check the node", "form_submit_text": "Check",
+                    "description": "Ask it for its load and give it the built-in project and every current version it lacks."})
+    def sync_one(self, request, form, object_id):
+        return self._one(request, object_id, sync_node, "answers and carries the current code")

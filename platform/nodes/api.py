@@ -8,6 +8,7 @@ from rest_framework.permissions import IsAdminUser
 from core.serializers import StrictFieldsMixin
 
 from .models import Node
+from .selectors import nodes_with_load
 
 
 class NodeSerializer(StrictFieldsMixin, serializers.ModelSerializer):
@@ -18,11 +19,15 @@ class NodeSerializer(StrictFieldsMixin, serializers.ModelSerializer):
         help_text="Scrapyd basic-auth password; omitted, the stored one is kept, and \"\" removes it",
     )
     has_password = serializers.BooleanField(read_only=True, help_text="Whether a password is set (it is never shown)")
+    state = serializers.CharField(read_only=True, help_text="enabled, draining (no new runs; its runs finish) or disabled")
+    running = serializers.IntegerField(read_only=True, default=0, help_text="Its runs running now (the platform's record)")
+    pending = serializers.IntegerField(read_only=True, default=0, help_text="Its runs given to it, not started yet")
+    free = serializers.IntegerField(read_only=True, default=0, help_text="Slots left: slots - running - pending")
 
     class Meta:
         model = Node
-        fields = ["id", "name", "url", "username", "password", "has_password", "slots", "enabled", "builtin_version",
-                  "last_seen_at", "last_error", "created_at"]
+        fields = ["id", "name", "url", "username", "password", "has_password", "slots", "enabled", "draining", "state",
+                  "running", "pending", "free", "builtin_version", "last_seen_at", "last_error", "created_at"]
         read_only_fields = ["builtin_version", "last_seen_at", "last_error", "created_at"]
 
     def validate_url(self, value: str) -> str:
@@ -30,8 +35,11 @@ class NodeSerializer(StrictFieldsMixin, serializers.ModelSerializer):
 
 
 class NodeViewSet(viewsets.ModelViewSet):
-    """Scrapyd nodes (staff only)."""
+    """Scrapyd nodes (staff only), with their load; `draining: true` stops new runs while the node's runs finish."""
 
     serializer_class = NodeSerializer
     permission_classes = [IsAdminUser]
     queryset = Node.objects.all()
+
+    def get_queryset(self):
+        return nodes_with_load(Node.objects.all())

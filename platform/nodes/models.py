@@ -37,6 +37,9 @@ class Node(models.Model):
     password_encrypted = models.TextField(blank=True, editable=False, help_text="The basic-auth password, encrypted")
     slots = models.PositiveIntegerField(default=8, help_text="Crawls the node runs at once (its max_proc)")
     enabled = models.BooleanField(default=True, help_text="Disabled nodes take no new runs")
+    draining = models.BooleanField(
+        default=False, help_text="Draining nodes take no new runs while the runs they have finish (resumed crawls stay)"
+    )
     builtin_version = models.CharField(
         max_length=64, blank=True, editable=False, help_text="Version of the built-in project last deployed here"
     )
@@ -51,6 +54,13 @@ class Node(models.Model):
         return self.name
 
     password = encryption.write_only(field="password_encrypted", purpose=PASSWORD_PURPOSE)
+
+    @property
+    def state(self) -> str:
+        """What the node does with new runs: `enabled`, `draining` (none, its runs finish) or `disabled`."""
+        if not self.enabled:
+            return "disabled"
+        return "draining" if self.draining else "enabled"
 
     @property
     def has_password(self) -> bool:

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from core.errors import NodeUnavailable
+from core.errors import NodeUnavailable, ValidationFailed
 from projects.eggs import builtin_egg
 
 from .client import DaemonStatus, ScrapydClient
@@ -42,16 +42,16 @@ def probe(node: Node) -> DaemonStatus:
 
 
 def choose_node(*, exclude: set[int] | frozenset[int] = frozenset()) -> Node:
-    """The enabled node with the most free slots; raises NodeUnavailable if none answers."""
+    """The enabled, not draining node with the most free slots; raises NodeUnavailable if none answers."""
     loads: list[NodeLoad] = []
     errors = []
-    for node in Node.objects.filter(enabled=True).exclude(pk__in=exclude):
+    for node in Node.objects.filter(enabled=True, draining=False).exclude(pk__in=exclude):
         try:
             loads.append(NodeLoad(node, probe(node)))
         except NodeUnavailable as exc:
             errors.append(exc.message)
     if not loads:
-        reason = "; ".join(errors) if errors else "no enabled Scrapyd node is registered"
+        reason = "; ".join(errors) if errors else "no enabled Scrapyd node is registered (or all are draining)"
         raise NodeUnavailable(f"No Scrapyd node available: {reason}")
     # Most free slots first; on a tie, less queued work; then the first by name (max keeps the first).
     loads.sort(key=lambda load: load.node.name)
@@ -100,4 +100,19 @@ def register_node(
     node, _ = Node.objects.update_or_create(name=name, defaults=defaults)
     # Another registration at the same URL under an old name would double-count the node.
     Node.objects.filter(Q(url=url) & ~Q(pk=node.pk)).update(enabled=False)
+    return node
+
+
+def set_node_state(*, node: Node, state: str) -> Node:
+    """Enable a node, disable it, or drain it (no new runs; the runs it has finish, resumed crawls come back).
+
+    A disabled node also gets no deploys and no upkeep; a draining one still does, since its runs go on.
+    """
+    fields = {"enabled": {"enabled": True, "draining": False}, "draining": {"enabled": True, "draining": True},
+              "disabled": {"enabled": False, "draining": False}}.get(state)
+    if fields is None:
+        raise ValidationFailed("Invalid node state", details={"state": "Must be one of: enabled, draining, disabled"})
+    Node.objects.filter(pk=node.pk).update(**fields)
+    for name, value in fields.items():
+        setattr(node, name, value)
     return node
