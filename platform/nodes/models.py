@@ -40,6 +40,9 @@ class Node(models.Model):
     draining = models.BooleanField(
         default=False, help_text="Draining nodes take no new runs while the runs they have finish (resumed crawls stay)"
     )
+    labels = models.JSONField(
+        default=list, blank=True, help_text='What the node offers, e.g. ["render", "eu"]: jobs with node_labels run only on nodes with all of them'
+    )
     builtin_version = models.CharField(
         max_length=64, blank=True, editable=False, help_text="Version of the built-in project last deployed here"
     )

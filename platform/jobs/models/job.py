@@ -39,6 +39,17 @@ class Job(models.Model):
         help_text="keep: store invalid items (counted and flagged); drop: do not store them",
     )
     monitors = models.JSONField(default=dict, blank=True, help_text="Checks each run is judged by after it ends")
+    # Run policies (jobs.policies, docs/jobs.md "Run policies"): copied onto each run when it is made.
+    time_limit_s = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Seconds a run may go on before it is stopped (0: no limit; empty: RUN_TIME_LIMIT_S)"
+    )
+    retries = models.JSONField(
+        default=dict, blank=True, help_text='{"max", "backoff_s", "on": ["failed", "lost"]}: runs started again by themselves'
+    )
+    priority = models.PositiveSmallIntegerField(
+        default=2, help_text="0 (most urgent) to 4 (least): the order runs leave the platform's queue in"
+    )
+    node_labels = models.JSONField(default=list, blank=True, help_text="Labels a node must all have to take the job's runs")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -15,6 +15,7 @@ from django.utils import timezone
 from core.errors import IllegalTransition
 from core.models import GuardedStatus
 
+from ..signals import run_settled
 from .job import Job
 
 
@@ -54,6 +55,14 @@ class Trigger(models.TextChoices):
     ADMIN = "admin"
     SCHEDULE = "schedule"
     RESUME = "resume"
+    RETRY = "retry"
+
+
+class StopReason(models.TextChoices):
+    """Why the platform stopped a run before its crawl ended by itself."""
+
+    CANCEL = "cancel"
+    TIME_LIMIT = "time_limit"
 
 
 class Run(GuardedStatus):
@@ -115,10 +124,33 @@ class Run(GuardedStatus):
     cancel_requested_at = models.DateTimeField(null=True, blank=True, editable=False)
     pause_requested_at = models.DateTimeField(null=True, blank=True, editable=False)
     partial = models.BooleanField(default=False, editable=False, help_text="Stopped before the crawl was done")
+    # Run policies (jobs.policies, jobs.queue; docs/jobs.md "Run policies"), copied from the job when the run is made.
+    priority = models.PositiveSmallIntegerField(default=2, editable=False, help_text="0 (most urgent) to 4 (least)")
+    node_labels = models.JSONField(default=list, blank=True, editable=False, help_text="Labels its node must all have")
+    time_limit_s = models.PositiveIntegerField(default=0, editable=False, help_text="Seconds it may go on (0: no limit)")
+    retry_policy = models.JSONField(default=dict, blank=True, editable=False, help_text='{"max", "backoff_s", "on"}')
+    retry_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries", editable=False,
+        help_text="The failed or lost run this run retries",
+    )
+    attempt = models.PositiveIntegerField(default=1, editable=False, help_text="1 for a first run, 2 for its first retry, ...")
+    not_before = models.DateTimeField(null=True, blank=True, editable=False, help_text="A retry waits in the queue until then")
+    dequeued_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="When the run left the platform's queue (its node was chosen)"
+    )
+    waiting_reason = models.CharField(max_length=300, blank=True, editable=False, help_text="Why a queued run still waits")
+    stop_reason = models.CharField(
+        max_length=16, blank=True, editable=False, choices=StopReason.choices,
+        help_text="Why the platform stopped the run (cancel, time_limit)",
+    )
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["status", "created_at"]), models.Index(fields=["job", "-created_at"])]
+        indexes = [
+            models.Index(fields=["status", "created_at"]),
+            models.Index(fields=["job", "-created_at"]),
+            models.Index(fields=["status", "priority", "created_at"], name="run_queue_order"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["job", "fire_time"], condition=models.Q(fire_time__isnull=False), name="one_run_per_fire_time"
@@ -199,6 +231,7 @@ class Run(GuardedStatus):
         if self.started_at is None and status != RunStatus.LOST and stats and stats.get("start_time"):
             fields["started_at"] = _parse_time(stats["start_time"])
         self._transition(status, reported=reported, **fields)
+        run_settled.send(sender=Run, run=self)  # retries and the queue (jobs.policies); alerts get run_finished
 
 
 def _parse_time(value: Any) -> datetime | None:
