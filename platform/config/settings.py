@@ -433,6 +433,20 @@ METRICS_TOKEN = env_str("METRICS_TOKEN", "")
 # The Django admin, themed by django-unfold: a dashboard on its index (console.dashboard), links to the
 # API docs and the health page in its header, and "View site" pointing at the API docs.
 CONSOLE_DASHBOARD_CACHE_SECONDS = env_float("CONSOLE_DASHBOARD_CACHE_SECONDS", 30.0)
+from django.urls import reverse_lazy  # noqa: E402 - lazy: resolved when the sidebar is drawn
+
+
+def _console_item(title: str, icon: str, model: str) -> dict:
+    """A sidebar link to a model's list ("app.model"), shown to those who may view it."""
+    app, name = model.split(".")
+    return {"title": title, "icon": icon, "link": reverse_lazy(f"admin:{app}_{name}_changelist"),
+            "permission": lambda request: request.user.has_perm(f"{app}.view_{name}")}
+
+
+def _console_group(title: str, *items: dict) -> dict:
+    return {"title": title, "separator": True, "collapsible": False, "items": list(items)}
+
+
 UNFOLD = {
     "SITE_TITLE": "Scrapy platform",
     "SITE_HEADER": "Scrapy platform",
@@ -447,4 +461,55 @@ UNFOLD = {
         {"icon": "data_object", "title": "API schema", "link": "/api/v1/schema/"},
         {"icon": "monitor_heart", "title": "Health", "link": "/api/v1/health"},
     ],
+    # django-celery-beat's models are not listed: the platform writes them (schedules/admin.py).
+    "SIDEBAR": {
+        "show_search": True,
+        "show_all_applications": False,
+        "navigation": [
+            _console_group(
+                "Operate",
+                {"title": "Dashboard", "icon": "dashboard", "link": reverse_lazy("admin:index")},
+                _console_item("Jobs", "work", "jobs.job"),
+                _console_item("Runs", "play_circle", "jobs.run"),
+                _console_item("Schedules", "schedule", "schedules.schedule"),
+            ),
+            _console_group(
+                "Code",
+                _console_item("Projects", "folder_code", "projects.project"),
+                _console_item("Deploys", "rocket_launch", "projects.deploy"),
+                _console_item("Versions", "commit", "projects.projectversion"),
+                _console_item("Spiders", "bug_report", "projects.spider"),
+            ),
+            _console_group(
+                "Infrastructure",
+                _console_item("Nodes", "dns", "nodes.node"),
+                _console_item("Proxies", "vpn_lock", "proxies.proxy"),
+                _console_item("Country access", "public", "proxies.countryaccess"),
+            ),
+            _console_group("Data", _console_item("Result files", "download", "exports.resultfile")),
+            _console_group(
+                "Usage",
+                _console_item("Usage counters", "query_stats", "usage.usagecounter"),
+                _console_item("Sync summaries", "speed", "usage.syncsummary"),
+                _console_item("Plans", "workspace_premium", "usage.plan"),
+                _console_item("Prices", "sell", "usage.price"),
+                _console_item("Billed months", "receipt_long", "usage.billedmonth"),
+            ),
+            _console_group(
+                "Access",
+                _console_item("Users", "person", "auth.user"),
+                _console_item("Groups", "group", "auth.group"),
+                _console_item("API keys", "key", "core.apikey"),
+            ),
+        ],
+    },
 }
+
+# --- Run policies (docs/jobs.md, "Run policies"; docs/configuration.md, "Run policies") --------------
+# Defaults for jobs that do not say, and for runs of deployed spiders started without a job.
+RUN_TIME_LIMIT_S = env_int("RUN_TIME_LIMIT_S", 0)  # seconds a run may go on; 0: no limit
+RUN_RETRIES_MAX = env_int("RUN_RETRIES_MAX", 0)  # times a failed or lost run is started again
+RUN_RETRY_BACKOFF_S = env_float("RUN_RETRY_BACKOFF_S", 60.0)  # first retry's wait; doubled for each next one
+# How often beat stops runs past their time limit and takes runs off the queue (for slots no event freed).
+RUN_POLICY_INTERVAL = env_float("RUN_POLICY_INTERVAL", 5.0)
+CELERY_BEAT_SCHEDULE["enforce-run-policies"] = {"task": "jobs.enforce_run_policies", "schedule": RUN_POLICY_INTERVAL}
