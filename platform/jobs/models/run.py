@@ -13,6 +13,7 @@ from django.db import models
 from django.utils import timezone
 
 from core.errors import IllegalTransition
+from core.events import publish
 from core.models import GuardedStatus
 
 from ..signals import run_settled
@@ -231,6 +232,8 @@ class Run(GuardedStatus):
         if self.started_at is None and status != RunStatus.LOST and stats and stats.get("start_time"):
             fields["started_at"] = _parse_time(stats["start_time"])
         self._transition(status, reported=reported, **fields)
+        # Every way a run ends comes through here: quality judges it, then alerts hear (core.events).
+        publish("run.ended", run=self)
         run_settled.send(sender=Run, run=self)  # retries and the queue (jobs.policies); alerts get run_finished
 
 
