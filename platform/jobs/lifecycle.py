@@ -75,7 +75,12 @@ def record_items(run: Run, seq: int, body: bytes) -> int:
     _heard_from(run)
     if run.status == RunStatus.LOST:
         _revive(run)
-    if not items or not ItemStore(run.result_key).append(seq, items, part=run.part):
+    from quality.ingest import check_batch  # quality reads jobs' models: import here
+
+    items, record_checks = check_batch(run, seq=seq, items=items)  # rules and item schema; `drop` filters
+    stored = bool(items) and ItemStore(run.result_key).append(seq, items, part=run.part)
+    record_checks()  # counted once per batch, whether stored now or by an earlier delivery
+    if not stored:
         return 0
     Run.objects.filter(pk=run.pk).update(
         items_scraped=F("items_scraped") + len(items), result_count=F("result_count") + len(items)
