@@ -255,9 +255,9 @@ def _proxy_options(proxy: str, *, policy: NetPolicy, host: str, port: int) -> di
 
 def _open(
     url: str, *, policy: NetPolicy, deadline: _Deadline, timeout: float, headers: dict[str, str] | None = None,
-    proxy: str | None = None,
+    proxy: str | None = None, method: str = "GET", body: bytes | None = None,
 ) -> tuple[HTTPConnectionPool, Any]:
-    """Send a GET for `url` (already judged); return its one-connection pool and the streaming response."""
+    """Send a request for `url` (already judged); return its one-connection pool and the streaming response."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     if not host.isascii():
@@ -285,8 +285,9 @@ def _open(
         **extra,
     )
     return pool, pool.urlopen(
-        "GET",
+        method,
         target,
+        body=body,
         headers={"User-Agent": USER_AGENT, "Accept": "text/html,application/xhtml+xml,*/*;q=0.8", **(headers or {})},
         redirect=False,
         retries=False,
@@ -394,3 +395,33 @@ def fetch(
             text = _decode(body, received.get("Content-Type", ""))
             return FetchResult(current, response.status, received, text, body)
     raise FetchFailed(f"Too many redirects (more than {max_redirects}) from {url}")
+
+
+def post(
+    url: str, *, policy: NetPolicy, body: bytes, headers: dict[str, str], timeout: float, max_bytes: int = 4096,
+) -> FetchResult:
+    """POST `body` to `url` under the policy (webhooks), redirects not followed, within `timeout` in all.
+
+    Any status comes back (a 3xx as it is); the answer's first `max_bytes` are read, the rest ignored.
+    Raises ValidationFailed when the policy refuses the URL, FetchFailed (FetchTimedOut) on network errors.
+    """
+    reason = policy.url_error(url)
+    if reason:
+        raise _refused(url, reason, url)
+    with _Deadline(timeout) as deadline:
+        try:
+            pool, response = _open(url, policy=policy, deadline=deadline, timeout=timeout, method="POST", body=body,
+                                   headers={"Accept": "*/*", **headers})
+            try:
+                answer = response.read(max_bytes, decode_content=True) or b""
+            finally:
+                response.close()
+                pool.close()
+        except _Refused as exc:
+            raise _refused(url, exc.reason, url) from None
+        except (HTTPError, OSError) as exc:
+            raise _network_error(exc, url, deadline) from None
+        if deadline.expired:
+            raise FetchTimedOut(f"Timed out posting to {url} (limit {timeout:g} s)")
+        received = dict(response.headers.items())
+        return FetchResult(url, response.status, received, _decode(answer, received.get("Content-Type", "")), answer)
