@@ -24,6 +24,15 @@ from nodes.models import Node
 
 from .credentials import CredentialsUnreadable
 from .eggs import ReservedPackage, build_egg, with_platform_modules
+from .environments import (
+    egg_lock,
+    ensure_environment,
+    find_requirements,
+    list_spiders_in_env,
+    lock_sha256,
+    resolve_lock,
+    with_lock,
+)
 from .errors import DeployFailed
 from .gitclient import GitClient, GitCredentials, GitError
 from .models import Deploy, Project, ProjectVersion, Source, Spider, Trigger
@@ -143,7 +152,12 @@ def run_deploy(*, deploy: Deploy, emit: Callable[[str], None] | None = None) -> 
         log(f"Found {layout.prefix}scrapy.cfg: settings {layout.settings_module}, package {layout.prefix}{layout.package_dir.name}/")
         egg = build_egg(layout.package_dir, name=project.scrapyd_name, settings_module=layout.settings_module, data_files=True)
         log(f"Built the egg ({len(egg.data)} bytes)")
-        install_egg(deploy=deploy, version=commit, egg=egg.data, log=log, work=work, path_prefix=layout.prefix, commit=commit)
+        data = egg.data
+        if requirements := find_requirements(work / "repo", layout.root):
+            data = with_lock(data, resolve_lock(requirements, work=work, log=log))
+        else:
+            log("No requirements.txt or pyproject dependencies: the version runs on the nodes' packages")
+        install_egg(deploy=deploy, version=commit, egg=data, log=log, work=work, path_prefix=layout.prefix, commit=commit)
 
     return _run_guarded(deploy, log, body)
 
@@ -168,8 +182,15 @@ def install_egg(
         raise DeployFailed(f"The egg cannot be deployed: {exc}") from None
     egg_file = work / "project.egg"
     egg_file.write_bytes(egg)
-    log(f"Listing spiders (scrapy list with settings {settings_module})")
-    names = list_spiders(egg_file, settings_module=settings_module, work=work, timeout=settings.DEPLOY_LIST_TIMEOUT)
+    lock = egg_lock(egg) or ""
+    if lock:
+        # Built here as on a node, to list the spiders with their dependencies before any node sees them.
+        ensure_environment(egg_file, work=work, log=log)
+        log(f"Listing spiders (scrapy list in the environment, settings {settings_module})")
+        names = list_spiders_in_env(egg_file, settings_module=settings_module, work=work, timeout=settings.DEPLOY_LIST_TIMEOUT)
+    else:
+        log(f"Listing spiders (scrapy list with settings {settings_module})")
+        names = list_spiders(egg_file, settings_module=settings_module, work=work, timeout=settings.DEPLOY_LIST_TIMEOUT)
     if not names:
         raise DeployFailed("`scrapy list` found no spiders in the project")
     log(f"Spiders: {', '.join(names)}")
@@ -178,7 +199,7 @@ def install_egg(
     had_file = target.exists()
     store_egg(target, egg)
     try:
-        accepted = publish(project=project, version=version, egg=egg, log=log).accepted
+        publication = publish(project=project, version=version, egg=egg, log=log, lock=lock)
     except DeployFailed:
         if not had_file:
             target.unlink(missing_ok=True)
@@ -191,9 +212,11 @@ def install_egg(
             defaults={
                 "source": deploy.source, "ref": deploy.ref, "commit": commit, "spiders": names,
                 "settings_module": settings_module, "egg_sha256": digest, "egg_size": len(egg),
+                "lock": lock, "lock_sha256": lock_sha256(lock) if lock else "",
+                "environment_sizes": publication.environment_sizes,
             },
         )
-        _make_current(project, current, accepted, names, {n: path_prefix + p for n, p in paths.items()})
+        _make_current(project, current, publication.accepted, names, {n: path_prefix + p for n, p in paths.items()})
         log(f"Version {version} is now current ({len(names)} spider(s))")
         deploy.succeed(version=current, log=log.text)
     return current

@@ -107,6 +107,11 @@ class ProjectVersion(models.Model):
     settings_module = models.CharField(max_length=200)
     egg_sha256 = models.CharField(max_length=64)
     egg_size = models.PositiveIntegerField(default=0)
+    lock = models.TextField(blank=True, help_text="Its dependencies: exact versions and hashes (blank: the node's packages)")
+    lock_sha256 = models.CharField(max_length=64, blank=True, db_index=True, help_text="Versions with the same lock share environments")
+    environment_sizes = models.JSONField(
+        default=dict, blank=True, help_text="Bytes its environment takes on each node, by node name, as last reported"
+    )
     is_current = models.BooleanField(default=False, help_text="What runs use unless they pin a version")
     nodes = models.ManyToManyField(
         "nodes.Node", blank=True, related_name="project_versions", help_text="Nodes known to have this version"

@@ -17,9 +17,10 @@ from pathlib import Path
 from django.conf import settings
 
 from core.errors import Conflict, NodeUnavailable
-from nodes.client import ScrapydClient, ScrapydError
+from nodes.client import LogNotFound, ScrapydClient, ScrapydError
 from nodes.models import Node
 
+from .environments import ENVIRONMENT_LOG_SPIDER, lock_log_name, lock_sha256
 from .errors import DeployFailed
 from .models import Project, ProjectVersion
 
@@ -47,9 +48,11 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _upload_client(node: Node) -> ScrapydClient:
-    # addversion.json lists the spiders before it answers: give it as long as our own listing gets.
-    return ScrapydClient.for_node(node, timeout=settings.SCRAPYD_TIMEOUT + settings.DEPLOY_LIST_TIMEOUT)
+def _upload_client(node: Node, *, lock: str = "") -> ScrapydClient:
+    # addversion.json lists the spiders before it answers: give it as long as our own listing gets,
+    # and, for a version with a lock, as long as the node may take to build its environment first.
+    build = settings.PROJECT_ENVS_BUILD_TIMEOUT if lock else 0
+    return ScrapydClient.for_node(node, timeout=settings.SCRAPYD_TIMEOUT + settings.DEPLOY_LIST_TIMEOUT + build)
 
 
 def _versions_on(client: ScrapydClient, project: str) -> list[str]:
@@ -67,21 +70,52 @@ class Publication:
 
     accepted: list[Node] = field(default_factory=list)
     added: list[Node] = field(default_factory=list)
+    environment_sizes: dict[str, int] = field(default_factory=dict)
 
 
-def publish(*, project: Project, version: str, egg: bytes, log: Callable[[str], None]) -> Publication:
+def _build_log_size(client: ScrapydClient, project: Project, lock: str) -> int:
+    try:
+        return client.log_size(project=project.scrapyd_name, spider=ENVIRONMENT_LOG_SPIDER, job_id=lock_log_name(lock))
+    except (LogNotFound, NodeUnavailable):
+        return 0
+
+
+def _report_environment(client: ScrapydClient, node: Node, project: Project, lock: str, since: int,
+                        log: Callable[..., None], done: Publication) -> None:
+    """Add the node's build log (what it wrote since `since`) to the deploy's, and its environment's size."""
+    try:
+        chunk = client.log(project=project.scrapyd_name, spider=ENVIRONMENT_LOG_SPIDER, job_id=lock_log_name(lock), start=since)
+    except (LogNotFound, NodeUnavailable):
+        chunk = None
+    if chunk is not None and chunk.data.strip():
+        log(f"Node {node.name} built the environment:")
+        log(chunk.data.decode(errors="replace"), indent=True)
+    else:
+        log(f"Node {node.name} already had the environment (reused, no build)")
+    try:
+        usage = client.environments()
+    except NodeUnavailable:
+        return
+    digest = lock_sha256(lock)
+    for env in usage.get("environments", {}).values():
+        if isinstance(env, dict) and env.get("lock_sha256") == digest and isinstance(env.get("bytes"), int):
+            done.environment_sizes[node.name] = env["bytes"]
+
+
+def publish(*, project: Project, version: str, egg: bytes, log: Callable[..., None], lock: str = "") -> Publication:
     """Upload an egg to every enabled node; on a node's refusal, remove it again where it was new and fail.
 
     An unreachable node is skipped (it receives the version when it is next synced, before it takes runs).
     """
     done = Publication()
     for node in Node.objects.filter(enabled=True).order_by("name"):
-        client = _upload_client(node)
+        client = _upload_client(node, lock=lock)
         try:
             present = version in _versions_on(client, project.scrapyd_name)
         except NodeUnavailable as exc:
             log(f"Node {node.name} skipped: {exc.message}")
             continue
+        since = _build_log_size(client, project, lock) if lock else 0
         try:
             spiders = client.add_version(project.scrapyd_name, version, egg)
         except ScrapydError as exc:
@@ -96,6 +130,8 @@ def publish(*, project: Project, version: str, egg: bytes, log: Callable[[str], 
         if not present:
             done.added.append(node)
         log(f"Uploaded to node {node.name} ({spiders} spider(s) found by Scrapyd)")
+        if lock:
+            _report_environment(client, node, project, lock, since, log, done)
     if not done.accepted:
         log("No node received the version now: each gets it when next synced, before it takes runs")
     return done
@@ -119,7 +155,7 @@ def withdraw(*, project: Project, version: str, nodes: list[Node], log: Callable
 def ensure_version(*, node: Node, version: ProjectVersion) -> bool:
     """Make sure `node` has `version` (uploading the stored egg if not); True if it was uploaded."""
     project = version.project
-    client = _upload_client(node)
+    client = _upload_client(node, lock=version.lock)
     if version.version in _versions_on(client, project.scrapyd_name):
         version.nodes.add(node)
         return False
