@@ -195,7 +195,8 @@ class Process:
 
 
 def start_scrapyd(
-    name: str, base_dir: Path, *, max_proc: int = 4, auth: tuple[str, str] | None = None
+    name: str, base_dir: Path, *, max_proc: int = 4, auth: tuple[str, str] | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> tuple[Process, str]:
     """A real Scrapyd node configured from deploy/scrapyd.conf, as `make run` configures the local one.
 
@@ -211,6 +212,8 @@ def start_scrapyd(
     env = child_env()
     for var in ("PYTHONPATH", "DJANGO_SETTINGS_MODULE", "SCRAPY_SETTINGS_MODULE", "SCRAPYD_USERNAME", "SCRAPYD_PASSWORD"):
         env.pop(var, None)
+    env["PYTHONPATH"] = str(REPO / "deploy" / "node")  # the platform's runner (crawlenv), as `make run` sets it
+    env.update(extra_env or {})  # e.g. CRAWLENV_* overrides of the node's envs_* settings
     if auth:
         # Scrapyd reads these before its config file's username and password.
         env.update(SCRAPYD_USERNAME=auth[0], SCRAPYD_PASSWORD=auth[1])

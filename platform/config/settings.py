@@ -513,3 +513,35 @@ RUN_RETRY_BACKOFF_S = env_float("RUN_RETRY_BACKOFF_S", 60.0)  # first retry's wa
 # How often beat stops runs past their time limit and takes runs off the queue (for slots no event freed).
 RUN_POLICY_INTERVAL = env_float("RUN_POLICY_INTERVAL", 5.0)
 CELERY_BEAT_SCHEDULE["enforce-run-policies"] = {"task": "jobs.enforce_run_policies", "schedule": RUN_POLICY_INTERVAL}
+
+# --- Data quality and alerts (docs/jobs.md, "Data quality" and "Alerts"; docs/configuration.md, "Alerts") ---
+# quality: value rules and item schemas checked as items arrive, field coverage, monitors and verdicts.
+# alerts: webhooks (signed, HMAC-SHA256), Slack-compatible webhooks and e-mail, delivered by a worker.
+INSTALLED_APPS += ["quality", "alerts"]
+# How many problems (field, message, value) a run keeps as examples of its invalid items.
+QUALITY_MAX_EXAMPLES = env_int("QUALITY_MAX_EXAMPLES", 20)
+# A delivery is tried at most this many times; after the n-th failure it waits BACKOFF * 2**(n-1) s.
+ALERTS_MAX_ATTEMPTS = env_int("ALERTS_MAX_ATTEMPTS", 6)
+ALERTS_RETRY_BACKOFF = env_float("ALERTS_RETRY_BACKOFF", 30.0)
+# One attempt may take at most this long in all (connect, send, read, slow-dripping endpoints included).
+ALERTS_TIMEOUT = env_float("ALERTS_TIMEOUT", 10.0)
+# Who alert e-mails are from (sent through Django's EMAIL_BACKEND).
+ALERTS_FROM_EMAIL = env_str("ALERTS_FROM_EMAIL", "alerts@localhost")
+
+# --- Project environments (docs/configuration.md, "Project environments"; docs/deployment.md,
+# "Project dependencies") ---------------------------------------------------------------------------
+# A project's requirements.txt (or pyproject dependencies) is resolved at deploy into a lock with uv;
+# the worker builds its environment here to list the spiders, as each node does in its own envs_dir.
+PROJECT_ENVS_DIR = Path(env_str("PROJECT_ENVS_DIR", str(DATA_DIR / "envs"))).resolve()
+# Package sources for resolving locks (besides the indexes the worker's pip is configured with).
+PROJECT_ENVS_FIND_LINKS = env_list("PROJECT_ENVS_FIND_LINKS", "")  # wheel folders or pages
+PROJECT_ENVS_NO_INDEX = env_bool("PROJECT_ENVS_NO_INDEX", False)  # only PROJECT_ENVS_FIND_LINKS
+PROJECT_ENVS_ALLOW_SDIST = env_bool("PROJECT_ENVS_ALLOW_SDIST", False)  # building an sdist runs its code
+PROJECT_ENVS_BUILD_TIMEOUT = env_float("PROJECT_ENVS_BUILD_TIMEOUT", 300.0)  # seconds to resolve or build
+# Environments no kept version uses are removed once unused this long (a deploy may be mid-way).
+PROJECT_ENVS_KEEP_UNUSED = env_float("PROJECT_ENVS_KEEP_UNUSED", 3600.0)
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
+CELERY_BEAT_SCHEDULE["resend-alert-deliveries"] = {"task": "alerts.resend_due", "schedule": 60.0}

@@ -139,6 +139,22 @@ class ScrapydClient:
         """pending, running or finished, or None if the node does not know the job (status.json)."""
         return self._call("GET", "status.json", params={"job": job_id})["currstate"]
 
+    def environments(self) -> dict:
+        """The node's project environments and their sizes, as its runner (crawlenv) last wrote them; {} if none."""
+        try:
+            response = requests.get(self.base_url + "logs/_environments.json", auth=self.auth, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise NodeUnavailable(f"Scrapyd at {self.base_url} is unreachable: {exc.__class__.__name__}") from exc
+        if response.status_code == 404:
+            return {}
+        if response.status_code != 200:
+            raise ScrapydError(f"Scrapyd answered HTTP {response.status_code} for its environments")
+        try:
+            data = response.json()
+        except ValueError as exc:
+            raise ScrapydError("The node's environments file is not JSON") from exc
+        return data if isinstance(data, dict) else {}
+
     # --- crawl logs (Scrapyd serves them as static files from /logs/) ---------------------------------
     # Twisted's static files answer 500 to a suffix range (`bytes=-N`) longer than the file, and 416
     # to any range of an empty file: ask for the size first and send explicit ranges only.

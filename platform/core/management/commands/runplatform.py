@@ -321,6 +321,8 @@ class Command(BaseCommand):
         # A node shares nothing with the platform but the Python environment: no PYTHONPATH to the
         # repository, so crawls import the deployed egg, never the working tree.
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "DJANGO_SETTINGS_MODULE", "SCRAPY_SETTINGS_MODULE")}
+        # ... but the platform's runner (scrapyd.conf `runner = crawlenv.runner`), alone in deploy/node.
+        env["PYTHONPATH"] = str(settings.REPO_DIR / "deploy" / "node")
         url = f"http://127.0.0.1:{opts['scrapyd_port']}/"
 
         def ready(proc: subprocess.Popen) -> None:
