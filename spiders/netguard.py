@@ -27,12 +27,20 @@ from urllib.parse import urljoin, urlsplit
 
 from scrapy.exceptions import IgnoreRequest
 from scrapy.resolver import CachingThreadedResolver
-from scrapy.utils.asyncio import run_in_thread
 from scrapy.utils.misc import load_object
 from twisted.internet.error import DNSLookupError
 from w3lib.url import safe_url_string
 
 from spiders.netpolicy import NetPolicy
+
+try:
+    from scrapy.utils.asyncio import run_in_thread
+except ImportError:  # Scrapy before 2.15 (a project's environment may pin an older one)
+    async def run_in_thread(func, *args, **kwargs):
+        from scrapy.utils.defer import maybe_deferred_to_future
+        from twisted.internet.threads import deferToThread
+
+        return await maybe_deferred_to_future(deferToThread(func, *args, **kwargs))
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence

@@ -25,7 +25,11 @@ from typing import TYPE_CHECKING, Any
 from scrapy import signals
 from scrapy.core.scheduler import Scheduler
 from scrapy.http.request import NO_CALLBACK
-from scrapy.utils.asyncio import create_looping_call
+
+try:
+    from scrapy.utils.asyncio import create_looping_call
+except ImportError:  # Scrapy before 2.14 (a project's environment may pin an older one)
+    from twisted.internet.task import LoopingCall as create_looping_call
 
 if TYPE_CHECKING:
     from scrapy import Request, Spider
