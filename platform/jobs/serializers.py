@@ -90,6 +90,16 @@ class SourceField(serializers.JSONField):
                 "query": {"type": "string"},
                 "join": {"oneOf": [{"type": "boolean"}, {"type": "string"}], "description": "Join all matches (with a space, or this separator)"},
                 "all": {"type": "boolean", "description": "The list of all matches"},
+                "validate": {
+                    "type": "object",
+                    "description": "What a valid value is (docs/jobs.md, Data quality)",
+                    "properties": {
+                        "required": {"type": "boolean"},
+                        "type": {"type": "string", "enum": ["string", "number", "integer", "url", "date", "boolean"]},
+                        "pattern": {"type": "string", "description": "A regular expression the value must match"},
+                        "min_length": {"type": "integer", "minimum": 0},
+                    },
+                },
             },
         },
     }
@@ -198,13 +208,18 @@ class JobSerializer(AllErrorsMixin, StrictFieldsMixin, serializers.ModelSerializ
     last_run = serializers.DateTimeField(source="last_run_at", read_only=True, allow_null=True, default=None)
     results_count = serializers.IntegerField(read_only=True, allow_null=True, default=None)
     scheduling = SchedulingSerializer(required=False, allow_null=True, help_text="When the job runs by itself (null: never)")
+    # Data quality (quality app; docs/jobs.md, "Data quality"): checked in extra_errors, keyed by path.
+    item_schema = serializers.JSONField(required=False, allow_null=True, help_text="A JSON Schema every item must match")
+    invalid_items = serializers.ChoiceField(choices=["keep", "drop"], required=False,
+                                            help_text="keep (default): store invalid items, flagged; drop: do not store them")
+    monitors = serializers.JSONField(required=False, help_text="Checks each run is judged by (docs/jobs.md, Monitors)")
 
     class Meta:
         model = Job
         fields = [
             "job_id", "name", "spider_id", "spider_name", "arguments", "source", "queries", "rate_limit", "render_config", "proxy_config", "item_selector",
             "follow", "max_pages", "max_depth", "max_items", "status", "paused", "created_at", "updated_at",
-            "last_run", "results_count", "scheduling",
+            "last_run", "results_count", "scheduling", "item_schema", "invalid_items", "monitors",
         ]
         read_only_fields = ["paused", "created_at", "updated_at"]
 
@@ -229,7 +244,7 @@ class JobSerializer(AllErrorsMixin, StrictFieldsMixin, serializers.ModelSerializ
 
     def extra_errors(self, data: dict, errors: dict[str, str], value: dict) -> dict[str, str]:
         """A job runs either a deployed spider (with arguments) or the query spider (source and queries)."""
-        found: dict[str, str] = {}
+        found: dict[str, str] = quality_errors(data, errors)
         spider_job = bool(data.get("spider_id") or data.get("spider_name"))
         if not spider_job and self.instance is not None and self.partial:
             spider_job = self.instance.is_spider_job and "source" not in data
@@ -263,6 +278,21 @@ class JobSerializer(AllErrorsMixin, StrictFieldsMixin, serializers.ModelSerializ
         value["spider"] = None
         value["arguments"] = {}
         return found
+
+
+def quality_errors(data: dict, errors: dict[str, str]) -> dict[str, str]:
+    """A job's value rules (queries[].validate), item schema and monitors (quality app's rules)."""
+    from quality.monitors import monitor_errors  # quality builds on jobs: import here
+    from quality.rules import queries_rule_errors, schema_error
+
+    found: dict[str, str] = {}
+    if "queries" in data and "queries" not in errors:
+        found.update(queries_rule_errors(data["queries"]))
+    if data.get("item_schema") is not None and "item_schema" not in errors and (problem := schema_error(data["item_schema"])):
+        found["item_schema"] = problem
+    if "monitors" in data and "monitors" not in errors:
+        found.update(monitor_errors(data["monitors"]))
+    return found
 
 
 def spider_summary(run: Run) -> dict[str, Any]:
@@ -311,6 +341,11 @@ class RunSerializer(serializers.ModelSerializer):
     )
     schedule_id = serializers.UUIDField(read_only=True, allow_null=True, help_text="The schedule that fired the run")
     warnings = serializers.SerializerMethodField(help_text="Failed pages and requests of a crawl, from its stats")
+    quality = serializers.SerializerMethodField(help_text="passed, warning or failed once judged (succeeded runs); else null")
+    quality_reasons = serializers.SerializerMethodField(help_text="The monitors' findings: {monitor, level, message}")
+    field_coverage = serializers.SerializerMethodField(help_text="Field -> share of items where it is present and not empty")
+    validation = serializers.SerializerMethodField(help_text="Items checked, invalid, dropped; errors per field; first examples")
+    spidermon = serializers.SerializerMethodField(help_text="The crawl's spidermon/ stats (projects that use Spidermon)")
 
     class Meta:
         model = Run
@@ -341,6 +376,11 @@ class RunSerializer(serializers.ModelSerializer):
             "close_reason",
             "error",
             "warnings",
+            "quality",
+            "quality_reasons",
+            "field_coverage",
+            "validation",
+            "spidermon",
             "cancel_requested_at",
             "pause_requested_at",
             "stats",
@@ -357,6 +397,48 @@ class RunSerializer(serializers.ModelSerializer):
     @extend_schema_field(RunWarningSerializer(many=True))
     def get_warnings(self, run: Run) -> list[dict[str, Any]]:
         return run_warnings(run.stats or {})
+
+    def _quality(self, run: Run) -> dict[str, Any]:
+        from quality.services import quality_fields  # quality builds on jobs: import here
+
+        cache = self.context.setdefault("_quality", {})
+        if run.pk not in cache:
+            cache[run.pk] = quality_fields(run, getattr(run, "quality", None) if _has_quality(run) else None)
+        return cache[run.pk]
+
+    @extend_schema_field({"type": "string", "enum": ["passed", "warning", "failed"], "nullable": True})
+    def get_quality(self, run: Run) -> str | None:
+        return self._quality(run)["quality"]
+
+    @extend_schema_field({"type": "array", "items": {"type": "object", "properties": {
+        "monitor": {"type": "string"}, "level": {"type": "string", "enum": ["warning", "failed"]}, "message": {"type": "string"}}}})
+    def get_quality_reasons(self, run: Run) -> list[dict[str, str]]:
+        return self._quality(run)["quality_reasons"]
+
+    @extend_schema_field({"type": "object", "additionalProperties": {"type": "number"}})
+    def get_field_coverage(self, run: Run) -> dict[str, float]:
+        return self._quality(run)["field_coverage"]
+
+    @extend_schema_field({"type": "object", "properties": {
+        "checked": {"type": "integer"}, "invalid": {"type": "integer"}, "dropped": {"type": "integer"},
+        "errors": {"type": "object", "additionalProperties": {"type": "integer"}},
+        "examples": {"type": "array", "items": {"type": "object"}}}})
+    def get_validation(self, run: Run) -> dict[str, Any]:
+        return self._quality(run)["validation"]
+
+    @extend_schema_field({"type": "object", "additionalProperties": True})
+    def get_spidermon(self, run: Run) -> dict[str, Any]:
+        return self._quality(run)["spidermon"]
+
+
+def _has_quality(run: Run) -> bool:
+    from django.core.exceptions import ObjectDoesNotExist
+
+    try:
+        run.quality  # noqa: B018 - the reverse one-to-one, cached once loaded
+    except ObjectDoesNotExist:
+        return False
+    return True
 
 
 class StartRunSerializer(StrictFieldsMixin, serializers.Serializer):

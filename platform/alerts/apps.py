@@ -1,0 +1,15 @@
+from django.apps import AppConfig
+
+
+class AlertsConfig(AppConfig):
+    """Alerts: webhooks, Slack-compatible webhooks and e-mail for what happens to runs, deploys, exports, schedules."""
+
+    name = "alerts"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from core.events import subscribe
+
+        from .events import emit
+
+        subscribe(emit)
