@@ -3,6 +3,7 @@
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
+from core.keys import issue_key
 from core.management.database import require_tables
 from core.models import ApiKey
 
@@ -24,7 +25,7 @@ class Command(BaseCommand):
             user.is_staff = True
         if created or staff:
             user.save()
-        _, raw = ApiKey.issue(user=user, name=name)
+        _, raw = issue_key(user=user, name=name)
         if created:
             self.stderr.write(f"Created user {username}")
         self.stdout.write(raw)
