@@ -1,19 +1,28 @@
-"""Admin: a job's schedule, edited inline on the job (and listed on its own); saving syncs its beat entry."""
+"""Admin: a job's schedule, edited inline on the job (and listed on its own); saving syncs its beat entry.
+
+django-celery-beat's own models are the platform's to write (services.sync_schedule keeps each
+schedule's entry in step; CELERY_BEAT_SCHEDULE's internal tasks are written by beat at its start), so
+their admins here are read-only and hidden from the index: an edit there would do nothing lasting.
+"""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from django import forms
 from django.contrib import admin
 from django.forms.models import BaseInlineFormSet
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django_celery_beat.models import ClockedSchedule, CrontabSchedule, IntervalSchedule, PeriodicTask, SolarSchedule
 from unfold.admin import ModelAdmin, StackedInline
 
+from .firetimes import next_fire_times
 from .models import Schedule
-from .services import sync_schedule
+from .services import set_schedule, sync_schedule
 from .spec import FIELD_KEYS, SpecError, parse_scheduling
 
 LIST_FIELDS = {"days": "days_text", "hours": "hours_text", "minutes": "minutes_text"}
@@ -86,15 +95,44 @@ def beat_entry(schedule: Schedule) -> str:
     return format_html('<a href="{}">{}</a>', url, schedule.periodic_task.name)
 
 
+def _local(instant: datetime | None, zone: str) -> str:
+    """An instant as wall time in the schedule's zone, e.g. "2030-01-08 09:00 (Asia/Tokyo)"."""
+    if instant is None:
+        return "-"
+    return f"{instant.astimezone(ZoneInfo(zone)):%Y-%m-%d %H:%M %Z} ({zone})"
+
+
+@admin.display(description="Next fire time")
+def next_fire(schedule: Schedule) -> str:
+    return _local(schedule.next_fire_time, schedule.timezone) if schedule.enabled else "- (job paused)"
+
+
+@admin.display(description="Last fire time")
+def last_fire(schedule: Schedule) -> str:
+    return _local(schedule.last_fire_time, schedule.timezone)
+
+
+@admin.display(description="Coming fire times")
+def coming_fire_times(schedule: Schedule) -> str:
+    if not schedule.pk:
+        return "-"
+    if not schedule.enabled:
+        return "None while the job is paused"
+    times = next_fire_times(schedule.spec(), max(timezone.now(), schedule.armed_at), 5)
+    if not times:
+        return "None"
+    return format_html("<ol>{}</ol>", format_html_join("", "<li>{}</li>", ((_local(t, schedule.timezone),) for t in times)))
+
+
 class ScheduleInline(StackedInline):
     """The job's schedule, on the job's page."""
 
     model = Schedule
     form = ScheduleForm
     formset = ScheduleFormSet
-    fields = ["cron", "days_text", "hours_text", "minutes_text", "timezone", "overlap", "enabled", "next_fire_time",
-              "last_fire_time", beat_entry]
-    readonly_fields = ["enabled", "next_fire_time", "last_fire_time", beat_entry]
+    fields = ["cron", "days_text", "hours_text", "minutes_text", "timezone", "overlap", "enabled", coming_fire_times,
+              last_fire, beat_entry]
+    readonly_fields = ["enabled", coming_fire_times, last_fire, beat_entry]
     extra = 0
     max_num = 1
 
@@ -104,7 +142,9 @@ class ScheduleAdmin(ModelAdmin):
     """Every schedule (add one from its job)."""
 
     form = ScheduleForm
-    list_display = ["job", "expression", "timezone", "overlap", "enabled", "next_fire_time", "last_fire_time"]
+    list_display = ["job", "expression", "timezone", "overlap", "enabled", next_fire, last_fire]
+    list_select_related = ["job"]
+    list_per_page = 50
     list_filter = ["enabled", "overlap", "timezone"]
     search_fields = ["job__name"]
     fields = ["job", *ScheduleInline.fields]
@@ -118,5 +158,71 @@ class ScheduleAdmin(ModelAdmin):
         return schedule.spec().as_cron()
 
     def save_model(self, request, obj: Schedule, form, change) -> None:
-        super().save_model(request, obj, form, change)
-        sync_schedule(job=obj.job)
+        # Through the service the API uses: it re-arms a changed timing and syncs the beat entry.
+        if form.spec is not None:
+            set_schedule(job=obj.job, spec=form.spec)
+        else:
+            sync_schedule(job=obj.job)
+
+
+class BeatReadOnly(ModelAdmin):
+    """django-celery-beat's rows, shown for reference only (the platform writes them)."""
+
+    actions = None
+
+    def has_module_permission(self, request) -> bool:
+        return False  # not on the index or in the sidebar; the schedule's "Beat entry" links here
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+for beat_model in (PeriodicTask, CrontabSchedule, IntervalSchedule, SolarSchedule, ClockedSchedule):
+    if admin.site.is_registered(beat_model):
+        admin.site.unregister(beat_model)
+
+
+@admin.register(PeriodicTask)
+class PeriodicTaskAdmin(BeatReadOnly):
+    """Beat entries: one per job schedule (edit it from the job) and the platform's internal tasks."""
+
+    list_display = ["name", "task", "enabled", "owner", "crontab", "interval", "last_run_at", "total_run_count"]
+    list_select_related = ["crontab", "interval", "job_schedule__job"]
+    search_fields = ["name", "task"]
+    fields = ["name", "task", "owner", "enabled", "crontab", "interval", "args", "kwargs", "expire_seconds",
+              "last_run_at", "total_run_count", "description"]
+    readonly_fields = fields
+
+    @admin.display(description="Owned by")
+    def owner(self, task: PeriodicTask) -> str:
+        schedule = getattr(task, "job_schedule", None)
+        if schedule is None:
+            return "The platform (CELERY_BEAT_SCHEDULE)"
+        url = reverse("admin:jobs_job_change", args=[schedule.job_id])
+        return format_html('Schedule of job <a href="{}">{}</a>', url, schedule.job.name)
+
+
+@admin.register(CrontabSchedule)
+class CrontabAdmin(BeatReadOnly):
+    list_display = ["__str__", "timezone"]
+
+
+@admin.register(IntervalSchedule)
+class IntervalAdmin(BeatReadOnly):
+    list_display = ["__str__"]
+
+
+@admin.register(SolarSchedule)
+class SolarAdmin(BeatReadOnly):
+    list_display = ["__str__"]
+
+
+@admin.register(ClockedSchedule)
+class ClockedAdmin(BeatReadOnly):
+    list_display = ["__str__"]
