@@ -5,6 +5,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
+from alerts.views import DeliveryViewSet, EndpointViewSet
 from core.views import HealthView
 from jobs import reports
 from jobs.views import JobViewSet, RunViewSet, SpiderViewSet
@@ -28,6 +29,8 @@ router.register("runs", RunViewSet, basename="run")
 router.register("nodes", NodeViewSet, basename="node")
 router.register("spiders", SpiderViewSet, basename="spider")
 router.register("projects", ProjectViewSet, basename="project")
+router.register("alerts", EndpointViewSet, basename="alert")  # alerts app: webhooks, Slack, e-mail
+router.register("deliveries", DeliveryViewSet, basename="delivery")
 
 internal = [
     path("runs/<uuid:run_id>/started", reports.started),
