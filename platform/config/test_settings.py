@@ -17,6 +17,9 @@ os.environ.setdefault("CRAWL_RESOLVE_SOURCES", "0")
 # Tests deploy from git repositories they make on disk (the worker started by integration tests inherits this).
 os.environ.setdefault("GIT_ALLOW_LOCAL", "1")
 
+# Alert deliveries are retried within a second or two in tests (the worker inherits this too).
+os.environ.setdefault("ALERTS_RETRY_BACKOFF", "0.5")
+
 from .settings import *  # noqa: E402,F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
