@@ -1,16 +1,94 @@
-from django.contrib import admin
-from unfold.admin import ModelAdmin
+"""Admin for result files: read-only, downloadable by the signed-in admin, deleted as the API deletes them."""
 
-from .models import ResultFile
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import path, reverse
+from django.utils.html import format_html
+from rest_framework.request import Request
+from unfold.admin import ModelAdmin
+from unfold.decorators import display
+
+from console.actions import each
+from core.errors import PlatformError
+
+from . import services
+from .models import FileKind, FileStatus, ResultFile
+from .views import _file_response
+
+STATUS_VARIANTS = {
+    FileStatus.ENABLED: "success", FileStatus.PENDING: "primary", FileStatus.FAILED: "danger",
+    FileStatus.OVERUSE: "warning", FileStatus.EXPIRED: "", FileStatus.DISABLED: "",
+}
+KIND_VARIANTS = {FileKind.EXPORT: "info", FileKind.CAPTURE: ""}
 
 
 @admin.register(ResultFile)
 class ResultFileAdmin(ModelAdmin):
-    list_display = ["id", "filename", "owner", "kind", "format", "status", "size", "downloads_counter", "created_at", "expires_at"]
+    list_display = ["filename", "kind_label", "format", "status_label", "run_link", "items", "size", "downloads_counter",
+                    "created_at", "expires_at", "download_link"]
     list_filter = ["kind", "status", "format"]
-    search_fields = ["id", "filename", "run__id", "url"]
-    readonly_fields = [f.name for f in ResultFile._meta.fields]
-    date_hierarchy = "created_at"
+    list_select_related = ["run"]
+    list_per_page = 50
+    show_full_result_count = False
+    search_fields = ["filename", "url"]
+    actions = ["delete_files"]
+    fieldsets = [
+        (None, {"fields": ["filename", "kind", "format", "status", "error", "run_link", "url", "download_link"]}),
+        ("Content", {"fields": ["content_type", "options", "items", "size", "checksum", "md5"]}),
+        ("Downloads", {"fields": ["downloads_counter", "max_downloads", "active_downloads", "last_download_at"]}),
+        ("Lifetime", {"fields": ["created_at", "ready_at", "local_expires_at", "expires_at", "local_name", "remote_name"]}),
+    ]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in ResultFile._meta.fields] + ["run_link", "download_link"]
 
     def has_add_permission(self, request):
         return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # a file is disabled (kept listed, its copies removed), as DELETE /files/{id} does: the action
+
+    @display(description="Status", ordering="status", label=STATUS_VARIANTS)
+    def status_label(self, file: ResultFile) -> str:
+        return file.status
+
+    @display(description="Kind", ordering="kind", label=KIND_VARIANTS)
+    def kind_label(self, file: ResultFile) -> str:
+        return file.kind
+
+    @display(description="Run")
+    def run_link(self, file: ResultFile) -> str:
+        if file.run_id is None:
+            return "-"
+        return format_html('<a href="{}">{}</a>', reverse("admin:jobs_run_change", args=[file.run_id]), file.run_id.hex[:8])
+
+    @display(description="Download")
+    def download_link(self, file: ResultFile) -> str:
+        if file.status != FileStatus.ENABLED:
+            return "-"
+        return format_html('<a href="{}">Download</a>', reverse("admin:exports_resultfile_download", args=[file.pk]))
+
+    @admin.action(description="Delete selected files (their copies are removed)")
+    def delete_files(self, request, queryset):
+        each(self, request, queryset, lambda file: services.disable_file(file=file), "deleted")
+
+    def get_urls(self):
+        download = path("<path:object_id>/download/", self.admin_site.admin_view(self.download_view),
+                        name="exports_resultfile_download")
+        return [download, *super().get_urls()]
+
+    def download_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The file's bytes, served by the API download's own response (counted, refused as it refuses)."""
+        file = self.get_object(request, object_id)
+        if file is None or not self.has_view_permission(request, file):
+            return HttpResponse("Not found", status=404)
+        try:
+            return _file_response(Request(request), file, filename=file.filename, encoded=False)
+        except PlatformError as exc:
+            self.message_user(request, f"Download refused: {exc.message}", level=messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:exports_resultfile_change", args=[file.pk]))

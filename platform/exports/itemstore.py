@@ -15,6 +15,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -192,8 +193,57 @@ class ItemStore:
         for batch in self.batches(offset=offset, limit=limit):
             yield from decode_rows(batch)
 
-    def delete(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+    def page(self, *, offset: int = 0, limit: int = 50) -> ItemsPage:
+        """One page of items for a screen, reading only the segments the page falls in (each segment's
+        row count comes from its footer), so a page of a million-item run costs about what page 1 does.
+        Its columns are the keys of the page's items, unified over those segments only."""
+        total, covering, start = 0, [], 0
+        end = offset + max(limit, 0)
+        for path in self.segments():
+            rows = pq.ParquetFile(path).metadata.num_rows
+            if rows and total < end and total + rows > offset:
+                covering.append(path)
+                if len(covering) == 1:
+                    start = offset - total
+            total += rows
+        unified: dict[str, pa.Field] = {}
+        for path in covering:
+            for field in pq.read_schema(path):
+                seen = unified.get(field.name)
+                unified[field.name] = _unify_field(field.name, [field] if seen is None else [seen, field])
+        schema = pa.schema(list(unified.values()))
+        items: list[dict[str, Any]] = []
+        for path in covering:
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=READ_BATCH_ROWS):
+                if start >= batch.num_rows:
+                    start -= batch.num_rows
+                    continue
+                batch, start = batch.slice(start, limit - len(items)), 0
+                items.extend(decode_rows(_conform(batch, schema)))
+                if len(items) >= limit:
+                    break
+            if len(items) >= limit:
+                break
+        return ItemsPage(total=total, offset=offset, columns=list(unified), items=items)
+
+    def delete(self, *, part: int | None = None) -> None:
+        """Remove the items (of crawl part `part` only, if given)."""
+        if part is None:
+            shutil.rmtree(self.path, ignore_errors=True)
+            return
+        for path in self.segments():
+            if path.name.startswith(f"{part:04d}-"):
+                path.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class ItemsPage:
+    """A page of a run's items: how many there are in all, where the page starts, its columns and rows."""
+
+    total: int
+    offset: int
+    columns: list[str]
+    items: list[dict[str, Any]]
 
 
 def decode_rows(batch: pa.RecordBatch) -> Iterator[dict[str, Any]]:

@@ -1,132 +1,159 @@
-"""Admin for runs (status, stats, log, items; cancel)."""
+"""Admin for runs: a list that stays fast at any size, and a read-only page that follows the crawl (live
+status, stats, log; items; downloads and result files; the parts of a resumed crawl; cancel). Deletes go
+through jobs.removal, as every way of deleting a run does."""
 
 from __future__ import annotations
 
-import json
+import uuid
 
-from django.contrib import admin
-from django.http import HttpResponse, JsonResponse
-from django.urls import path, reverse
+from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected as confirm_delete
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
 from django.utils.html import format_html, format_html_join
-from django.utils.safestring import mark_safe
 from unfold.admin import ModelAdmin
+from unfold.decorators import action, display
 
 from console.actions import each
-from core.errors import PlatformError, error_body
-from exports.itemstore import ItemStore
+from core.errors import PlatformError
+from exports.models import ResultFile
 
-from .. import control, logs
+from .. import control, removal
 from ..models import Run
-from ..outcome import warnings as run_warnings
+from .runs_views import STATUS_VARIANTS, RunPagesMixin, compact, duration
 
-ADMIN_ITEMS = 20
-ADMIN_LOG_LINES = 100
-# Appends what the running crawl writes to the log field, asking the admin's log view for `?since=`.
-_FOLLOW_SCRIPT = mark_safe("""<script>(function () {
-  var pre = document.getElementById("run-log"), next = pre.dataset.next;
-  function poll() {
-    fetch(pre.dataset.url + "?since=" + next, {credentials: "same-origin"}).then(function (r) {
-      if (!r.ok) { setTimeout(poll, 5000); return; }
-      var done = r.headers.get("X-Log-Finished") === "true";
-      next = r.headers.get("X-Log-Next-Offset");
-      done = done && next === r.headers.get("X-Log-Size");
-      return r.text().then(function (text) {
-        var bottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
-        pre.textContent += text;
-        if (bottom) pre.scrollTop = pre.scrollHeight;
-        if (!done) setTimeout(poll, 2000);
-      });
-    }).catch(function () { setTimeout(poll, 5000); });
-  }
-  setTimeout(poll, 2000);
-})();</script>""")  # noqa: S308 - a constant
-
-
-# A log is read from its end: the field opens scrolled to the last line.
-_END_SCRIPT = mark_safe("""<script>(function () {
-  var pre = document.getElementById("run-log"); pre.scrollTop = pre.scrollHeight;
-})();</script>""")  # noqa: S308 - a constant
+CANCELLABLE = {"queued", "pending", "running"}
 
 
 @admin.register(Run)
-class RunAdmin(ModelAdmin):
-    list_display = ["id", "job", "status", "node", "created_at", "finished_at", "items_scraped", "partial"]
-    list_filter = ["status", "node", "trigger"]
-    search_fields = ["id", "job__name"]
-    date_hierarchy = "created_at"
-    actions = ["cancel"]
+class RunAdmin(RunPagesMixin, ModelAdmin):
+    list_display = ["short_id", "status_label", "job", "spider", "node", "trigger", "items", "run_time", "created_at"]
+    list_filter = ["status", "trigger", "node", "partial"]
+    list_select_related = ["job", "node"]
+    list_per_page = 50
+    show_full_result_count = False  # no second COUNT(*) over every run
+    search_fields = ["job__name", "spider"]
+    search_help_text = "A run id, or part of a job's or spider's name"
+    actions = ["cancel", "delete_selected"]
+    actions_detail = ["cancel_detail"]
+    change_form_outer_before_template = "admin/jobs/run/before.html"
+    change_form_outer_after_template = "admin/jobs/run/after.html"
     fieldsets = [
-        (None, {"fields": ["job", "status", "error", "warning_list", "close_reason", "node", "scrapyd_job", "trigger", "partial"]}),
+        (None, {"fields": ["job", "spider_name", "node", "scrapyd_job", "trigger", "close_reason", "partial", "error"]}),
         ("Schedule", {"fields": ["schedule", "fire_time", "overlap_policy"]}),
-        ("Times", {"fields": ["created_at", "started_at", "finished_at"]}),
-        ("Results", {"fields": ["items_scraped", "result_count", "first_items"]}),
-        ("Crawl", {"fields": ["pretty_stats", "log_tail", "pretty_config"]}),
+        ("Times", {"fields": ["created_at", "started_at", "finished_at", "last_report_at"]}),
+        ("Configuration", {"fields": ["config_table", "arguments_table"]}),
     ]
 
+    # --- read-only: the view permission shows the page, nothing on it saves ------------------------
     def get_readonly_fields(self, request, obj=None):
-        return [f.name for f in Run._meta.fields] + [
-            "scrapyd_job", "warning_list", "first_items", "pretty_stats", "log_tail", "pretty_config"
-        ]
+        return [f.name for f in Run._meta.fields] + ["spider_name", "scrapyd_job", "config_table", "arguments_table"]
 
     def has_add_permission(self, request):
         return False
 
-    @admin.action(description="Cancel")
-    def cancel(self, request, queryset):
-        each(self, request, queryset, lambda run: control.cancel_run(run=run), "cancelling")
+    def has_change_permission(self, request, obj=None):
+        return False
 
-    @admin.display(description="Scrapyd job")
+    def has_cancel_permission(self, request: HttpRequest, object_id: str | None = None) -> bool:
+        """Cancel shows while the run can still be cancelled (active, not already being stopped)."""
+        if object_id is None:
+            return self.has_view_permission(request)
+        return Run.objects.filter(pk=object_id, status__in=CANCELLABLE, cancel_requested_at__isnull=True).exists()
+
+    def get_search_results(self, request, queryset, search_term):
+        try:  # a run id finds its run (a UUID column is not searched by substring)
+            return queryset.filter(pk=uuid.UUID(search_term.strip())), False
+        except ValueError:
+            return super().get_search_results(request, queryset, search_term)
+
+    # --- list columns ---------------------------------------------------------------------------------
+    @display(description="Run", ordering="id")
+    def short_id(self, run: Run) -> str:
+        return run.id.hex[:8]
+
+    @display(description="Status", ordering="status", label={status: variant for status, variant in STATUS_VARIANTS.items()})
+    def status_label(self, run: Run) -> str:
+        return run.status
+
+    @display(description="Items", ordering="items_scraped")
+    def items(self, run: Run) -> str:
+        return f"{run.items_scraped:,}"
+
+    @display(description="Duration")
+    def run_time(self, run: Run) -> str:
+        return duration(run)
+
+    # --- page fields ----------------------------------------------------------------------------------
+    @display(description="Spider")
+    def spider_name(self, run: Run) -> str:
+        return f"{run.spider} (version {run.version})" if run.version else run.spider
+
+    @display(description="Scrapyd job")
     def scrapyd_job(self, run: Run) -> str:
         return f"{run.project}/{run.spider}/{run.scrapyd_job_id}"
 
-    @admin.display(description="Warnings")
-    def warning_list(self, run: Run) -> str:
-        """Each warning's line, with the first messages the crawl kept under it."""
-        entries = []
-        for warning in run_warnings(run.stats or {}):
-            examples = format_html_join("", "<li>{}</li>", ((example,) for example in warning["examples"]))
-            entries.append(format_html("<li>{}<ul>{}</ul></li>", warning["message"], examples))
-        return format_html("<ul>{}</ul>", format_html_join("", "{}", ((entry,) for entry in entries))) if entries else "-"
-
-    @admin.display(description="Stats")
-    def pretty_stats(self, run: Run) -> str:
-        return format_html("<pre>{}</pre>", json.dumps(run.stats, indent=2, sort_keys=True))
-
-    @admin.display(description="Configuration")
-    def pretty_config(self, run: Run) -> str:
-        return format_html("<pre>{}</pre>", json.dumps(run.config, indent=2))
-
-    @admin.display(description=f"First {ADMIN_ITEMS} items")
-    def first_items(self, run: Run) -> str:
-        items = list(ItemStore(run.result_key).rows(limit=ADMIN_ITEMS))
-        return format_html("<pre>{}</pre>", json.dumps(items, indent=2, ensure_ascii=False, default=str))
-
-    @admin.display(description=f"Log (last {ADMIN_LOG_LINES} lines)")
-    def log_tail(self, run: Run) -> str:
-        try:
-            view = logs.read_log(run, {"tail": str(ADMIN_LOG_LINES)})
-        except PlatformError as exc:
-            return format_html("<pre>({})</pre>", exc.message)
-        url = reverse("admin:jobs_run_log", args=[run.pk])
-        follow = _END_SCRIPT if view.finished else _END_SCRIPT + _FOLLOW_SCRIPT
-        return format_html(
-            "<pre id='run-log' style='max-height:30em;overflow:auto' data-url='{}' data-next='{}'>{}</pre>"
-            "<p>{} of {} bytes ({}). <a href='{}?tail={}'>More lines</a> · API: <code>GET {}?since=OFFSET</code></p>{}",
-            url, view.next_offset, view.chunk.data.decode(errors="replace"),
-            len(view.chunk.data), view.chunk.size, "complete" if view.finished else "following the running crawl",
-            url, logs.MAX_TAIL_LINES, reverse("run-log", args=[run.pk]), follow,
+    @staticmethod
+    def _table(values: dict) -> str:
+        if not values:
+            return "-"
+        rows = format_html_join(
+            "", '<tr><th class="font-medium pr-4 py-1 text-left align-top whitespace-nowrap">{}</th><td class="py-1">{}</td></tr>',
+            ((key, compact(value)) for key, value in values.items()),
         )
+        return format_html('<table class="text-sm">{}</table>', rows)
 
-    def get_urls(self):
-        log = path("<path:object_id>/log/", self.admin_site.admin_view(self.log_view), name="jobs_run_log")
-        return [log, *super().get_urls()]
+    @display(description="Job configuration (when the run started)")
+    def config_table(self, run: Run) -> str:
+        return self._table(run.config or {})
 
-    def log_view(self, request, object_id: str) -> HttpResponse:
-        """The run's log as the API serves it (`tail`, `offset`/`length`, `since`), for the admin's user."""
-        run = self.get_object(request, object_id)
-        if run is None or not self.has_view_permission(request, run):
-            return JsonResponse(error_body("not_found", "Not found"), status=404)
+    @display(description="Spider arguments")
+    def arguments_table(self, run: Run) -> str:
+        return self._table(run.arguments or {})
+
+    # --- actions: the same services as the API -------------------------------------------------------
+    @admin.action(description="Cancel selected runs")
+    def cancel(self, request, queryset):
+        each(self, request, queryset, lambda run: control.cancel_run(run=run), "cancelling")
+
+    @action(description="Cancel", url_path="cancel", permissions=["cancel"], icon="cancel", attrs={"id": "run-cancel"},
+            dialog={"title": "Cancel this run?", "form_class": None, "form_submit_text": "Cancel the run",
+                    "description": "The crawl stops gracefully, then by force; the items it scraped are kept."})
+    def cancel_detail(self, request: HttpRequest, form, object_id: str) -> HttpResponse:
+        """Cancel from the run's page: a confirmation dialog, then jobs.control.cancel_run (as the API)."""
         try:
-            return logs.log_response(logs.read_log(run, request.GET))
+            control.cancel_run(run=self.get_object(request, object_id))
+            self.message_user(request, "Cancelling the run: it stops gracefully, then by force.")
         except PlatformError as exc:
-            return JsonResponse(error_body(exc.code, exc.message, exc.details), status=exc.status_code)
+            self.message_user(request, exc.message, level=messages.ERROR)
+        page = reverse("admin:jobs_run_change", args=[object_id])
+        if request.headers.get("HX-Request"):  # the dialog posts with htmx: have it load the run's page
+            return HttpResponse(status=204, headers={"HX-Redirect": page})
+        return HttpResponseRedirect(page)
+
+    @admin.action(description="Delete selected runs (with their items and result files)", permissions=["delete"])
+    def delete_selected(self, request, queryset):
+        """Django's confirmation page, then jobs.removal for each run (an active run is refused, and said so)."""
+        if not request.POST.get("post"):
+            return confirm_delete(self, request, queryset)
+        each(self, request, queryset, lambda run: removal.delete_run(run=run), "deleted with its items")
+        return None
+
+    def delete_model(self, request, obj: Run) -> None:
+        removal.delete_run(run=obj)
+
+    def delete_view(self, request, object_id, extra_context=None):
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except PlatformError as exc:  # refused (an active run): nothing was deleted
+            self.message_user(request, exc.message, level=messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:jobs_run_change", args=[object_id]))
+
+    def get_deleted_objects(self, objs, request):
+        """Django's list of what goes, plus the items; result files go with their run (jobs.removal deletes
+        them: no permission of the result files' admin, where a file is only ever disabled, is needed)."""
+        deleted, counts, perms, protected = super().get_deleted_objects(objs, request)
+        counts = {**counts, "items on disk": sum(run.result_count if run.parent_id is None else run.items_scraped for run in objs)}
+        perms = {name for name in perms if name != ResultFile._meta.verbose_name}
+        return deleted, counts, perms, protected
+
