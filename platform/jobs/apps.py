@@ -8,4 +8,5 @@ class JobsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import logarchive  # noqa: F401 - connects the deletion of a run's archived log
+        # logarchive: the deletion of a run's archived log; policies: what a run's end sets off (retries, the queue)
+        from . import logarchive, policies  # noqa: F401

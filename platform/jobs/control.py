@@ -12,7 +12,7 @@ from core.errors import Conflict, NodeUnavailable
 from core.outbox import send_on_commit
 from nodes.client import ScrapydClient
 
-from .models import ACTIVE, IllegalTransition, Job, Run, RunStatus
+from .models import ACTIVE, IllegalTransition, Job, Run, RunStatus, StopReason
 from .services import start_continuation
 
 logger = logging.getLogger(__name__)
@@ -23,14 +23,18 @@ def _stop_on_node(run: Run, signal: str) -> str | None:
     return ScrapydClient.for_node(run.node).cancel(project=run.project, job_id=run.scrapyd_job_id, signal=signal)
 
 
-def cancel_run(*, run: Run) -> Run:
+def cancel_run(*, run: Run, reason: str = StopReason.CANCEL) -> Run:
     """Cancel a run: at once if it has not started, else gracefully (SIGTERM), then forced after
-    CANCEL_TIMEOUT. Items scraped so far are kept and the run is marked partial."""
+    CANCEL_TIMEOUT. Items scraped so far are kept and the run is marked partial.
+
+    `reason`: the run's `stop_reason` (`time_limit` when jobs.policies stops it)."""
     from .tasks import force_cancel
 
     if run.is_terminal:
         raise Conflict(f"Run is already {run.status}")
-    marked = Run.objects.filter(pk=run.pk, cancel_requested_at__isnull=True).update(cancel_requested_at=timezone.now())
+    marked = Run.objects.filter(pk=run.pk, cancel_requested_at__isnull=True).update(
+        cancel_requested_at=timezone.now(), stop_reason=reason
+    )
     if not marked:
         raise Conflict("Run is already being cancelled")
     run.refresh_from_db()
@@ -64,7 +68,8 @@ def force_cancel(run_id: str) -> None:
 def _finish_quietly(run: Run, status: str, error: str = "") -> None:
     # The crawl's own report may have settled it first.
     with contextlib.suppress(IllegalTransition):
-        run.finish(status, error=error, partial=run.items_scraped > 0)
+        # A run stopped at its time limit is partial by definition, whatever it had scraped.
+        run.finish(status, error=error, partial=run.items_scraped > 0 or run.stop_reason == StopReason.TIME_LIMIT)
 
 
 def pause_job(*, job: Job) -> Run | None:

@@ -19,7 +19,7 @@ from nodes.client import ScrapydClient
 from usage.quotas import stop_reason
 from usage.services import record_run
 
-from .models import IllegalTransition, Run, RunStatus
+from .models import IllegalTransition, Run, RunStatus, StopReason
 from .outcome import judge
 
 logger = logging.getLogger(__name__)
@@ -135,6 +135,8 @@ def reconcile() -> None:
     for run in Run.objects.filter(status=RunStatus.QUEUED, created_at__lt=stale):
         if run.dispatch_attempts >= settings.RUN_DISPATCH_RETRIES:
             _settle(run, RunStatus.LOST, "The run was never dispatched to a node")
+        elif run.dequeued_at is None and run.waiting_reason:
+            continue  # it waits in the platform's queue, which says why and moves on its own tick (jobs.queue)
         elif run.dispatch_claimed_at is None or run.dispatch_claimed_at < stale:
             dispatch_run.delay(str(run.id))  # its message was lost, or its worker died mid-dispatch
     for run in Run.objects.filter(status__in=[RunStatus.PENDING, RunStatus.RUNNING]).select_related("node"):
@@ -189,7 +191,8 @@ def release_waiting(run: Run) -> None:
 
 def _settle(run: Run, status: str, error: str) -> None:
     try:
-        run.finish(status, error=error, partial=status == RunStatus.CANCELLED and run.items_scraped > 0)
+        stopped = run.items_scraped > 0 or run.stop_reason == StopReason.TIME_LIMIT
+        run.finish(status, error=error, partial=status == RunStatus.CANCELLED and stopped)
         logger.warning("Run %s settled as %s: %s", run.id, status, error)
     except IllegalTransition:
         return

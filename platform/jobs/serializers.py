@@ -26,6 +26,7 @@ from spiders.proxying import ROTATIONS
 
 from .models import Job, Run
 from .outcome import warnings as run_warnings
+from .policy_serializers import JOB_POLICY_FIELDS, RUN_POLICY_FIELDS, JobPoliciesMixin, RunPoliciesMixin
 from .selectors import job_status
 
 MAX_SOURCE_URLS = 1000
@@ -183,7 +184,7 @@ class LocatorSerializer(WholeObjectSerializer):
         return data
 
 
-class JobSerializer(AllErrorsMixin, StrictFieldsMixin, serializers.ModelSerializer):
+class JobSerializer(AllErrorsMixin, StrictFieldsMixin, JobPoliciesMixin, serializers.ModelSerializer):
     """A saved query job."""
 
     job_id = serializers.UUIDField(source="id", read_only=True)
@@ -220,6 +221,7 @@ class JobSerializer(AllErrorsMixin, StrictFieldsMixin, serializers.ModelSerializ
             "job_id", "name", "spider_id", "spider_name", "arguments", "source", "queries", "rate_limit", "render_config", "proxy_config", "item_selector",
             "follow", "max_pages", "max_depth", "max_items", "status", "paused", "created_at", "updated_at",
             "last_run", "results_count", "scheduling", "item_schema", "invalid_items", "monitors",
+            *JOB_POLICY_FIELDS,
         ]
         read_only_fields = ["paused", "created_at", "updated_at"]
 
@@ -323,7 +325,7 @@ class RunWarningSerializer(serializers.Serializer):
     by_query = serializers.DictField(child=serializers.IntegerField(), help_text="Failed pages per query name")
 
 
-class RunSerializer(serializers.ModelSerializer):
+class RunSerializer(RunPoliciesMixin, serializers.ModelSerializer):
     """One execution of a job."""
 
     run_id = serializers.UUIDField(source="id", read_only=True)
@@ -384,6 +386,7 @@ class RunSerializer(serializers.ModelSerializer):
             "cancel_requested_at",
             "pause_requested_at",
             "stats",
+            *RUN_POLICY_FIELDS,
         ]
         read_only_fields = fields
 

@@ -8,7 +8,7 @@ from django.conf import settings
 from core.errors import NodeUnavailable, PlatformError
 from core.models import Heartbeat
 
-from . import lifecycle, logarchive, services
+from . import lifecycle, logarchive, policies, queue, services
 
 
 @shared_task(bind=True, name="jobs.dispatch_run", ignore_result=True, max_retries=None)
@@ -47,3 +47,16 @@ def force_cancel(run_id: str) -> None:
 def archive_run_log(run_id: str) -> None:
     """Copy a finished run's log from its node to the platform's disk (the reconciler retries a failure)."""
     logarchive.archive_by_id(run_id)
+
+
+@shared_task(name="jobs.pump_queue", ignore_result=True, time_limit=60)
+def pump_queue() -> None:
+    """Take the runs that can go off the platform's queue (a slot freed: a run ended)."""
+    queue.pump()
+
+
+@shared_task(name="jobs.enforce_run_policies", ignore_result=True, time_limit=120)
+def enforce_run_policies() -> None:
+    """Stop runs past their time limit and move the queue (beat, every RUN_POLICY_INTERVAL seconds)."""
+    policies.enforce_time_limits()
+    queue.pump()

@@ -6,6 +6,8 @@ admin or the API, and decrypted only for the client that calls the node (basic_a
 
 from __future__ import annotations
 
+import re
+
 from django.core.exceptions import ValidationError
 from django.db import models
 
@@ -26,6 +28,25 @@ def validate_username(value: str) -> None:
         raise ValidationError("A basic-auth user name has no colon and no control characters")
 
 
+LABEL = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,49}$")
+MAX_LABELS = 20
+
+
+def label_errors(value: object) -> str | None:
+    """Why `value` is not a list of labels (a node's, or a job's node_labels), or None."""
+    if not isinstance(value, list) or len(value) > MAX_LABELS:
+        return f"Must be a list of at most {MAX_LABELS} labels"
+    for label in value:
+        if not isinstance(label, str) or not LABEL.match(label):
+            return "A label is 1-50 lowercase letters, digits, '-', '_' or '.', starting with a letter or digit"
+    return None
+
+
+def validate_labels(value: object) -> None:
+    if error := label_errors(value):
+        raise ValidationError(error)
+
+
 class Node(models.Model):
     """One Scrapyd server. Nothing assumes it shares the platform's disk."""
 
@@ -41,7 +62,8 @@ class Node(models.Model):
         default=False, help_text="Draining nodes take no new runs while the runs they have finish (resumed crawls stay)"
     )
     labels = models.JSONField(
-        default=list, blank=True, help_text='What the node offers, e.g. ["render", "eu"]: jobs with node_labels run only on nodes with all of them'
+        default=list, blank=True, validators=[validate_labels],
+        help_text='What the node offers, e.g. ["render", "eu"]: jobs with node_labels run only on nodes with all of them',
     )
     builtin_version = models.CharField(
         max_length=64, blank=True, editable=False, help_text="Version of the built-in project last deployed here"

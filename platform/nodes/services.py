@@ -41,17 +41,22 @@ def probe(node: Node) -> DaemonStatus:
     return status
 
 
-def choose_node(*, exclude: set[int] | frozenset[int] = frozenset()) -> Node:
-    """The enabled, not draining node with the most free slots; raises NodeUnavailable if none answers."""
+def choose_node(*, exclude: set[int] | frozenset[int] = frozenset(), labels: list[str] | tuple[str, ...] = ()) -> Node:
+    """The enabled, not draining node with the most free slots (as it says itself) among those with every one
+    of `labels`; raises NodeUnavailable if none answers. (Runs get theirs from jobs.queue, which counts slots
+    in the database.)"""
     loads: list[NodeLoad] = []
     errors = []
-    for node in Node.objects.filter(enabled=True, draining=False).exclude(pk__in=exclude):
+    nodes = Node.objects.filter(enabled=True, draining=False).exclude(pk__in=exclude)
+    for node in (node for node in nodes if set(labels) <= set(node.labels or [])):
         try:
             loads.append(NodeLoad(node, probe(node)))
         except NodeUnavailable as exc:
             errors.append(exc.message)
     if not loads:
         reason = "; ".join(errors) if errors else "no enabled Scrapyd node is registered (or all are draining)"
+        if labels and not errors:
+            reason = f"no enabled node has the label(s): {', '.join(sorted(labels))}"
         raise NodeUnavailable(f"No Scrapyd node available: {reason}")
     # Most free slots first; on a tie, less queued work; then the first by name (max keeps the first).
     loads.sort(key=lambda load: load.node.name)

@@ -2,6 +2,8 @@
 
 from django.db import migrations, models
 
+import nodes.models
+
 
 class Migration(migrations.Migration):
 
@@ -13,6 +15,6 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='node',
             name='labels',
-            field=models.JSONField(blank=True, default=list, help_text='What the node offers, e.g. ["render", "eu"]: jobs with node_labels run only on nodes with all of them'),
+            field=models.JSONField(blank=True, default=list, validators=[nodes.models.validate_labels], help_text='What the node offers, e.g. ["render", "eu"]: jobs with node_labels run only on nodes with all of them'),
         ),
     ]
