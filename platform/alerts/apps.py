@@ -9,7 +9,9 @@ class AlertsConfig(AppConfig):
 
     def ready(self) -> None:
         from core.events import subscribe
+        from jobs.signals import run_retrying
 
-        from .events import emit
+        from .events import emit, on_run_retrying
 
         subscribe(emit)
+        run_retrying.connect(on_run_retrying, dispatch_uid="alerts.run_retrying")

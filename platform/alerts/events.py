@@ -138,3 +138,11 @@ def emit(event: str, **context: Any) -> list[Delivery]:
     if made:
         logger.info("Event %s: %s deliveries", event, len(made))
     return made
+
+
+def on_run_retrying(sender, *, run, retry, delay_s: float = 0.0, **_: Any) -> None:
+    """jobs.signals.run_retrying: a failed or lost run will start again as `retry`."""
+    emit("run.retrying", run=run, data={"retry": {
+        "run_id": str(retry.pk), "attempt": getattr(retry, "attempt", None), "delay_s": delay_s,
+        "not_before": _iso(getattr(retry, "not_before", None)),
+    }})

@@ -18,6 +18,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from core.errors import Conflict
+from core.events import publish
 from core.outbox import send_on_commit
 from jobs.models import Run
 
@@ -123,6 +124,7 @@ def build_file(file_id: str) -> None:
         storage.delete_local(local_name)  # disabled while it was being written
         storage.delete_backup(remote_name)
         return
+    publish("export.ready", file=file)  # alerts (core.events)
     logger.info("Export %s: %s items, %s bytes in %.1f s", file.id, batches.rows, out.size, time.monotonic() - started)
 
 

@@ -14,6 +14,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from core.errors import Conflict
+from core.events import publish
 
 from . import credentials
 from .validation import git_url_error, name_error, ref_error
@@ -215,6 +216,7 @@ class Deploy(models.Model):
             raise Conflict(f"Deploy {self.pk} has already finished")
         for name, value in {"status": status, **fields}.items():
             setattr(self, name, value)
+        publish(f"deploy.{status}", deploy=self)  # alerts (core.events)
 
     def succeed(self, *, version: ProjectVersion, log: str) -> None:
         self._finish(

@@ -30,6 +30,7 @@ from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from core.errors import PlatformError
+from core.events import publish
 from jobs.models import ACTIVE, Job, Run, RunStatus, Trigger
 
 from .firetimes import latest_fire_time, next_fire_time
@@ -166,6 +167,9 @@ def fire(*, schedule_id: str, job_id: str | None = None, now: datetime | None = 
             if policy == OverlapPolicy.SKIP:
                 # Settled before it is committed: the dispatch task it enqueued finds nothing to do.
                 run.finish(RunStatus.CANCELLED, error=SKIPPED.format(run=previous.pk))
+                publish("schedule.missed", schedule=schedule, data={"schedule": {
+                    "fire_time": fire_time.isoformat(), "reason": "skipped: the previous run was still going",
+                    "run_id": str(run.pk)}})
             _advance(schedule, spec, now, fire_time)
     except IntegrityError:
         logger.info("Fire time %s of job %s already fired", fire_time.isoformat(), schedule.job_id)
@@ -174,6 +178,8 @@ def fire(*, schedule_id: str, job_id: str | None = None, now: datetime | None = 
     except PlatformError as exc:
         # E.g. a spider job whose project has no deployed version: retrying every check would not help.
         logger.warning("Schedule of job %s could not start a run for %s: %s", schedule.job_id, fire_time, exc.message)
+        publish("schedule.missed", schedule=schedule, data={"schedule": {
+            "fire_time": fire_time.isoformat(), "reason": exc.message, "run_id": None}})
         _advance(schedule, spec, now, fire_time)
         return None
     logger.info("Schedule of job %s fired for %s: run %s%s", schedule.job_id, fire_time.isoformat(), run.pk,
