@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from jobs.models import Run, RunStatus
 from nodes.models import Node
-from usage.models import UsageCounter
+from usage.models import Kind, UsageCounter
 
 DAYS = 14
 FAILURES = 10
@@ -45,6 +45,7 @@ ACTIVE_STATUSES = (RunStatus.QUEUED, RunStatus.PENDING, RunStatus.RUNNING)
 # operator's decision, not an outcome of the crawl.
 JUDGED = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.LOST)
 PAGES_STAT = "downloader/response_count"  # the stat usage meters as crawl_responses
+BYTE_KINDS = {Kind.BYTES_DOWNLOADED, Kind.EXPORT_BYTES}
 
 
 def _stacked_options() -> str:
@@ -123,7 +124,7 @@ def run_series(today: date) -> dict[str, Any]:
         "rate_chart": json.dumps({
             "labels": labels,
             "datasets": [{"label": "Success rate (%)", "data": rates, "borderColor": "var(--color-green-500)",
-                          "spanGaps": True}],
+                          "backgroundColor": "var(--color-green-500)", "pointRadius": 3, "spanGaps": True}],
         }),
     }
 
@@ -158,7 +159,15 @@ def month_usage(today: date) -> list[dict[str, Any]]:
         .annotate(total=Sum("quantity"), users=Count("user", distinct=True))
         .order_by("kind")
     )
-    return [{"kind": row["kind"], "total": row["total"], "users": row["users"]} for row in rows]
+    return [{"kind": row["kind"], "label": _kind_label(row["kind"]), "total": row["total"], "users": row["users"],
+             "bytes": row["kind"] in BYTE_KINDS} for row in rows]
+
+
+def _kind_label(kind: str) -> str:
+    """"crawl_requests" -> "Crawl requests"; "proxy_requests:DE" -> "Proxy requests (DE)"."""
+    name, _, country = kind.partition(":")
+    label = name.replace("_", " ").capitalize()
+    return f"{label} ({country})" if country else label
 
 
 def node_capacity() -> list[dict[str, Any]]:
@@ -180,6 +189,8 @@ def node_capacity() -> list[dict[str, Any]]:
             "slots": node.slots,
             "free": max(node.slots - active, 0),
             "percent": min(100, round(100 * active / node.slots)) if node.slots else 100,
+            # As a list, so that unfold's progress bar draws its track at 0 % too.
+            "bar": [{"value": min(100, round(100 * active / node.slots)) if node.slots else 100, "title": "Active"}],
             "last_seen_at": node.last_seen_at,
             "last_error": node.last_error[:200],
         })

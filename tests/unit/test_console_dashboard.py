@@ -88,9 +88,10 @@ def test_month_usage_sums_this_months_counters_per_kind(user, other_user):
     UsageCounter.objects.create(user=other_user, key_id=3, kind="crawl_requests", day=today.replace(day=1), quantity=5)
     UsageCounter.objects.create(user=user, kind="items_stored", day=today, quantity=7)
     UsageCounter.objects.create(user=user, kind="items_stored", day=today.replace(day=1) - timedelta(days=1), quantity=99)
-    assert dashboard.month_usage(today) == [
-        {"kind": "crawl_requests", "total": 15, "users": 2},
-        {"kind": "items_stored", "total": 7, "users": 1},
+    UsageCounter.objects.create(user=user, kind="proxy_requests:DE", day=today, quantity=3)
+    UsageCounter.objects.create(user=user, kind="bytes_downloaded", day=today, quantity=2048)
+    assert [(r["label"], r["total"], r["users"]) for r in dashboard.month_usage(today)] == [
+        ("Bytes downloaded", 2048, 1), ("Crawl requests", 15, 2), ("Items stored", 7, 1), ("Proxy requests (DE)", 3, 1),
     ]
 
 
@@ -117,7 +118,7 @@ def test_index_shows_the_dashboard_with_its_charts(admin_client, job):
     assert "Runs per day by outcome" in html and "node-1" in html and "0 / 4" in html
     assert "&lt;script&gt;x&lt;/script&gt;" in html and "<script>x</script>" not in html  # reasons are text
     assert 'data-figure="total-runs">2<' in html
-    assert "Nothing metered in" in html
+    assert "Nothing metered in" in html and "Success rate 50 %" in html
     # The app list is still there, below the dashboard, without django-celery-beat's models.
     assert "/admin/jobs/job/" in html and "/admin/django_celery_beat/" not in html
 
