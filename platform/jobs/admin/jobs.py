@@ -35,6 +35,7 @@ STATUS_COLOURS = {
 # Where each generated field goes on the page; fields the API gains later land in "More".
 GROUPS = [
     ("Crawl", ["rate_limit", "max_pages", "max_depth", "max_items"]),
+    ("Run policies", ["priority", "time_limit_s", "node_labels", "retries"]),
     ("Rendering", ["render_config"]),
     ("Proxies", ["proxy_config"]),
 ]
@@ -61,7 +62,7 @@ class QueryInline(TabularInline):
     model = Query
     form = QueryForm
     formset = QueryFormSet
-    fields = ["name", "type", "query", "result", "separator"]
+    fields = ["name", "type", "query", "result", "separator", "validate"]
     extra = 0
     tab = False
 
@@ -121,7 +122,9 @@ class JobAdmin(ModelAdmin):
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         kwargs["fields"] = [] if obj is not None else ["owner"]
-        return super().get_form(request, obj, change=change, **kwargs)
+        form = super().get_form(request, obj, change=change, **kwargs)
+        form.request_user = request.user  # a class made for this request
+        return form
 
     def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
         return {"owner": request.user.pk, **super().get_changeform_initial_data(request)}

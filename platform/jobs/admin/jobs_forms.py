@@ -17,6 +17,7 @@ from django.forms.models import BaseInlineFormSet
 from rest_framework import serializers
 from rest_framework.fields import empty
 from unfold.widgets import (
+    UnfoldAdminCheckboxSelectMultiple,
     UnfoldAdminIntegerFieldWidget,
     UnfoldAdminSelectWidget,
     UnfoldAdminTextareaWidget,
@@ -62,6 +63,9 @@ def _form_field(field: serializers.Field, label: str) -> forms.Field:
                                   widget=UnfoldAdminIntegerFieldWidget, **common)
     if isinstance(field, (serializers.FloatField, serializers.DecimalField)):
         return forms.FloatField(widget=UnfoldAdminIntegerFieldWidget, **common)
+    if isinstance(field, serializers.ListField) and isinstance(field.child, serializers.ChoiceField):
+        return forms.MultipleChoiceField(choices=[(key, str(value)) for key, value in field.child.choices.items()],
+                                         widget=UnfoldAdminCheckboxSelectMultiple, **common)
     if isinstance(field, serializers.ListField):
         return LinesField(help_text=common["help_text"] or "One per line", label=label)
     if isinstance(field, serializers.DictField):
@@ -113,7 +117,8 @@ def representation(job: Job) -> dict[str, Any]:
             shown[name] = job.spider_id
             continue
         try:
-            shown[name] = field.to_representation(field.get_attribute(job))
+            value = field.get_attribute(job)
+            shown[name] = None if value is None else field.to_representation(value)
         except (AttributeError, KeyError, serializers.SkipField):
             continue
     return shown
@@ -131,6 +136,8 @@ class JobForm(forms.ModelForm):
         widget=UnfoldAdminSelectWidget, help_text="A deployed spider to run instead of the query spider (spider jobs)",
     )
     arguments = PairsField(label="Spider arguments", help_text="One name=value per line (spider jobs)")
+
+    request_user = None  # the signed-in user (set by JobAdmin.get_form): whom the API would judge for
 
     class Meta:
         model = Job
@@ -167,7 +174,7 @@ class JobForm(forms.ModelForm):
             value = data.get(name)
             if key is not None:
                 nested.setdefault(top, {})
-                if value in ("", None) and not isinstance(field, serializers.BooleanField):
+                if value in ("", None, []) and not isinstance(field, serializers.BooleanField):
                     if isinstance(field, serializers.CharField) and field.allow_blank:
                         nested[top][key] = ""
                     elif field.allow_null:
@@ -177,12 +184,15 @@ class JobForm(forms.ModelForm):
                 continue
             if value in ("", None) and not field.required:
                 continue
-            body[top] = "" if value is None and isinstance(field, serializers.CharField) else value
+            if value == [] and not getattr(field, "allow_empty", True):
+                continue
+            body[top] = value
         fields = JobSerializer().fields
         for top, values in nested.items():
-            if fields[top].allow_null and not any(v not in ("", None, False) for v in values.values()):
+            blank = not any(v not in ("", None, False, []) for v in values.values())
+            if blank and fields[top].allow_null:
                 body[top] = None
-            else:
+            elif not (blank and not fields[top].required):  # an optional object left empty: not given
                 body[top] = values
         body["source"] = data.get("source") or []
         body["queries"] = queries
@@ -195,7 +205,7 @@ class JobForm(forms.ModelForm):
 
     def validate(self, queries: list[dict[str, Any]]) -> dict[str, str]:
         """Judge the body with the API's serializer; returns its errors by path (empty when valid)."""
-        owner = self.cleaned_data.get("owner") or self.instance.owner
+        owner = self.cleaned_data.get("owner") or (self.instance.owner if self.instance.owner_id else self.request_user)
         context = {"request": SimpleNamespace(user=owner)}
         instance = None if self.instance._state.adding else self.instance
         serializer = JobSerializer(instance=instance, data=self.api_body(queries), context=context)
@@ -233,6 +243,8 @@ class QueryForm(forms.ModelForm):
     result = forms.ChoiceField(choices=QUERY_RESULTS, initial="first", required=False, widget=UnfoldAdminSelectWidget)
     separator = forms.CharField(required=False, strip=False, help_text="Empty: a space",
                                 widget=UnfoldAdminTextInputWidget(attrs={"size": 4}))
+    validate = forms.JSONField(required=False, label="Rules", help_text='What a valid value is, e.g. {"required": true}',
+                               widget=UnfoldAdminTextInputWidget(attrs={"class": "font-mono", "size": 18}))
 
     class Meta:
         model = Query
@@ -244,6 +256,7 @@ class QueryForm(forms.ModelForm):
         if query.pk:
             self.initial["result"] = "all" if query.all else "join" if query.join else "first"
             self.initial["separator"] = query.join if isinstance(query.join, str) else ""
+            self.initial["validate"] = query.validate or None
 
     def _post_clean(self) -> None:
         """Validated as a whole job by the serializer, not row by row."""
@@ -255,6 +268,8 @@ class QueryForm(forms.ModelForm):
             query["all"] = True
         elif data.get("result") == "join":
             query["join"] = data.get("separator") or True
+        if data.get("validate") not in (None, "", {}):
+            query["validate"] = data["validate"]
         return query
 
 
@@ -280,8 +295,9 @@ class QueryFormSet(BaseInlineFormSet):
 
     def clean(self) -> None:
         job_form: JobForm | None = getattr(self.instance, "_console_job_form", None)
-        if job_form is None or not job_form.is_valid():
+        if job_form is None:
             return
+        job_form.is_valid()  # cleaned once; judged by the serializer even if a field did not parse
         rows = self.query_forms()
         errors = job_form.validate([form.as_query() for form in rows])
         own: list[str] = []
@@ -317,6 +333,7 @@ class QueryFormSet(BaseInlineFormSet):
         key = key.lstrip(".")
         if index >= len(rows):
             return [f"{path}: {message}"]
+        key = key.split(".")[0].split("[")[0]
         field = {"join": "result", "all": "result"}.get(key, key)
         rows[index].add_error(field if field in rows[index].fields else None, message)
         return []
