@@ -14,7 +14,7 @@ from typing import Any
 
 from scrapy.settings import BaseSettings
 
-from spiders.netguard import NetGuard
+from spiders.netguard import NetGuard, set_component
 
 logger = logging.getLogger(__name__)
 
@@ -24,10 +24,10 @@ class PlatformAddon(NetGuard):
 
     def update_settings(self, settings: BaseSettings) -> None:
         super().update_settings(settings)
-        settings.set_in_component_priority_dict("EXTENSIONS", "spiders.reporting.PlatformReporter", 100)
-        settings.set_in_component_priority_dict("EXTENSIONS", "spiders.jobdir.JobdirCleanup", 110)
-        settings.set_in_component_priority_dict("EXTENSIONS", "spiders.addon.StartRequestsFallback", 0)
-        settings.set_in_component_priority_dict("EXTENSIONS", "spiders.stopping.PromptStop", 120)
+        set_component(settings, "EXTENSIONS", "spiders.reporting.PlatformReporter", 100)
+        set_component(settings, "EXTENSIONS", "spiders.jobdir.JobdirCleanup", 110)
+        set_component(settings, "EXTENSIONS", "spiders.addon.StartRequestsFallback", 0)
+        set_component(settings, "EXTENSIONS", "spiders.stopping.PromptStop", 120)
         if settings.get("SCHEDULER") == "scrapy.core.scheduler.Scheduler":
             # A project's own scheduler (scrapy-redis, say) is kept as it is.
             settings.set("SCHEDULER", "spiders.jobdir.JobdirScheduler", priority="cmdline")

@@ -42,6 +42,14 @@ except ImportError:  # Scrapy before 2.15 (a project's environment may pin an ol
 
         return await maybe_deferred_to_future(deferToThread(func, *args, **kwargs))
 
+
+def set_component(settings, name: str, component, priority: int) -> None:
+    """Enable a component in a priority dict setting (EXTENSIONS, ...) from an add-on, on any Scrapy >= 2.10."""
+    if hasattr(settings, "set_in_component_priority_dict"):  # Scrapy 2.13+: also replaces an import-path twin
+        settings.set_in_component_priority_dict(name, component, priority)
+    else:
+        settings[name][component] = priority
+
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
@@ -292,7 +300,7 @@ class NetGuard:
         settings.set("TWISTED_DNS_RESOLVER", cls.RESOLVER, priority="cmdline")
 
     def update_settings(self, settings: BaseSettings) -> None:
-        settings.set_in_component_priority_dict("DOWNLOADER_MIDDLEWARES", NetPolicyDownloaderMiddleware, 10)
+        set_component(settings, "DOWNLOADER_MIDDLEWARES", NetPolicyDownloaderMiddleware, 10)
         settings.set("TWISTED_DNS_RESOLVER", self.RESOLVER, priority="cmdline")
         provider = guarded_provider(settings.get("PLAYWRIGHT_BROWSER_PROVIDER"))
         settings.set("PLAYWRIGHT_BROWSER_PROVIDER", provider, priority="cmdline")
