@@ -42,7 +42,6 @@ class ScheduleForm(forms.ModelForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.spec = None
-        self.old_timing = self.instance.spec().timing() if self.instance.pk else None
         if self.instance.pk and not self.instance.cron:
             for key, field in LIST_FIELDS.items():
                 self.initial[field] = ", ".join(str(v) for v in getattr(self.instance, key))
@@ -72,18 +71,27 @@ class ScheduleForm(forms.ModelForm):
         return cleaned
 
     def save(self, commit: bool = True) -> Schedule:
+        # Only shows the values on the instance: the admin saves through set_schedule (below), which
+        # also re-arms a changed timing and syncs the beat entry, as the API does.
         if self.spec is not None:
             self.instance.apply(self.spec)
-            if self.old_timing is not None and self.old_timing != self.spec.timing():
-                self.instance.armed_at = timezone.now()
         return super().save(commit)
 
 
 class ScheduleFormSet(BaseInlineFormSet):
+    """The job page's schedule section: saved through schedules.services.set_schedule, as the API does."""
+
     def save(self, commit: bool = True):
-        saved = super().save(commit)
-        if commit:
-            sync_schedule(job=self.instance)  # a deleted schedule's entry went with it (signals.py)
+        saved = super().save(commit=False)  # fills new/changed/deleted_objects for the change message
+        if not commit:
+            return saved
+        for form in self.deleted_forms:
+            if form.instance.pk and Schedule.objects.filter(pk=form.instance.pk).exists():
+                set_schedule(job=self.instance, spec=None)  # its beat entry goes with it
+        for form in self.forms:
+            if form not in self.deleted_forms and form.has_changed() and form.spec is not None:
+                set_schedule(job=self.instance, spec=form.spec)
+        sync_schedule(job=self.instance)  # the job's own state (paused or not) decides `enabled`
         return saved
 
 

@@ -173,3 +173,33 @@ def test_beat_models_are_read_only_and_hidden(admin_client, scheduled):
     # Not on the index, nor as an app page of their own.
     assert "django_celery_beat" not in admin_client.get("/admin/").content.decode()
     assert admin_client.get("/admin/django_celery_beat/").status_code == 404
+
+
+def test_the_job_pages_schedule_section_saves_through_the_service(root, scheduled):
+    from django.contrib import admin
+    from django.test import RequestFactory
+
+    from jobs.models import Job
+    from schedules.admin import ScheduleInline
+
+    job = scheduled.job
+    request = RequestFactory().post("/")
+    request.user = root
+    formset_class = ScheduleInline(Job, admin.site).get_formset(request, job)
+    data = {
+        "schedule-TOTAL_FORMS": "1", "schedule-INITIAL_FORMS": "1", "schedule-MIN_NUM_FORMS": "0",
+        "schedule-MAX_NUM_FORMS": "1", "schedule-0-id": str(scheduled.pk), "schedule-0-job": str(job.pk),
+        "schedule-0-cron": "", "schedule-0-days_text": "", "schedule-0-hours_text": "7", "schedule-0-minutes_text": "15",
+        "schedule-0-timezone": "Asia/Tokyo", "schedule-0-overlap": "skip",
+    }
+    formset = formset_class(data, instance=job, prefix="schedule")
+    assert formset.is_valid(), formset.errors
+    formset.save()
+    changed = Schedule.objects.get(job=job)
+    assert changed.armed_at > scheduled.armed_at and (changed.hours, changed.minutes) == ([7], [15])
+    assert PeriodicTask.objects.get(task="schedules.fire").crontab.hour == "7"
+
+    formset = formset_class({**data, "schedule-0-DELETE": "on"}, instance=job, prefix="schedule")
+    assert formset.is_valid(), formset.errors
+    formset.save()
+    assert not Schedule.objects.filter(job=job).exists() and not PeriodicTask.objects.filter(task="schedules.fire").exists()
