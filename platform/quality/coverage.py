@@ -20,13 +20,22 @@ def _filled(column: pa.Array, field: pa.Field) -> int:
     if pa.types.is_null(type_):
         return 0
     if is_json_field(field):
-        return pc.sum(pc.invert(pc.is_in(pc.utf8_trim_whitespace(column), pa.array(_EMPTY_JSON))).fill_null(False)).as_py() or 0
+        empty = pc.is_in(pc.utf8_trim_whitespace(column), pa.array(_EMPTY_JSON))
+        filled = pc.and_(pc.is_valid(column), pc.invert(empty))
+        return pc.sum(filled.fill_null(False)).as_py() or 0
     if pa.types.is_string(type_) or pa.types.is_large_string(type_):
         filled = pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(column)), 0)
     elif pa.types.is_list(type_) or pa.types.is_large_list(type_):
         filled = pc.greater(pc.list_value_length(column), 0)
     elif pa.types.is_struct(type_):
+        # An empty object of a segment shares the struct type with its fields all null: not filled.
         filled = pc.is_valid(column)
+        children = [pc.is_valid(pc.struct_field(column, [i])) for i in range(type_.num_fields)]
+        if children:
+            any_child = children[0]
+            for child in children[1:]:
+                any_child = pc.or_(any_child, child)
+            filled = pc.and_(filled, any_child)
     else:
         filled = pc.is_valid(column)
     return pc.sum(filled.fill_null(False)).as_py() or 0
