@@ -24,7 +24,7 @@ from scrapy_platform_client import (
 )
 
 from tests.projects_support import make_repo
-from tests.support import FixtureSite
+from tests.support import FixtureSite, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -110,6 +110,32 @@ def test_following_a_log_to_the_end(client, node_a, tmp_path):
     whole = list(run.log())  # the archived copy, read from the start, is the same log
     assert whole == lines
     assert list(run.log(tail=3)) == lines[-3:]
+
+
+def test_pause_resume_and_cancel_a_running_crawl(client, node_a, tmp_path):
+    links = "".join(f'<a href="p{i}.html">{i}</a>' for i in range(3))
+    (tmp_path / "hub.html").write_text(f"<html><head><title>hub</title></head><body>{links}</body></html>")
+    for i in range(3):
+        (tmp_path / f"p{i}.html").write_text(f"<html><head><title>page {i}</title></head></html>")
+    slow = FixtureSite(tmp_path)
+    try:
+        job = client.jobs.create(name="Slow", source=f"{slow.url}hub.html",
+                                 queries=[{"name": "title", "type": "css", "query": "title::text"}],
+                                 follow={"type": "css", "query": "a::attr(href)"}, max_depth=1,
+                                 rate_limit=2)  # 30 s between requests: it runs until stopped
+        first = job.run()
+        wait_until(lambda: first.refresh().items_scraped >= 1, timeout=90, interval=0.3, what="the hub's item")
+        assert first.pause().id == first.id and first.pause_requested_at
+        assert first.wait(timeout=60).status == "paused" and first.partial
+
+        second = first.resume()
+        assert second.id != first.id and second.resumed_from == first.id
+        wait_until(lambda: second.refresh().items_scraped >= 1, timeout=90, interval=0.3, what="a resumed item")
+        assert second.cancel().cancel_requested_at
+        assert second.wait(timeout=60).status == "cancelled"
+    finally:
+        slow.stop()
+    assert [r.id for r in job.runs()] == [second.id, first.id]
 
 
 def test_deploy_a_git_project_and_run_its_spider(client, site, node_a, tmp_path):
