@@ -139,7 +139,8 @@ def retry(run: Run) -> Run | None:
         new.jobdir = f"jobdirs/{new.id.hex}"
         new.waiting_reason = f"Retry (attempt {new.attempt}) waits until {not_before.isoformat(timespec='seconds')}"
         new.save()
-        send_on_commit(dispatch_run, str(new.id), countdown=delay)
+        # A little after not_before, so the task does not arrive a hair early and leave it to the tick.
+        send_on_commit(dispatch_run, str(new.id), countdown=delay + 0.5)
     logger.info("Run %s %s: retry %s (attempt %s) in %.0f s", run.pk, run.status, new.pk, new.attempt, delay)
     new._retry_delay = delay
     return new
