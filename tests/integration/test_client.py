@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
 import uuid
+import zipfile
 from pathlib import Path
 
 import pandas as pd
@@ -24,7 +26,7 @@ from scrapy_platform_client import (
 )
 
 from tests.projects_support import make_repo
-from tests.support import FixtureSite, wait_until
+from tests.support import REPO, FixtureSite, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -278,3 +280,42 @@ def test_command_line_deploy_and_wait_timeout(platform, api, node_a, tmp_path, c
         job = client.jobs.create(name="Queued", source="http://127.0.0.1:9/", queries=QUERIES)
     timed_out = cli(cli_env, "jobs", "run", job.id, "--wait", "--timeout", "1", "--json")
     assert timed_out.returncode == 4 and json.loads(timed_out.stdout)["status"] == "queued"
+
+
+def test_the_client_installs_on_its_own_from_a_built_wheel(tmp_path):
+    """`pip wheel ./client`, then install it into a new virtualenv: the package, its command and its metadata."""
+    source = tmp_path / "client"
+    shutil.copytree(REPO / "client", source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input"]
+    # Offline: this environment's setuptools builds it, nothing is downloaded.
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q", str(source), "-w",
+                    str(tmp_path / "dist")], check=True, capture_output=True, timeout=180)
+    wheel = next((tmp_path / "dist").glob("scrapy_platform_client-*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        metadata = archive.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+        entry_points = archive.read(next(n for n in names if n.endswith(".dist-info/entry_points.txt"))).decode()
+    assert {"scrapy_platform_client/__init__.py", "scrapy_platform_client/cli.py", "scrapy_platform_client/py.typed"} <= names
+    assert not [n for n in names if n.startswith(("tests/", "platform/", "spiders/"))]
+    requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
+    assert [r for r in requires if "extra" not in r] == ["Requires-Dist: httpx<1,>=0.27"], requires
+    assert {r.split()[1].rstrip(";") for r in requires if "extra == \"pandas\"" in r} == {"pandas>=2.0", "pyarrow>=14"}
+    assert "scrapy-platform = scrapy_platform_client.cli:main" in entry_points
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    subprocess.run([*pip, "--python", str(python), "install", "--no-deps", "--no-index", "-q", str(wheel)],
+                   check=True, capture_output=True, timeout=180)
+    # Its one dependency (httpx and what httpx needs) from this environment, after the new venv's own packages.
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    httpx_home = Path(__import__("httpx").__file__).parent.parent
+    (Path(site) / "deps.pth").write_text(f"{httpx_home}\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    where = subprocess.run([str(python), "-c", "import scrapy_platform_client as c; print(c.__file__)"],
+                           cwd=tmp_path, env=env, check=True, capture_output=True, text=True).stdout
+    assert where.startswith(str(venv)), where  # the installed copy, not this repository's
+    version = subprocess.run([str(venv / "bin" / "scrapy-platform"), "--version"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert version.returncode == 0 and version.stdout.strip() == "scrapy-platform 0.1.0", version.stderr
