@@ -19,6 +19,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django_celery_beat.models import ClockedSchedule, CrontabSchedule, IntervalSchedule, PeriodicTask, SolarSchedule
 from unfold.admin import ModelAdmin, StackedInline
+from unfold.widgets import UnfoldAdminTextInputWidget
 
 from .firetimes import next_fire_times
 from .models import Schedule
@@ -31,9 +32,9 @@ LIST_FIELDS = {"days": "days_text", "hours": "hours_text", "minutes": "minutes_t
 class ScheduleForm(forms.ModelForm):
     """Days, hours and minutes as comma-separated numbers, or a cron expression; validated as the API does."""
 
-    days_text = forms.CharField(label="Days of the week", required=False, help_text="e.g. 1,2,3,4,5 (0 or 7 = Sunday); empty: every day")
-    hours_text = forms.CharField(label="Hours", required=False, help_text="e.g. 9,17; empty: every hour")
-    minutes_text = forms.CharField(label="Minutes", required=False, help_text="e.g. 0,30; empty: every minute")
+    days_text = forms.CharField(label="Days of the week", required=False, widget=UnfoldAdminTextInputWidget, help_text="e.g. 1,2,3,4,5 (0 or 7 = Sunday); empty: every day")
+    hours_text = forms.CharField(label="Hours", required=False, widget=UnfoldAdminTextInputWidget, help_text="e.g. 9,17; empty: every hour")
+    minutes_text = forms.CharField(label="Minutes", required=False, widget=UnfoldAdminTextInputWidget, help_text="e.g. 0,30; empty: every minute")
 
     class Meta:
         model = Schedule

@@ -86,3 +86,24 @@ def test_an_api_key_is_created_in_the_browser_and_shown_once(console, operator):
     console.settled()
     assert "revoked" in console.page.inner_text("body")
     assert ApiKey.lookup(raw) is None
+
+
+def test_schedules_show_their_zone_and_beat_entries_are_read_only(console, operator):
+    from django_celery_beat.models import PeriodicTask
+
+    from schedules.models import Schedule
+    from schedules.services import set_schedule
+    from schedules.spec import parse_scheduling
+
+    job = create_job(owner=operator, name="Nightly", source=["https://example.com/"], queries=QUERIES)
+    set_schedule(job=job, spec=parse_scheduling({"hours": [9], "minutes": [0], "timezone": "Asia/Tokyo"}))
+    schedule = Schedule.objects.get(job=job)
+    console.goto("/admin/schedules/schedule/")
+    assert "09:00 JST (Asia/Tokyo)" in console.page.inner_text("#result_list")
+    console.goto(f"/admin/schedules/schedule/{schedule.pk}/change/")
+    assert console.page.locator("li", has_text="09:00 JST (Asia/Tokyo)").count() == 5
+    console.page.click(f"text={PeriodicTask.objects.get(pk=schedule.periodic_task_id).name}")
+    console.settled()
+    assert "/admin/django_celery_beat/periodictask/" in console.page.url
+    assert "Schedule of job" in console.page.inner_text("body")
+    assert console.page.locator("button[name=_save]").count() == 0 and console.page.locator("input[name=enabled]").count() == 0
