@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.contrib import admin, messages
@@ -64,7 +65,7 @@ class QueryInline(TabularInline):
     formset = QueryFormSet
     fields = ["name", "type", "query", "result", "separator", "validate"]
     extra = 0
-    tab = False
+    hide_title = True  # each row is its fields; the query's name is one of them
 
     def get_extra(self, request, obj=None, **kwargs) -> int:
         return 1 if obj is None else 0
@@ -74,10 +75,9 @@ class QueryInline(TabularInline):
 class JobAdmin(ModelAdmin):
     form = JobForm
     inlines = [QueryInline, ScheduleInline]
-    list_display = ["name", "owner", "last_status", "last_run", "last_items", "next_fire", "paused"]
+    list_display = ["name", "owner", "last_status", "last_run", "last_items", "next_fire"]
     list_select_related = ["owner", "schedule"]
     list_per_page = 50
-    show_full_result_count = False
     search_fields = ["name"]
     list_filter = ["paused", "owner"]
     actions = ["run_now", "pause", "resume", "delete_selected"]
@@ -97,7 +97,8 @@ class JobAdmin(ModelAdmin):
 
     @admin.display(description="Last run", ordering="last_run_status")
     def last_status(self, job: Job) -> str:
-        return status_badge(getattr(job, "last_run_status", None))
+        badge = status_badge(getattr(job, "last_run_status", None))
+        return format_html("{} {}", badge, status_badge("paused")) if job.paused else badge
 
     @admin.display(description="Started", ordering="last_run_at")
     def last_run(self, job: Job) -> Any:
@@ -130,7 +131,11 @@ class JobAdmin(ModelAdmin):
         return {"owner": request.user.pk, **super().get_changeform_initial_data(request)}
 
     def get_readonly_fields(self, request, obj=None) -> list[str]:
-        return ["owner", "paused", "created_at", "updated_at"] if obj is not None else []
+        return ["owner", "paused_state", "created_at", "updated_at"] if obj is not None else []
+
+    @admin.display(description="Paused")
+    def paused_state(self, job: Job) -> str:
+        return format_html("{} its schedule does not fire", status_badge("paused")) if job.paused else "No"
 
     def get_fieldsets(self, request, obj=None) -> list:
         generated = generated_fields()
@@ -147,7 +152,7 @@ class JobAdmin(ModelAdmin):
                     rows.extend(members)
             return rows
 
-        head = ["name", "owner"] + (["paused", ("created_at", "updated_at")] if obj is not None else [])
+        head = ["name", "owner"] + (["paused_state", ("created_at", "updated_at")] if obj is not None else [])
         placed.add("name")
         fieldsets = [
             (None, {"fields": head}),
@@ -155,12 +160,13 @@ class JobAdmin(ModelAdmin):
                                 "description": "The pages to start from, and optionally the nodes that are items "
                                                "and the links to follow. The queries below apply to each page or item."}),
         ]
+        # The rest in tabs, so that the page stays short; a tab with an error shows its count.
         for title, names in GROUPS:
-            fieldsets.append((title, {"fields": take(names)}))
+            fieldsets.append((title, {"fields": take(names), "classes": ["tab"]}))
         rest = [name for name in generated if name not in placed]
         if rest:
-            fieldsets.append(("More", {"fields": rest}))
-        fieldsets.append(("Deployed spider", {"fields": ["spider", "arguments"],
+            fieldsets.append(("More", {"fields": rest, "classes": ["tab"]}))
+        fieldsets.append(("Deployed spider", {"fields": ["spider", "arguments"], "classes": ["tab"],
                                               "description": "Instead of source and queries: run a deployed spider."}))
         return fieldsets
 
@@ -279,7 +285,9 @@ class JobAdmin(ModelAdmin):
             "recent_runs_table": {
                 "headers": ["Run", "Status", "Trigger", "Node", "Created", "Finished", "Items", "Error"], "rows": rows,
             },
-            "all_runs_url": reverse("admin:jobs_run_changelist") + f"?job__id__exact={object_id}",
+            "all_runs_link": format_html(
+                '<a class="font-medium text-primary-600 text-sm dark:text-primary-500" href="{}" id="all-runs-link">'
+                "All runs of this job →</a>", reverse("admin:jobs_run_changelist") + f"?job__id__exact={object_id}"),
             **(extra_context or {}),
         }
         return super().change_view(request, object_id, form_url, context)
@@ -308,7 +316,7 @@ class JobAdmin(ModelAdmin):
                 message = "The queries cannot be tested yet"
         except PlatformError as exc:
             errors, message = dict(exc.details or {}), exc.message
-        rows = [[name, f"{count:,}", "-" if value is None else str(value)[:200]]
+        rows = [[name, f"{count:,}", "-" if value is None else (value if isinstance(value, str) else json.dumps(value))[:200]]
                 for name, count, value in self.preview_counts(result, body.get("queries") or [])]
         table = {"headers": ["Query", "Matches", "Value (first item)"], "rows": rows}
         context = {"result": result, "errors": errors, "message": message, "table": table}

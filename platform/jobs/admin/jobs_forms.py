@@ -17,7 +17,7 @@ from django.forms.models import BaseInlineFormSet
 from rest_framework import serializers
 from rest_framework.fields import empty
 from unfold.widgets import (
-    UnfoldAdminCheckboxSelectMultiple,
+    UnfoldAdminCheckboxSelectMultipleWidget,
     UnfoldAdminIntegerFieldWidget,
     UnfoldAdminSelectWidget,
     UnfoldAdminTextareaWidget,
@@ -35,6 +35,7 @@ from ..serializers import JobSerializer
 SEP = "__"  # render_config.wait_strategy -> render_config__wait_strategy
 # Fields given their own widget here, or edited elsewhere on the page (queries inline, schedule inline).
 SPECIAL = {"source", "queries", "scheduling", "spider_id", "spider_name", "arguments"}
+OWN_SECTION = {"render_config", "proxy_config"}
 LABELS = {
     "render_config": "Rendering", "proxy_config": "Proxies", "item_selector": "Item selector", "follow": "Follow links",
 }
@@ -65,14 +66,21 @@ def _form_field(field: serializers.Field, label: str) -> forms.Field:
         return forms.FloatField(widget=UnfoldAdminIntegerFieldWidget, **common)
     if isinstance(field, serializers.ListField) and isinstance(field.child, serializers.ChoiceField):
         return forms.MultipleChoiceField(choices=[(key, str(value)) for key, value in field.child.choices.items()],
-                                         widget=UnfoldAdminCheckboxSelectMultiple, **common)
+                                         widget=UnfoldAdminCheckboxSelectMultipleWidget, **common)
     if isinstance(field, serializers.ListField):
         return LinesField(help_text=common["help_text"] or "One per line", label=label)
     if isinstance(field, serializers.DictField):
         return PairsField(help_text=common["help_text"] or "One name=value per line", label=label)
     if isinstance(field, serializers.JSONField):
-        return forms.JSONField(widget=UnfoldAdminTextareaWidget(attrs={"rows": 3, "class": "font-mono"}), **common)
+        return BlankJSONField(widget=UnfoldAdminTextareaWidget(attrs={"rows": 3, "class": "font-mono"}), **common)
     return forms.CharField(strip=False, widget=UnfoldAdminTextInputWidget, **common)
+
+
+class BlankJSONField(forms.JSONField):
+    """JSON text for a value the API takes as JSON; nothing shows as empty, not as `null`."""
+
+    def prepare_value(self, value: Any) -> Any:
+        return "" if value is None else super().prepare_value(value)
 
 
 def _default(field: serializers.Field, model_field_name: str | None) -> Any:
@@ -95,9 +103,11 @@ def generated_fields() -> dict[str, tuple[str, str | None, serializers.Field, fo
             continue
         if isinstance(field, serializers.Serializer) and not isinstance(field, serializers.ListSerializer):
             for key, sub in write_fields(field).items():
-                form_field = _form_field(sub, _label(key))
+                # Keys shown in a section of their own keep their own label; others say whose they are.
+                label = _label(key) if name in OWN_SECTION else f"{LABELS.get(name, _label(name))}: {key.replace('_', ' ')}"
+                form_field = _form_field(sub, label)
                 if key == "type" and field.allow_null:
-                    form_field.help_text = "Empty: none"
+                    form_field.help_text = f"Empty: no {LABELS.get(name, _label(name)).lower()}"
                 form_field.initial = _default(sub, None)
                 found[f"{name}{SEP}{key}"] = (name, key, sub, form_field)
         else:
@@ -237,13 +247,15 @@ class QueryForm(forms.ModelForm):
     """One query row: name, type, query, and what the item gets (first match, a list, or joined)."""
 
     name = forms.CharField(required=False, strip=False, widget=UnfoldAdminTextInputWidget(attrs={"size": 14}))
-    type = forms.ChoiceField(choices=Query.Type.choices, required=False, widget=UnfoldAdminSelectWidget)
+    type = forms.ChoiceField(choices=[("xpath", "XPath"), ("css", "CSS"), ("regex", "Regex")], required=False,
+                             widget=UnfoldAdminSelectWidget(attrs={"class": "w-24"}))
     query = forms.CharField(required=False, strip=False,
                             widget=UnfoldAdminTextInputWidget(attrs={"class": "font-mono", "size": 48}))
-    result = forms.ChoiceField(choices=QUERY_RESULTS, initial="first", required=False, widget=UnfoldAdminSelectWidget)
+    result = forms.ChoiceField(choices=QUERY_RESULTS, initial="first", required=False,
+                               widget=UnfoldAdminSelectWidget(attrs={"class": "min-w-32"}))
     separator = forms.CharField(required=False, strip=False, help_text="Empty: a space",
                                 widget=UnfoldAdminTextInputWidget(attrs={"size": 4}))
-    validate = forms.JSONField(required=False, label="Rules", help_text='What a valid value is, e.g. {"required": true}',
+    validate = BlankJSONField(required=False, label="Rules", help_text='What a valid value is, e.g. {"required": true}',
                                widget=UnfoldAdminTextInputWidget(attrs={"class": "font-mono", "size": 18}))
 
     class Meta:
