@@ -166,7 +166,8 @@ class NetPolicyDownloaderMiddleware:
     def from_crawler(cls, crawler: Crawler) -> NetPolicyDownloaderMiddleware:
         return cls(crawler)
 
-    async def process_request(self, request: Request) -> None:
+    # `spider`: passed by Scrapy before 2.14 (a project's environment may pin one); never required.
+    async def process_request(self, request: Request, spider: Any = None) -> None:
         """Judge the URL, then (for a host name) what it resolves to, off the reactor thread."""
         if request.meta.get("playwright"):
             request.meta["netguard_started"] = time.monotonic()
@@ -176,7 +177,7 @@ class NetPolicyDownloaderMiddleware:
         if reason is not None:
             self.refuse(request, reason)
 
-    async def process_response(self, request: Request, response: Response) -> Response:
+    async def process_response(self, request: Request, response: Response, spider: Any = None) -> Response:
         """Refuse a response whose URL differs from the request's and is refused, or a refused redirect.
 
         Only a download handler that follows redirects itself (scrapy-playwright: Chromium does)
@@ -219,7 +220,7 @@ class NetPolicyDownloaderMiddleware:
             location = f"{urlsplit(request.url).scheme}:{location}"
         return urljoin(request.url, location)
 
-    def process_exception(self, request: Request, exception: Exception) -> None:
+    def process_exception(self, request: Request, exception: Exception, spider: Any = None) -> None:
         """Say why a rendered page failed when the browser's relay refused a connection meanwhile.
 
         The relay cannot tell which page a connection is for: a refusal during the request, and an

@@ -70,6 +70,8 @@ class PromptStop:
         # Scrapy sends no signal when a stop begins; engine.stop_async() calls close_spider_async()
         # with "shutdown" before it waits for the requests in progress, so that call is the hook.
         engine = self.crawler.engine
+        if not hasattr(engine, "close_spider_async"):
+            return  # Scrapy before 2.13 (a project's pinned one): its own graceful stop, not hastened
         close_spider = engine.close_spider_async
 
         async def close_spider_async(*, reason: str = "cancelled") -> None:

@@ -1,0 +1,68 @@
+"""Project environments without a network: requirements found, locks carried in eggs, keys, pruning."""
+
+from __future__ import annotations
+
+import os
+import time
+import zipfile
+from io import BytesIO
+
+from crawlenv.envs import Options, env_key, prune, read_lock, usage
+from projects.environments import LOCK_MEMBER, egg_lock, find_requirements, lock_log_name, packages, with_lock
+
+LOCK = "python-slugify==9.2.0 \\\n    --hash=sha256:" + "a" * 64 + "\ntext-unidecode==1.3 \\\n    --hash=sha256:" + "b" * 64 + "\n"
+
+
+def egg(members: dict[str, str]) -> bytes:
+    buffer = BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for name, text in members.items():
+            zf.writestr(name, text)
+    return buffer.getvalue()
+
+
+def test_requirements_are_found_beside_scrapy_cfg_then_at_the_top(tmp_path):
+    project = tmp_path / "sub"
+    project.mkdir()
+    assert find_requirements(tmp_path, project) is None
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")  # no dependencies: not a source
+    assert find_requirements(tmp_path, project) is None
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\ndependencies = ['python-slugify']\n")
+    assert find_requirements(tmp_path, project).label == "pyproject.toml"
+    (project / "requirements.txt").write_text("python-slugify\n")
+    assert find_requirements(tmp_path, project).label == "sub/requirements.txt"
+
+
+def test_the_lock_travels_in_the_egg_and_replaces_an_older_one():
+    plain = egg({"EGG-INFO/PKG-INFO": "Name: x\n", "x/__init__.py": ""})
+    assert egg_lock(plain) is None and read_lock(plain) is None
+    locked = with_lock(with_lock(plain, "old==1\n"), LOCK)
+    names = zipfile.ZipFile(BytesIO(locked)).namelist()
+    assert names.count(LOCK_MEMBER) == 1 and "x/__init__.py" in names
+    assert egg_lock(locked) == read_lock(locked) == LOCK  # the platform and the node read the same member
+    assert packages(LOCK) == ["python-slugify==9.2.0", "text-unidecode==1.3"]
+    assert len(lock_log_name(LOCK)) == 24
+
+
+def test_one_environment_per_lock_and_python():
+    assert env_key(LOCK) == env_key(LOCK)
+    assert env_key(LOCK) != env_key(LOCK + "\n")
+
+
+def test_index_flags_never_build_sdists_unless_allowed(tmp_path):
+    flags = Options(envs_dir=tmp_path, find_links=["/w"], no_index=True).index_args()
+    assert flags == ["--no-index", "--find-links", "/w", "--only-binary", ":all:"]
+    assert "--only-binary" not in Options(envs_dir=tmp_path, no_index=True, allow_sdist=True).index_args()
+
+
+def test_prune_keeps_used_and_recent_environments(tmp_path):
+    for key in ("kept", "recent", "old"):
+        (tmp_path / key).mkdir()
+        (tmp_path / key / ".ready").write_text("{}")
+        (tmp_path / key / "requirements.lock").write_text(LOCK)
+        (tmp_path / key / ".used").write_text(str(time.time() - (10_000 if key != "recent" else 10)))
+    os.utime(tmp_path / "old", (0, 0))
+    removed = prune(tmp_path, keep={"kept"}, grace=3600, log=lambda line: None)
+    assert removed == ["old"]
+    assert sorted(usage(tmp_path)["environments"]) == ["kept", "recent"]
+    assert usage(tmp_path)["environments"]["kept"]["lock_sha256"]
