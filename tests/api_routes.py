@@ -87,7 +87,7 @@ def make_objects(user) -> dict[str, dict[str, str]]:
     from exports.models import ResultFile
     from jobs.models import Job, Run, RunStatus
     from nodes.models import Node
-    from projects.models import Deploy, Project, Source
+    from projects.models import Deploy, Project, ProjectVersion, Source
     from schedules.services import set_schedule
     from schedules.spec import parse_scheduling
 
@@ -105,13 +105,15 @@ def make_objects(user) -> dict[str, dict[str, str]]:
     node = Node.objects.create(name=f"node{user.pk}", url="http://127.0.0.1:9/")
     project = Project.objects.create(owner=user, name=f"shop{user.pk}", git_url="https://github.com/acme/shop.git")
     deploy = Deploy.objects.create(project=project, source=Source.GIT, ref="main")
+    version = ProjectVersion.objects.create(project=project, version="a" * 40, spiders=["s"], settings_module="s.settings",
+                                            egg_sha256="0" * 64)
     job_ids = {"pk": str(job.id)}
     run_ids = {"pk": str(run.id), "run_id": str(run.id)}
     return {
         "jobs": job_ids,
         "runs": run_ids,
         "files": {"file_id": str(file.id), "filename": file.filename},
-        "projects": {"pk": str(project.id), "deploy_id": str(deploy.id)},
+        "projects": {"pk": str(project.id), "deploy_id": str(deploy.id), "version": version.version},
         "nodes": {"pk": str(node.id)},  # no user's: staff only
     }
 

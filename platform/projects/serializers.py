@@ -61,7 +61,7 @@ class ProjectSerializer(StrictFieldsMixin, serializers.ModelSerializer):
 
     def validate_name(self, value: str) -> str:
         _check(name_error(value), value)
-        owner = self.context["request"].user
+        owner = self.context.get("owner") or self.context["request"].user  # the admin names the owner
         if Project.objects.filter(owner=owner, name=value).exists():
             raise serializers.ValidationError("You already have a project with this name")
         return value

@@ -14,6 +14,7 @@ from core.outbox import send_on_commit
 
 from .deploys import DeployLog, deploy_egg, run_deploy
 from .models import Deploy, Project, ProjectVersion, Source, Spider, Trigger
+from .operations import delete_project, get_version, make_current
 from .runnable import find_runnable_spider
 from .validation import ref_error
 from .versions import ensure_version, ensure_versions
@@ -22,10 +23,13 @@ __all__ = [
     "DeployLog",
     "create_project",
     "current_version",
+    "delete_project",
     "deploy_egg",
     "ensure_version",
     "ensure_versions",
     "find_spider",
+    "get_version",
+    "make_current",
     "request_deploy",
     "run_deploy",
     "spiders_for",

@@ -21,12 +21,14 @@ from .serializers import (
     HookResultSerializer,
     ProjectDetailSerializer,
     ProjectSerializer,
+    VersionSerializer,
 )
 
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
 
 
-class ProjectViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet):
+class ProjectViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
+                     mixins.DestroyModelMixin, viewsets.GenericViewSet):
     """The caller's Scrapy projects, deployed from git."""
 
     queryset = Project.objects.none()  # for the schema; requests use get_queryset
@@ -51,6 +53,20 @@ class ProjectViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cr
             deploy_key=data.get("deploy_key", ""),
         )
         serializer.instance = selectors.get_project(self.request.user, project.pk)
+
+    def perform_destroy(self, instance: Project) -> None:
+        services.delete_project(project=instance)  # 409 while a job uses it or a run of it is active
+
+    @extend_schema(
+        request=None,
+        parameters=[OpenApiParameter("version", str, OpenApiParameter.PATH)],
+        responses={200: VersionSerializer, 404: OpenApiResponse(ERROR_REF), 409: OpenApiResponse(ERROR_REF)},
+    )
+    @action(detail=True, methods=["post"], url_path=r"versions/(?P<version>[^/]+)/make-current", url_name="make-current")
+    def make_current(self, request: Request, pk: str, version: str) -> Response:
+        """Make an earlier version current again (a rollback, nothing rebuilt): runs use it from now on."""
+        found = services.get_version(self.get_object(), version)
+        return Response(VersionSerializer(services.make_current(version=found)).data)
 
     @idempotent
     @extend_schema(request=DeployRequestSerializer, responses={202: DeploySerializer})
