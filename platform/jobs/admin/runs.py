@@ -20,7 +20,7 @@ from exports.models import ResultFile
 
 from .. import control, removal
 from ..models import Run
-from .runs_views import STATUS_VARIANTS, RunPagesMixin, compact, duration
+from .runs_views import STATUS_VARIANTS, RunPagesMixin, duration, value_html
 
 CANCELLABLE = {"queued", "pending", "running"}
 
@@ -38,10 +38,10 @@ class RunAdmin(RunPagesMixin, ModelAdmin):
     actions_detail = ["cancel_detail"]
     change_form_outer_before_template = "admin/jobs/run/before.html"
     change_form_outer_after_template = "admin/jobs/run/after.html"
+    # What changes while the run goes (status, node, times, counters, error) is in the live panel above these.
     fieldsets = [
-        (None, {"fields": ["job", "spider_name", "node", "scrapyd_job", "trigger", "close_reason", "partial", "error"]}),
-        ("Schedule", {"fields": ["schedule", "fire_time", "overlap_policy"]}),
-        ("Times", {"fields": ["created_at", "started_at", "finished_at", "last_report_at"]}),
+        (None, {"fields": ["job", "spider_name", "scrapyd_job", "trigger", "created_at"]}),
+        ("Schedule", {"fields": ["schedule", "fire_time", "overlap_policy"], "classes": ["collapse"]}),
         ("Configuration", {"fields": ["config_table", "arguments_table"]}),
     ]
 
@@ -99,7 +99,7 @@ class RunAdmin(RunPagesMixin, ModelAdmin):
             return "-"
         rows = format_html_join(
             "", '<tr><th class="font-medium pr-4 py-1 text-left align-top whitespace-nowrap">{}</th><td class="py-1">{}</td></tr>',
-            ((key, compact(value)) for key, value in values.items()),
+            ((key, value_html(value)) for key, value in values.items()),
         )
         return format_html('<table class="text-sm">{}</table>', rows)
 

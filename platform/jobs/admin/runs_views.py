@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonRes
 from django.shortcuts import render
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from core.errors import PlatformError, ValidationFailed, error_body
@@ -102,6 +102,26 @@ def compact(value: Any) -> str:
     if isinstance(value, str):
         return value
     return json.dumps(value, ensure_ascii=False, separators=(", ", ": "), default=str)
+
+
+def value_html(value: Any) -> str:
+    """A configuration value for reading: a list of rows (a list of objects) as a table, a list one per line,
+    an object as `key: value` lines, anything else compact."""
+    if value is None or value == [] or value == {}:
+        return NULL_CELL
+    if isinstance(value, list) and all(isinstance(entry, dict) for entry in value):
+        keys = list(dict.fromkeys(key for entry in value for key in entry))
+        head = format_html_join("", '<th class="font-medium pr-3 text-left">{}</th>', ((key,) for key in keys))
+        body = format_html_join("", "<tr>{}</tr>", (
+            (format_html_join("", '<td class="pr-3 align-top">{}</td>', ((compact(entry.get(key)),) for key in keys)),)
+            for entry in value
+        ))
+        return format_html('<table class="text-sm"><thead><tr>{}</tr></thead><tbody>{}</tbody></table>', head, body)
+    if isinstance(value, list):
+        return format_html_join("", '<div class="break-words">{}</div>', ((compact(entry),) for entry in value))
+    if isinstance(value, dict):
+        return format_html_join("", '<div class="break-words">{}: {}</div>', ((key, compact(entry)) for key, entry in value.items()))
+    return format_html("{}", compact(value))
 
 
 NULL_CELL = mark_safe('<span class="text-base-400">-</span>')  # noqa: S308 - a constant
