@@ -461,10 +461,11 @@ UNFOLD = {
         {"icon": "data_object", "title": "API schema", "link": "/api/v1/schema/"},
         {"icon": "monitor_heart", "title": "Health", "link": "/api/v1/health"},
     ],
-    # django-celery-beat's models are not listed: the platform writes them (schedules/admin.py).
+    # django-celery-beat's models are not listed, in the groups or under "All applications": the
+    # platform writes them (schedules/admin.py). "All applications" reaches any model not in a group.
     "SIDEBAR": {
         "show_search": True,
-        "show_all_applications": False,
+        "show_all_applications": True,
         "navigation": [
             _console_group(
                 "Operate",

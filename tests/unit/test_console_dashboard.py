@@ -157,3 +157,17 @@ def test_the_sidebar_groups_the_console_and_hides_the_beat_models(admin_client):
         assert f'href="{link}"' in html
     assert "Periodic tasks" not in html
     assert 'href="/api/v1/docs/"' in html and 'href="/api/v1/health"' in html  # View site and the header's links
+
+
+def test_staff_see_only_the_sidebar_links_they_may_open(client, django_user_model):
+    from django.contrib.auth.models import Permission
+
+    staff = django_user_model.objects.create_user("op", password="pw", is_staff=True)
+    staff.user_permissions.add(Permission.objects.get(codename="view_run"))
+    client.force_login(staff)
+    page = client.get("/admin/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert 'href="/admin/jobs/run/"' in html and 'data-figure="total-runs"' in html
+    for hidden in ("/admin/jobs/job/", "/admin/core/apikey/", "/admin/auth/user/", "/admin/nodes/node/"):
+        assert f'href="{hidden}"' not in html

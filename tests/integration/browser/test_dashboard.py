@@ -107,3 +107,37 @@ def test_schedules_show_their_zone_and_beat_entries_are_read_only(console, opera
     assert "/admin/django_celery_beat/periodictask/" in console.page.url
     assert "Schedule of job" in console.page.inner_text("body")
     assert console.page.locator("button[name=_save]").count() == 0 and console.page.locator("input[name=enabled]").count() == 0
+
+
+def test_the_dashboard_with_two_weeks_of_history(console, operator):
+    """Seeded runs across days and outcomes: every part of the dashboard has something to draw."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from nodes.models import Node
+    from usage.models import UsageCounter
+
+    node = Node.objects.create(name="node-busy", url="http://127.0.0.1:9/", slots=4)
+    job = create_job(owner=operator, name="History", source=["https://example.com/"], queries=QUERIES)
+    now = timezone.now()
+    outcomes = [RunStatus.SUCCEEDED] * 5 + [RunStatus.FAILED, RunStatus.LOST, RunStatus.CANCELLED]
+    runs = []
+    for day in range(14):
+        for i, status in enumerate(outcomes[: 3 + day % 6]):
+            at = now - timedelta(days=day, minutes=i)
+            runs.append(Run(owner=operator, job=job, project="builtin", spider="query", status=status, created_at=at,
+                            finished_at=at, items_scraped=20 * (i + 1), stats={"downloader/response_count": 10 * (i + 1)},
+                            error="The crawl closed with reason: memusage_exceeded" if status == RunStatus.FAILED else ""))
+    runs += [Run(owner=operator, job=job, project="builtin", spider="query", status=s, node=node)
+             for s in (RunStatus.RUNNING, RunStatus.RUNNING, RunStatus.PENDING)]
+    Run.objects.bulk_create(runs)
+    UsageCounter.objects.create(user=operator, kind="crawl_requests", day=timezone.localdate(), quantity=12345)
+    console.goto("/admin/")
+    assert drawn_charts(console) == 3
+    assert figure(console, "total-runs") == len(runs)
+    assert figure(console, "active-runs") == 3
+    assert "3 / 4" in console.page.inner_text("#node-capacity")
+    assert console.page.locator("#last-failures tbody tr").count() == 10
+    assert "memusage_exceeded" in console.page.inner_text("#last-failures")
+    assert "12,345" in console.page.inner_text("#month-usage")
