@@ -127,7 +127,9 @@ class _Deadline:
         self.end = time.monotonic() + seconds
         self.expired = False
         self.done = False
-        self._connections: list[HTTPConnection] = []
+        # The sockets themselves: http.client drops a connection's `sock` once a response that closes the
+        # connection (HTTP/1.0, `Connection: close`) is under way, while the response still reads from it.
+        self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
 
     def __enter__(self) -> _Deadline:
@@ -137,25 +139,23 @@ class _Deadline:
     def __exit__(self, *exc_info: object) -> None:
         with self._lock:
             self.done = True
-            self._connections.clear()  # the watchdog keeps the deadline until its time: not its connections
+            self._sockets.clear()  # the watchdog keeps the deadline until its time: not its sockets
 
     def left(self) -> float:
         return max(0.0, self.end - time.monotonic())
 
-    def watch(self, connection: HTTPConnection) -> None:
+    def watch(self, sock: socket.socket) -> None:
         with self._lock:
-            self._connections.append(connection)
+            self._sockets.append(sock)
 
     def expire(self) -> None:
         with self._lock:
             if self.done:
                 return
             self.expired = True
-            for connection in self._connections:
-                sock = getattr(connection, "sock", None)
-                if sock is not None:
-                    with contextlib.suppress(OSError):
-                        sock.shutdown(socket.SHUT_RDWR)
+            for sock in self._sockets:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
 
 class _GuardedConnectionMixin:
@@ -206,8 +206,12 @@ class _GuardedConnectionMixin:
         if reason:
             sock.close()
             raise _Refused(reason)
-        self.deadline.watch(self)  # type: ignore[arg-type]
+        self.deadline.watch(sock)  # the TLS handshake included
         return sock
+
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        self.deadline.watch(self.sock)  # for https, the TLS socket that took the plain one's place
 
 
 class _GuardedHTTPConnection(_GuardedConnectionMixin, HTTPConnection):

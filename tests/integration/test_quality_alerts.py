@@ -168,3 +168,70 @@ def test_a_receiver_answering_500_twice_gets_the_event_on_the_third_try(platform
     assert verified(hook.requests[-1], endpoint["secret"])["run"]["run_id"] == run["run_id"]
     assert api.get(f"/api/v1/deliveries/{delivery['delivery_id']}").json()["attempts"] == 3
     assert Delivery.objects.get(pk=delivery["delivery_id"]).attempt_log.count() == 3
+
+
+class Slow(BaseHTTPRequestHandler):
+    """Answers headers, then drips its body a byte a second: a receiver that would hold a worker."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(200)
+        self.send_header("Content-Length", "100")
+        self.end_headers()
+        import time
+
+        for _ in range(100):
+            try:
+                self.wfile.write(b".")
+                self.wfile.flush()
+            except OSError:
+                return
+            time.sleep(1)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def slow_url():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook"
+    server.shutdown()
+    server.server_close()
+
+
+def _pending_delivery(user, url: str) -> Delivery:
+    from alerts.events import emit
+    from alerts.models import Endpoint
+    from jobs.models import Run, RunStatus
+
+    Endpoint.objects.create(owner=user, url=url, events=["run.failed"])
+    run = Run.objects.create(owner=user, project="builtin", spider="query", status=RunStatus.FAILED)
+    [delivery] = emit("run.failed", run=run)
+    return delivery
+
+
+@pytest.mark.django_db
+def test_a_slow_receiver_cannot_hold_the_worker_past_the_timeout(user, slow_url, settings):
+    from alerts.delivery import attempt
+
+    settings.ALERTS_TIMEOUT = 1.5
+    delivery = _pending_delivery(user, slow_url)
+    assert attempt(str(delivery.pk)) is not None  # to be tried again
+    [tried] = delivery.attempt_log.all()
+    assert not tried.ok and tried.error.startswith("Timed out") and "limit 1.5 s" in tried.error
+    assert tried.duration_ms < 10_000  # ended by the deadline, not by the body's 100 s
+
+
+@pytest.mark.django_db
+def test_a_host_name_is_judged_by_what_it_resolves_to_where_it_connects(user, settings):
+    from alerts.delivery import attempt
+
+    settings.CRAWL_ALLOWED_NETWORKS = ()  # loopback refused again, as in production
+    delivery = _pending_delivery(user, "http://localhost:9/hook")
+    attempt(str(delivery.pk))
+    [tried] = delivery.attempt_log.all()
+    assert not tried.ok and tried.status_code is None
+    assert "loopback" in tried.error
