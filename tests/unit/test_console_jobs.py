@@ -258,3 +258,22 @@ def test_test_queries_reports_the_api_errors(admin_client):
     assert "queries[0].query" in content and "url" in content
     assert not Job.objects.exists()
     assert admin_client.get("/admin/jobs/job/preview/").status_code == 405
+
+
+def test_a_schedule_given_with_a_new_job_is_saved_with_it(admin_client, admin_user):
+    data = form_data(owner=admin_user)
+    data.update({"schedule-TOTAL_FORMS": "1", "schedule-0-cron": "", "schedule-0-days_text": "",
+                 "schedule-0-hours_text": "9", "schedule-0-minutes_text": "30", "schedule-0-timezone": "Europe/Paris",
+                 "schedule-0-overlap": "skip"})
+    response = admin_client.post(ADD, data)
+    assert response.status_code == 302, response.context and response.context["adminform"].form.errors
+    job = Job.objects.get()
+    assert job.owner == admin_user and job.schedule.hours == [9] and job.schedule.timezone == "Europe/Paris"
+    assert job.schedule.periodic_task is not None  # its beat entry, as the API's scheduling makes
+
+
+def test_test_queries_follows_the_crawl_network_policy(admin_client, settings):
+    settings.CRAWL_ALLOWED_NETWORKS = []  # nothing private may be fetched, as in production by default
+    data = form_data(source=["http://127.0.0.1:9/page.html"])
+    content = admin_client.post("/admin/jobs/job/preview/", data).content.decode()
+    assert 'id="query-test-errors"' in content and "<code>url</code>" in content

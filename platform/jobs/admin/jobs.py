@@ -95,7 +95,7 @@ class JobAdmin(ModelAdmin):
             last_run_items=Subquery(runs.values("items_scraped")[:1]),
         )
 
-    @admin.display(description="Last run", ordering="last_run_status")
+    @admin.display(description="Last run")
     def last_status(self, job: Job) -> str:
         badge = status_badge(getattr(job, "last_run_status", None))
         return format_html("{} {}", badge, status_badge("paused")) if job.paused else badge
@@ -104,7 +104,7 @@ class JobAdmin(ModelAdmin):
     def last_run(self, job: Job) -> Any:
         return getattr(job, "last_run_at", None) or "-"
 
-    @admin.display(description="Items (last run)", ordering="last_run_items")
+    @admin.display(description="Items (last run)")
     def last_items(self, job: Job) -> Any:
         items = getattr(job, "last_run_items", None)
         return "-" if items is None else f"{items:,}"
