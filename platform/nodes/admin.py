@@ -25,7 +25,7 @@ STATE_VARIANTS = {"enabled": "success", "draining": "warning", "disabled": ""}
 class NodeForm(WriteOnlyPasswordForm):
     class Meta:
         model = Node
-        fields = ["name", "url", "username", "password", "clear_password", "slots", "enabled", "draining"]
+        fields = ["name", "url", "username", "password", "clear_password", "slots", "labels", "enabled", "draining"]
 
 
 @admin.register(Node)
@@ -38,7 +38,7 @@ class NodeAdmin(WriteOnlyPasswordAdmin):
     readonly_fields = ["state_label", "health", "running", "pending", "free", "builtin_version", "last_seen_at",
                        "last_error", "created_at"]
     fieldsets = [
-        (None, {"fields": ["name", "url", "slots", "enabled", "draining"]}),
+        (None, {"fields": ["name", "url", "slots", "labels", "enabled", "draining"]}),
         ("Basic auth", {"fields": ["username", "password", "clear_password"]}),
         ("Load and health", {"fields": ["state_label", "running", "pending", "free", "health", "last_seen_at",
                                         "last_error", "builtin_version", "created_at"]}),

@@ -26,8 +26,8 @@ class NodeSerializer(StrictFieldsMixin, serializers.ModelSerializer):
 
     class Meta:
         model = Node
-        fields = ["id", "name", "url", "username", "password", "has_password", "slots", "enabled", "draining", "state",
-                  "running", "pending", "free", "builtin_version", "last_seen_at", "last_error", "created_at"]
+        fields = ["id", "name", "url", "username", "password", "has_password", "slots", "labels", "enabled", "draining",
+                  "state", "running", "pending", "free", "builtin_version", "last_seen_at", "last_error", "created_at"]
         read_only_fields = ["builtin_version", "last_seen_at", "last_error", "created_at"]
 
     def validate_url(self, value: str) -> str:
