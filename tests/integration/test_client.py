@@ -185,6 +185,26 @@ def test_a_wait_that_runs_out_of_time_raises_with_the_run(transactional_db, live
     assert isinstance(caught.value, TimeoutError) and caught.value.last.status == "queued"
 
 
+def test_sync_scrape_and_its_capture_by_job_id(transactional_db, fetcher, live_server, api, site, settings, tmp_path):
+    settings.EXPORT_DIR = tmp_path / "exports"
+    settings.EXPORT_TMP_DIR = tmp_path / "exports" / ".tmp"
+    with Platform(live_server.url, api.raw_key) as client:
+        result = client.sync.scrape(f"{site.url}product1.html", queries=QUERIES)
+        assert result.status_code == 200 and result.extracted_data["name"] == "Widget 1", result.data
+        capture = client.files.get(result.job_id)
+        assert capture.content_type.startswith("text/html") and "Widget 1" in capture.text
+        assert capture.filename == f"{result.job_id}.html"
+        assert client.files.info(result.job_id).status == "enabled"
+
+        missing = client.sync.scrape(f"{site.url}no-such-page.html")  # a failed fetch is an answer, not an error
+        assert missing.status_code == 404
+        with pytest.raises(ValidationError) as caught:
+            client.sync.scrape("ftp://example.com/")
+        assert "url" in caught.value.details
+        with pytest.raises(NotFound):
+            client.files.get(str(uuid.uuid4()))
+
+
 def cli(env: dict[str, str], *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "scrapy_platform_client", *args], env=env, input=stdin,
                           capture_output=True, text=True, timeout=180)
