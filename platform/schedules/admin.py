@@ -178,6 +178,8 @@ class BeatReadOnly(ModelAdmin):
     """django-celery-beat's rows, shown for reference only (the platform writes them)."""
 
     actions = None
+    list_before_template = "console/beat_readonly_note.html"
+    change_form_before_template = "console/beat_readonly_note.html"
 
     def has_module_permission(self, request) -> bool:
         return False  # not on the index or in the sidebar; the schedule's "Beat entry" links here

@@ -203,3 +203,9 @@ def test_the_job_pages_schedule_section_saves_through_the_service(root, schedule
     assert formset.is_valid(), formset.errors
     formset.save()
     assert not Schedule.objects.filter(job=job).exists() and not PeriodicTask.objects.filter(task="schedules.fire").exists()
+
+
+def test_beat_pages_say_why_they_are_read_only(admin_client, scheduled):
+    task = PeriodicTask.objects.get(task="schedules.fire")
+    for path in ("/admin/django_celery_beat/periodictask/", f"/admin/django_celery_beat/periodictask/{task.pk}/change/"):
+        assert b"Read only: the platform writes these" in admin_client.get(path).content
