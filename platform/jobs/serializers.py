@@ -451,6 +451,11 @@ class StartRunSerializer(StrictFieldsMixin, serializers.Serializer):
     spider_name = serializers.CharField(required=False, max_length=200)
     arguments = serializers.JSONField(required=False, default=dict)
     version = serializers.CharField(required=False, max_length=100, help_text="Pin a deployed version")
+    # Run policies (docs/jobs.md): without a job, the platform defaults apply unless given here.
+    priority = serializers.IntegerField(min_value=0, max_value=4, required=False, help_text="0 (most urgent) to 4; default 2")
+    time_limit_s = serializers.IntegerField(
+        min_value=0, required=False, help_text="Seconds the run may go on (0: no limit; default RUN_TIME_LIMIT_S)"
+    )
 
     def validate(self, data: dict) -> dict:
         if not data.get("spider_id") and not data.get("spider_name"):

@@ -272,7 +272,8 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
         runnable = find_runnable_spider(request.user, spider_id=data.get("spider_id"),
                                         spider_name=data.get("spider_name"), version=data.get("version"))
         run = services.start_spider_run(owner=request.user, spider=runnable.spider, arguments=data["arguments"],
-                                        version=runnable.version.version, api_key=key_of(request))
+                                        version=runnable.version.version, api_key=key_of(request),
+                                        priority=data.get("priority"), time_limit_s=data.get("time_limit_s"))
         return Response({"run_id": str(run.id), "status": run.status}, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(

@@ -290,3 +290,21 @@ def test_bad_policies_are_a_clear_400(api, fields, path):
     body = response.json()
     assert body["error"] == "validation_error"
     assert any(key == path or key.startswith(path) for key in body["details"]), body
+
+
+def test_a_spider_run_without_a_job_takes_the_platform_defaults_or_what_it_is_given(api, user, settings):
+    from projects.models import Project, ProjectVersion, Spider
+
+    project = Project.objects.create(owner=user, name="shop", git_url="https://github.com/acme/shop.git")
+    version = ProjectVersion.objects.create(project=project, version="v1", spiders=["books"], settings_module="s",
+                                            egg_sha256="x", is_current=True)
+    Spider.objects.create(project=project, name="books", version=version, repo_path="shop/spiders/books.py")
+    settings.RUN_TIME_LIMIT_S = 900
+    default = api.post("/api/v1/runs", {"spider_name": "books"}, format="json")
+    given = api.post("/api/v1/runs", {"spider_name": "books", "priority": 0, "time_limit_s": 30}, format="json")
+    assert default.status_code == given.status_code == 202, (default.json(), given.json())
+    first, second = (Run.objects.get(pk=r.json()["run_id"]) for r in (default, given))
+    assert (first.priority, first.time_limit_s) == (2, 900)
+    assert (second.priority, second.time_limit_s) == (0, 30)
+    bad = api.post("/api/v1/runs", {"spider_name": "books", "priority": 9}, format="json")
+    assert bad.status_code == 400 and "priority" in bad.json()["details"]
