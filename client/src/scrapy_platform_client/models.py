@@ -165,7 +165,8 @@ class Run(Resource):
     def log(self, *, follow: bool = False, tail: int | None = None, poll_interval: float = 1.0) -> Iterator[str]:
         """The run's log, line by line: all of it (or its last `tail` lines); with `follow`, until the run ends.
 
-        Follows with `?since=` offsets (X-Log-Next-Offset), as `tail -f` would.
+        Follows with `?since=` offsets (X-Log-Next-Offset), as `tail -f` would, waiting for a run that has
+        not reached a node yet. Without `follow`, a run with no log (yet) raises NotFound.
         """
         offset: int | None = None
         buffer = ""
@@ -176,8 +177,10 @@ class Run(Resource):
             try:
                 response = self._t.request("GET", f"runs/{self.id}/log", params=params)
             except NotFound:
-                # No log yet (not on a node yet), or none at all: go on waiting only while the run may still write one.
-                if not follow or self.refresh().ended:
+                # No log yet (not on a node yet), or none at all: a follow waits while the run may still write one.
+                if not follow:
+                    raise
+                if self.refresh().ended:
                     return
                 time.sleep(idle)
                 continue
