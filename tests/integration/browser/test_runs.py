@@ -52,6 +52,14 @@ def test_run_page_follows_the_crawl_and_serves_its_items(console, api, site, nod
     assert "Spider closed (finished)" in page.inner_text("#run-log")
     console.screenshot("succeeded-in-place")
 
+    # The list shows it, with its status label, job, node and items.
+    console.goto("/admin/jobs/run/?status__exact=succeeded")
+    row = page.locator("#result_list tbody tr", has_text=run_id[:8])
+    assert "succeeded" in row.inner_text().lower() and "Products" in row.inner_text() and "node-a" in row.inner_text()
+    row.locator("a", has_text=run_id[:8]).click()
+    console.settled()
+    page.evaluate("() => { window.__sameDocument = true; }")
+
     # Items: the final result, then page 2 in place.
     page.wait_for_function("() => document.getElementById('run-items-range')?.textContent.includes('of 30')")
     assert page.inner_text("#run-items-range") == "Items 1–25 of 30"
