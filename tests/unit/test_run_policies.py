@@ -308,3 +308,43 @@ def test_a_spider_run_without_a_job_takes_the_platform_defaults_or_what_it_is_gi
     assert (second.priority, second.time_limit_s) == (0, 30)
     bad = api.post("/api/v1/runs", {"spider_name": "books", "priority": 9}, format="json")
     assert bad.status_code == 400 and "priority" in bad.json()["details"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_taking_runs_at_once_never_give_one_slot_twice(user, monkeypatch):
+    import threading
+    import time
+
+    from django.db import connection
+
+    Node.objects.create(name="n", url="http://127.0.0.1:1/", slots=1)
+    for _ in range(5):
+        make_run(user)
+    take = queue._take
+
+    def slow_take(now):  # widen the window between counting free slots and taking runs
+        time.sleep(0.3)
+        return take(now)
+
+    monkeypatch.setattr(queue, "_take", slow_take)
+    start = threading.Barrier(4)
+    results, errors = [], []
+
+    def worker():
+        start.wait()
+        try:
+            results.append(queue.pump())
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sum(len(taken) for taken in results) == 1
+    assert Run.objects.filter(dequeued_at__isnull=False).count() == 1
+    assert QueueLease.objects.get().holder == ""  # let go
