@@ -240,7 +240,7 @@ class JobForm(forms.ModelForm):
         return top if top in self.fields else None
 
 
-QUERY_RESULTS = [("first", "First match"), ("all", "All matches (a list)"), ("join", "All matches joined")]
+QUERY_RESULTS = [("first", "First match"), ("all", "All, a list"), ("join", "All, joined")]
 
 
 class QueryForm(forms.ModelForm):
@@ -248,9 +248,9 @@ class QueryForm(forms.ModelForm):
 
     name = forms.CharField(required=False, strip=False, widget=UnfoldAdminTextInputWidget(attrs={"size": 14}))
     type = forms.ChoiceField(choices=[("xpath", "XPath"), ("css", "CSS"), ("regex", "Regex")], required=False,
-                             widget=UnfoldAdminSelectWidget(attrs={"class": "w-24"}))
+                             widget=UnfoldAdminSelectWidget(attrs={"class": "min-w-32"}))
     query = forms.CharField(required=False, strip=False,
-                            widget=UnfoldAdminTextInputWidget(attrs={"class": "font-mono", "size": 48}))
+                            widget=UnfoldAdminTextInputWidget(attrs={"class": "font-mono", "size": 36}))
     result = forms.ChoiceField(choices=QUERY_RESULTS, initial="first", required=False,
                                widget=UnfoldAdminSelectWidget(attrs={"class": "min-w-32"}))
     separator = forms.CharField(required=False, strip=False, help_text="Empty: a space",
