@@ -19,7 +19,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db.models import BigIntegerField, Count, Max, Q, Sum
+from django.db.models import BigIntegerField, Count, F, Func, Max, Q, Sum
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, Coalesce, TruncDate
 from django.urls import reverse
@@ -46,6 +46,40 @@ ACTIVE_STATUSES = (RunStatus.QUEUED, RunStatus.PENDING, RunStatus.RUNNING)
 JUDGED = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.LOST)
 PAGES_STAT = "downloader/response_count"  # the stat usage meters as crawl_responses
 BYTE_KINDS = {Kind.BYTES_DOWNLOADED, Kind.EXPORT_BYTES}
+
+
+# A stat a crawl reported is JSON it chose: a count outside [0, MAX_COUNT], text or null counts as 0
+# (as usage.services._stat reads stats), so one odd report cannot break the sum or the page.
+MAX_COUNT = 10**15
+
+
+class JsonCount(Func):
+    """The whole number under `key` of a JSON column, or 0 when it is absent, not a number, or absurd."""
+
+    output_field = BigIntegerField()
+
+    def __init__(self, column: str, key: str) -> None:
+        super().__init__(F(column))
+        self.key = key
+
+    def as_sqlite(self, compiler, connection, **extra):
+        column, params = compiler.compile(self.source_expressions[0])
+        path = '$."' + self.key.replace('"', "") + '"'
+        value = f"json_extract({column}, %s)"
+        sql = (f"CASE WHEN json_type({column}, %s) IN ('integer', 'real') AND {value} BETWEEN 0 AND {MAX_COUNT} "
+               f"THEN CAST({value} AS INTEGER) ELSE 0 END")
+        return sql, (*params, path, *params, path, *params, path)
+
+    def as_postgresql(self, compiler, connection, **extra):
+        column, params = compiler.compile(self.source_expressions[0])
+        # CASE evaluates in order: the cast only meets numbers, and only those in range reach ::bigint.
+        value = f"({column} ->> %s)::numeric"
+        sql = (f"CASE WHEN jsonb_typeof({column} -> %s) <> 'number' THEN 0 "
+               f"WHEN {value} BETWEEN 0 AND {MAX_COUNT} THEN trunc({value})::bigint ELSE 0 END")
+        return sql, (*params, self.key, *params, self.key, *params, self.key)
+
+    def as_sql(self, compiler, connection, **extra):  # other databases: a plain cast
+        return compiler.compile(Cast(KeyTextTransform(self.key, self.source_expressions[0]), BigIntegerField()))
 
 
 def _stacked_options() -> str:
@@ -77,7 +111,7 @@ def run_series(today: date) -> dict[str, Any]:
         .annotate(
             runs=Count("id"),
             items=Coalesce(Sum("items_scraped"), 0),
-            pages=Coalesce(Sum(Cast(KeyTextTransform(PAGES_STAT, "stats"), BigIntegerField())), 0),
+            pages=Coalesce(Sum(JsonCount("stats", PAGES_STAT)), 0),
         )
         .order_by()
     )

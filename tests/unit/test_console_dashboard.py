@@ -171,3 +171,13 @@ def test_staff_see_only_the_sidebar_links_they_may_open(client, django_user_mode
     assert 'href="/admin/jobs/run/"' in html and 'data-figure="total-runs"' in html
     for hidden in ("/admin/jobs/job/", "/admin/core/apikey/", "/admin/auth/user/", "/admin/nodes/node/"):
         assert f'href="{hidden}"' not in html
+
+
+def test_odd_stats_count_as_no_pages(job):
+    """A crawl reports its own stats: text, null, negative or absurd counts add nothing and break nothing."""
+    for value in ("12", None, -5, 10**20, 2.5, [3], {"n": 1}, True, 7):
+        Run.objects.create(owner=job.owner, job=job, project="builtin", spider="query", status=RunStatus.SUCCEEDED,
+                           stats={"downloader/response_count": value})
+    Run.objects.create(owner=job.owner, job=job, project="builtin", spider="query", status=RunStatus.SUCCEEDED,
+                       stats={"other": 1})
+    assert dashboard.run_series(timezone.localdate())["pages"][-1] == 2 + 7
