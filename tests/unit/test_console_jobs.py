@@ -12,6 +12,8 @@ from django.utils import timezone
 from jobs.admin.jobs import RECENT_RUNS
 from jobs.admin.jobs_forms import representation
 from jobs.models import Job, Query, Run, RunStatus
+from projects.models import ProjectVersion, Spider
+from projects.services import create_project
 from schedules.models import Schedule
 
 pytestmark = pytest.mark.django_db
@@ -277,3 +279,18 @@ def test_test_queries_follows_the_crawl_network_policy(admin_client, settings):
     data = form_data(source=["http://127.0.0.1:9/page.html"])
     content = admin_client.post("/admin/jobs/job/preview/", data).content.decode()
     assert 'id="query-test-errors"' in content and "<code>url</code>" in content
+
+
+def test_a_spider_job_takes_a_deployed_spider_and_its_arguments(admin_client, user):
+    project = create_project(owner=user, name="shop", git_url="https://x.org/a/shop")
+    version = ProjectVersion.objects.create(project=project, version="v1", spiders=["both"], settings_module="s",
+                                            egg_sha256="a", is_current=True)
+    spider = Spider.objects.create(project=project, name="both", version=version)
+    data = form_data(owner=user, source=[], queries=[], spider=str(spider.pk), arguments="region=eu\njobid=1")
+    response = admin_client.post(ADD, data)
+    assert response.status_code == 200 and "jobid" in response.context["adminform"].form.errors["arguments"][0]
+    assert not Job.objects.exists()
+    response = admin_client.post(ADD, {**data, "arguments": "region = eu"})
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    job = Job.objects.get()
+    assert job.spider == spider and job.arguments == {"region": "eu"} and job.source == [] and not job.queries.exists()
