@@ -61,12 +61,18 @@ class Options:
     def index_args(self) -> list[str]:
         """uv's index flags: those given, else the ones the node's pip is configured with (uv reads no pip.conf)."""
         index, extra, links = self.index_url, list(self.extra_index_urls), list(self.find_links)
+        pip_extra = False
         if self.use_pip_config and not self.no_index:
             pip = pip_config(self.python)
             index = index or pip.get("index-url", "")
+            pip_extra = bool(pip.get("extra-index-url", "").split())
             extra += [url for url in pip.get("extra-index-url", "").split() if url not in extra]
             links += [link for link in pip.get("find-links", "").split() if link not in links]
         args: list[str] = []
+        if pip_extra:
+            # pip picks the best version across all its indexes; uv by default only looks at the first
+            # index that has a package. Indexes taken from pip's configuration keep pip's meaning.
+            args += ["--index-strategy", "unsafe-best-match"]
         if self.no_index:
             args.append("--no-index")
         else:
