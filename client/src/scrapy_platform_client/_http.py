@@ -43,7 +43,8 @@ class Transport:
         self.retries = retries
         self.max_retry_wait = max_retry_wait
         self.http = client or httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
-        if client is not None:
+        if client is not None:  # a client of the caller's own (proxies, TLS, transports): this platform's URL and key
+            self.http.base_url = self.url
             self.http.headers.update(headers)
 
     def close(self) -> None:

@@ -149,7 +149,10 @@ class Run(Resource):
 
     def to_arrow(self) -> Any:
         """The items as a pyarrow Table, read from the Parquet download (native lists and structs)."""
-        import pyarrow.parquet as pq
+        try:
+            import pyarrow.parquet as pq
+        except ImportError as exc:
+            raise ImportError("DataFrames need the client's pandas extra: pip install 'scrapy-platform-client[pandas]'") from exc
 
         # Parquet's footer is at the end, so the file is spooled (to disk past 64 MiB), not parsed as it comes.
         with tempfile.SpooledTemporaryFile(max_size=64 * 1024 * 1024) as spool:
