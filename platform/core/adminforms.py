@@ -9,6 +9,7 @@ from django import forms
 from django.contrib import admin
 from django.db import models
 from unfold.admin import ModelAdmin
+from unfold.widgets import UnfoldAdminPasswordWidget, UnfoldBooleanWidget
 
 
 class WriteOnlyPasswordForm(forms.ModelForm):
@@ -18,13 +19,13 @@ class WriteOnlyPasswordForm(forms.ModelForm):
     """
 
     password = forms.CharField(
-        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        widget=UnfoldAdminPasswordWidget(attrs={"autocomplete": "new-password"}, render_value=False),
         required=False,
         strip=False,
         max_length=200,
         help_text="Set a new password, or leave blank to keep the current one.",
     )
-    clear_password = forms.BooleanField(required=False, label="Remove the password")
+    clear_password = forms.BooleanField(required=False, label="Remove the password", widget=UnfoldBooleanWidget)
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

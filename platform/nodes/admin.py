@@ -53,8 +53,8 @@ class NodeAdmin(WriteOnlyPasswordAdmin):
     def get_fieldsets(self, request, obj=None):
         fieldsets = super().get_fieldsets(request, obj)
         if obj is None:  # nothing to report before the node exists
-            return fieldsets[:2]
-        if not obj.has_password:
+            fieldsets = fieldsets[:2]
+        if obj is None or not obj.has_password:  # nothing to remove
             return [(name, {**opts, "fields": [f for f in opts["fields"] if f != "clear_password"]})
                     for name, opts in fieldsets]
         return fieldsets

@@ -8,6 +8,8 @@ through services.delete_project (refused while a job uses the project or a run o
 
 from __future__ import annotations
 
+import re
+
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
@@ -22,6 +24,12 @@ from unfold.admin import ModelAdmin, TabularInline
 from unfold.decorators import action, display
 from unfold.enums import ActionVariant
 from unfold.forms import BaseDialogForm
+from unfold.widgets import (
+    UnfoldAdminPasswordWidget,
+    UnfoldAdminTextareaWidget,
+    UnfoldAdminTextInputWidget,
+    UnfoldBooleanWidget,
+)
 
 from core.adminforms import after_dialog, badge
 from core.errors import PlatformError
@@ -35,14 +43,19 @@ STATUS_VARIANTS = {DeployStatus.BUILDING: "info", DeployStatus.SUCCEEDED: "succe
 RECENT = 10  # versions and deploys shown on a project's page (the lists hold the rest)
 
 
+def _short(ref: str) -> str:
+    """A ref as people read it: a full commit SHA shortened to 12 characters, a branch or tag as it is."""
+    return ref[:12] if re.fullmatch(r"[0-9a-f]{40}", ref or "") else ref
+
+
 def deploy_badge(deploy: Deploy) -> str:
     return mark_safe(badge(deploy.status, STATUS_VARIANTS.get(deploy.status, "")))  # noqa: S308 - a template's output
 
 
 def secret_input(label: str, help_text: str, *, textarea: bool = False) -> forms.CharField:
     """A write-only input: always rendered empty, left blank it keeps what is stored."""
-    widget = (forms.Textarea(attrs={"rows": 4, "autocomplete": "off", "spellcheck": "false"})
-              if textarea else forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}))
+    widget = (UnfoldAdminTextareaWidget(attrs={"rows": 4, "autocomplete": "off", "spellcheck": "false"})
+              if textarea else UnfoldAdminPasswordWidget(attrs={"autocomplete": "new-password"}, render_value=False))
     return forms.CharField(label=label, widget=widget, required=False, strip=False, help_text=help_text)
 
 
@@ -53,7 +66,8 @@ class ProjectForm(forms.ModelForm):
     deploy_key = secret_input(
         "Deploy key", "ssh private key with read access. Never shown again; blank keeps the stored one.", textarea=True
     )
-    clear_credentials = forms.BooleanField(required=False, label="Remove the stored token or deploy key")
+    clear_credentials = forms.BooleanField(required=False, label="Remove the stored token or deploy key",
+                                           widget=UnfoldBooleanWidget)
 
     class Meta:
         model = Project
@@ -90,7 +104,8 @@ class ProjectForm(forms.ModelForm):
 class DeployRefForm(BaseDialogForm):
     """The ref of a deploy, checked as the API's DeployRequestSerializer checks it."""
 
-    ref = forms.CharField(max_length=300, strip=False, help_text="A branch, tag or commit SHA")
+    ref = forms.CharField(max_length=300, strip=False, help_text="A branch, tag or commit SHA",
+                          widget=UnfoldAdminTextInputWidget)
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -121,12 +136,12 @@ def _history(project: Project) -> dict:
                 'x-on:htmx:after-on-load="openModal = true" class="text-primary-600 font-semibold">Make current</a>',
                 url, url)
         version_rows.append([format_html('<a href="{}" ><code>{}</code></a>', link, version.version[:12]),
-                             version.ref or version.source, ", ".join(version.spiders),
+                             _short(version.ref) or version.source, ", ".join(version.spiders),
                              date_format(localtime(version.deployed_at), "DATETIME_FORMAT"), state])
     deploy_rows = [[
         format_html('<a href="{}">{}</a>', reverse("admin:projects_deploy_change", args=[deploy.pk]),
                     date_format(localtime(deploy.created_at), "DATETIME_FORMAT")),
-        deploy_badge(deploy), deploy.trigger, deploy.ref, format_html('<code>{}</code>', deploy.commit[:12]),
+        deploy_badge(deploy), deploy.trigger, _short(deploy.ref), format_html('<code>{}</code>', deploy.commit[:12]),
         deploy.error,
     ] for deploy in deploys]
     changelist = "admin:projects_{}_changelist"
@@ -188,7 +203,7 @@ class ProjectAdmin(ModelAdmin):
         version = versions[0] if versions else (None if versions is not None else services.current_version(project))
         if version is None:
             return "not deployed yet"
-        return f"{version.version[:12]} ({version.ref or version.source}, {len(version.spiders)} spider(s))"
+        return f"{version.version[:12]} ({_short(version.ref) or version.source}, {len(version.spiders)} spider(s))"
 
     @display(description="Stored credentials")
     def credentials(self, project: Project) -> str:
@@ -268,6 +283,9 @@ class DeployAdmin(ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False  # a deploy is a record: the page has no Save buttons
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # the project's history (deleting the project removes it)
 
     @display(description="Status", ordering="status")
     def status_label(self, deploy: Deploy) -> str:

@@ -8,29 +8,63 @@ rejecting an approved country withdraws it: runs dispatched after that fail sayi
 from django import forms
 from django.contrib import admin, messages
 from django.template.response import TemplateResponse
+from django.utils.safestring import mark_safe
 from unfold.admin import ModelAdmin
+from unfold.decorators import display
+from unfold.widgets import UnfoldAdminSelectWidget, UnfoldAdminTextareaWidget
 
-from core.adminforms import WriteOnlyPasswordAdmin, WriteOnlyPasswordForm
+from core.adminforms import WriteOnlyPasswordAdmin, WriteOnlyPasswordForm, badge
 
 from . import access
+from .countries import ISO_3166_ALPHA_2
 from .models import CountryAccess, Proxy
+
+COUNTRY_CHOICES = [("", "Any country (no particular exit)"), *((code, code) for code in sorted(ISO_3166_ALPHA_2))]
+ACCESS_VARIANTS = {CountryAccess.Status.PENDING: "warning", CountryAccess.Status.APPROVED: "success",
+                   CountryAccess.Status.REJECTED: "danger"}
+
+
+class CountryChoiceField(forms.ChoiceField):
+    """The ISO codes as a list; a code typed in lower case (a script's POST) is read as the upper-case code."""
+
+    def to_python(self, value) -> str:
+        return super().to_python(value).upper()
 
 
 class ProxyForm(WriteOnlyPasswordForm):
+    # A list of the ISO codes the pool accepts, instead of a free text box (the model's validator stays).
+    country = CountryChoiceField(choices=COUNTRY_CHOICES, required=False, widget=UnfoldAdminSelectWidget,
+                                help_text="The exit country (ISO 3166-1 alpha-2)")
+
     class Meta:
         model = Proxy
-        fields = ["url", "country", "renders", "username", "password", "clear_password", "enabled"]
+        fields = ["url", "country", "renders", "enabled", "username", "password", "clear_password"]
 
 
 @admin.register(Proxy)
 class ProxyAdmin(WriteOnlyPasswordAdmin):
     form = ProxyForm
-    list_display = ["url", "country", "renders", "username", "has_password", "enabled", "created_at"]
+    list_display = ["url", "country_or_any", "renders", "username", "has_password", "enabled", "created_at"]
     list_filter = ["enabled", "country", "renders"]
+    search_fields = ["url", "country"]
+    fieldsets = [
+        (None, {"fields": ["url", "country", "renders", "enabled"]}),
+        ("Proxy auth", {"fields": ["username", "password", "clear_password"]}),
+    ]
+
+    def get_fieldsets(self, request, obj=None):
+        if obj is not None and obj.has_password:
+            return self.fieldsets
+        return [(name, {**opts, "fields": [f for f in opts["fields"] if f != "clear_password"]})
+                for name, opts in self.fieldsets]
+
+    @display(description="Country", ordering="country")
+    def country_or_any(self, proxy: Proxy) -> str:
+        return proxy.country or "any"
 
 
 class DecisionForm(forms.Form):
-    note = forms.CharField(required=False, max_length=1000, widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+    note = forms.CharField(required=False, max_length=1000, widget=UnfoldAdminTextareaWidget(attrs={"rows": 3}),
                            help_text="Shown to the users (optional)")
 
 
@@ -55,12 +89,17 @@ def _decide(modeladmin, request, queryset, *, approve: bool, verb: str):
 
 @admin.register(CountryAccess)
 class CountryAccessAdmin(ModelAdmin):
-    list_display = ["user", "country", "status", "reason", "note", "requested_at", "decided_at", "decided_by"]
+    list_display = ["user", "country", "status_label", "reason", "note", "requested_at", "decided_at", "decided_by"]
+    list_select_related = ["user", "decided_by"]
     list_filter = ["status", "country"]
     search_fields = ["user__username", "country"]
     readonly_fields = ["user", "country", "status", "reason", "requested_at", "decided_at", "decided_by", "was_approved"]
     fields = ["user", "country", "status", "reason", "note", "requested_at", "decided_at", "decided_by", "was_approved"]
     actions = ["approve", "reject"]
+
+    @display(description="Status", ordering="status")
+    def status_label(self, item: CountryAccess) -> str:
+        return mark_safe(badge(item.get_status_display(), ACCESS_VARIANTS.get(item.status, "")))  # noqa: S308
 
     def has_add_permission(self, request) -> bool:
         return False  # users ask (POST /api/v1/proxy/request-country); administrators decide

@@ -107,3 +107,33 @@ def test_password_stays_write_only(client, staff):
     node = Node.objects.create(name="a", url="http://127.0.0.1:9/", username="u", password="s3cret-node-pw")
     page = client.get(reverse("admin:nodes_node_change", args=[node.pk])).content.decode()
     assert "s3cret-node-pw" not in page and "A password is set" in page
+
+
+def test_proxy_and_usage_pages_use_real_widgets(client, staff):
+    from datetime import date
+    from decimal import Decimal
+
+    from proxies.models import CountryAccess, Proxy
+    from usage.models import BilledMonth, BillLine, Plan, Price, SyncSummary, UsageCounter
+
+    proxy = Proxy.objects.create(url="http://127.0.0.1:3128", country="DE", username="u", password="proxy-pw-123")
+    CountryAccess.objects.create(user=staff, country="FR", reason="a shop in France")
+    Price.objects.create(kind="crawl_requests", per_thousand=Decimal("0.25"))
+    UsageCounter.objects.create(user=staff, kind="crawl_requests", day=date(2026, 11, 30), quantity=1234567)
+    SyncSummary.objects.create(user=staff, endpoint="sync_scrape_static", outcome="ok", bucket=3, day=date(2026, 11, 30),
+                               calls=4, total_ms=1000)
+    month = BilledMonth.objects.create(month="2026-10", currency="USD")
+    BillLine.objects.create(billed_month=month, user=staff, kind="crawl_requests", quantity=4000,
+                            per_thousand=Decimal("0.25"), amount=Decimal("1.00"))
+    Plan.objects.create(name="basic", concurrent_runs=2)
+    page = client.get(reverse("admin:proxies_proxy_change", args=[proxy.pk])).content.decode()
+    assert '<select name="country"' in page and "proxy-pw-123" not in page
+    assert "1,234,567" in client.get(reverse("admin:usage_usagecounter_changelist")).content.decode()
+    summaries = client.get(reverse("admin:usage_syncsummary_changelist")).content.decode()
+    assert "200–300 ms" in summaries and "250 ms" in summaries
+    bill = client.get(reverse("admin:usage_billedmonth_change", args=[month.pk])).content.decode()
+    assert "1.00 USD" in bill and 'name="_save"' not in bill
+    assert "bg-orange-100" in client.get(reverse("admin:proxies_countryaccess_changelist")).content.decode()
+    for name in ("proxies_proxy_changelist", "proxies_proxy_add", "usage_price_changelist", "usage_price_add",
+                 "usage_plan_changelist", "usage_plan_add", "usage_billedmonth_changelist"):
+        assert client.get(reverse(f"admin:{name}")).status_code == 200, name
