@@ -51,6 +51,7 @@ def setup_django(data_dir: Path) -> None:
 
 # --- seeding ------------------------------------------------------------------------------------------------
 def seed(args: argparse.Namespace) -> dict:
+    from django.conf import settings
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
     from django.utils import timezone
@@ -130,6 +131,11 @@ def seed(args: argparse.Namespace) -> dict:
              "in_stock": k % 3 != 0, "tags": ["a", "b"] if k % 5 == 0 else []}
             for k in range(segment)
         ])
+    # Its log, archived as a finished crawl's is (10 MB: the log page reads only its tail).
+    line = "2026-12-01 10:00:00 [scrapy.core.engine] DEBUG: Crawled (200) <GET https://shop.example/p/1> (referer: None)\n"
+    archive = Path(settings.LOG_ARCHIVE_DIR)
+    archive.mkdir(parents=True, exist_ok=True)
+    (archive / f"{big.pk}.log").write_text(line * (10_000_000 // len(line)))
     seeded = time.perf_counter() - t0
     marker.write_text(f"{seeded:.0f}")
     print(f"seeded in {seeded:.0f} s", file=sys.stderr)
@@ -187,8 +193,9 @@ def measure(paths: list[tuple[str, str]], repeat: int, extra: dict[str, list[str
             with CaptureQueriesContext(connection) as captured:
                 t0 = time.perf_counter()
                 response = client.get(path)
-                if getattr(response, "streaming", False):
-                    b"".join(response.streaming_content)
+                if getattr(response, "streaming", False):  # a download: until its first bytes
+                    next(iter(response.streaming_content), b"")
+                    response.close()
                 times.append((time.perf_counter() - t0) * 1000)
             if attempt == 0:
                 status, queries = response.status_code, len(captured)
@@ -223,7 +230,8 @@ def report(results: list[dict], args: argparse.Namespace) -> str:
 
 Every admin page's server time (Django test client in process, signed in as a superuser) with
 {args.runs:,} runs, {args.jobs:,} jobs (one with {args.job_runs:,} runs) and a {args.items:,}-item run in
-SQLite. Median and slowest of {args.repeat} requests; SQL queries of the first. Target: ≤ {TARGET_MS:.0f} ms per page.
+SQLite. Median and slowest of {args.repeat} requests; SQL queries of the first; for a download, the time to its first
+bytes. Target: ≤ {TARGET_MS:.0f} ms per page.
 
 - Date: {now()}
 - Machine: {machine(("Django", "django-unfold", "pyarrow"))}
