@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from rest_framework.request import Request
 from unfold.admin import ModelAdmin
 from unfold.decorators import display
@@ -36,13 +36,13 @@ class ResultFileAdmin(ModelAdmin):
     actions = ["delete_files"]
     fieldsets = [
         (None, {"fields": ["filename", "kind", "format", "status", "error", "run_link", "url", "download_link"]}),
-        ("Content", {"fields": ["content_type", "options", "items", "size", "checksum", "md5"]}),
+        ("Content", {"fields": ["content_type", "format_options", "items", "size", "checksum", "md5"]}),
         ("Downloads", {"fields": ["downloads_counter", "max_downloads", "active_downloads", "last_download_at"]}),
         ("Lifetime", {"fields": ["created_at", "ready_at", "local_expires_at", "expires_at", "local_name", "remote_name"]}),
     ]
 
     def get_readonly_fields(self, request, obj=None):
-        return [f.name for f in ResultFile._meta.fields] + ["run_link", "download_link"]
+        return [f.name for f in ResultFile._meta.fields] + ["run_link", "download_link", "format_options"]
 
     def has_add_permission(self, request):
         return False
@@ -66,6 +66,13 @@ class ResultFileAdmin(ModelAdmin):
         if file.run_id is None:
             return "-"
         return format_html('<a href="{}">{}</a>', reverse("admin:jobs_run_change", args=[file.run_id]), file.run_id.hex[:8])
+
+    @display(description="Options")
+    def format_options(self, file: ResultFile) -> str:
+        """The format's options, defaults included, one `name: value` a line."""
+        if not file.options:
+            return "-"
+        return format_html_join("", "<div>{}: {}</div>", ((name, value) for name, value in file.options.items()))
 
     @display(description="Download")
     def download_link(self, file: ResultFile) -> str:

@@ -313,8 +313,10 @@ def test_run_page_queries_do_not_grow_with_items(admin_client, job):
     assert len(other) == len(one)
 
 
-def test_log_view_answers_in_the_api_error_format(admin_client, job):
+def test_log_view_says_why_there_is_no_log(admin_client, job):
     run = make_run(job, status=None)
     response = admin_client.get(f"/admin/jobs/run/{run.pk}/log/?tail=10")
-    assert response.status_code == 404 and response.json()["error"] == "not_found"
-    assert "has not reached a node" in response.json()["message"]
+    assert response.status_code == 204 and "has not reached a node" in response["X-Log-Missing"]
+    bad = admin_client.get(f"/admin/jobs/run/{run.pk}/log/?tail=oops")
+    assert bad.status_code == 400 and bad.json()["error"] == "validation_error"
+    assert admin_client.get("/admin/jobs/run/00000000-0000-0000-0000-000000000000/log/").status_code == 404

@@ -117,7 +117,7 @@ class RunAdmin(RunPagesMixin, ModelAdmin):
         each(self, request, queryset, lambda run: control.cancel_run(run=run), "cancelling")
 
     @action(description="Cancel", url_path="cancel", permissions=["cancel"], icon="cancel", attrs={"id": "run-cancel"},
-            dialog={"title": "Cancel this run?", "form_class": None, "form_submit_text": "Cancel the run",
+            dialog={"title": "Cancel this run?", "form_class": None, "form_submit_text": "Yes, cancel the run",
                     "description": "The crawl stops gracefully, then by force; the items it scraped are kept."})
     def cancel_detail(self, request: HttpRequest, form, object_id: str) -> HttpResponse:
         """Cancel from the run's page: a confirmation dialog, then jobs.control.cancel_run (as the API)."""

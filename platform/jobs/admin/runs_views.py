@@ -15,7 +15,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from core.errors import PlatformError, ValidationFailed, error_body
+from core.errors import NotFound, PlatformError, ValidationFailed, error_body
 from exports import services as export_services
 from exports.exporters import EXPORTERS, get_exporter
 from exports.itemstore import ItemStore
@@ -238,12 +238,17 @@ class RunPagesMixin:
         return render(request, "admin/jobs/run/results.html", {"results": results_context(run)})
 
     def log_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        """The run's log as the API serves it (`tail`, `offset`/`length`, `since`), for the admin's user."""
+        """The run's log as the API serves it (`tail`, `offset`/`length`, `since`, the same headers), for the
+        admin's user; a run without a log is a 204 whose `X-Log-Missing` says why."""
         run = self._run(request, object_id)
         if run is None:
             return JsonResponse(error_body("not_found", "Not found"), status=404)
         try:
             return logs.log_response(logs.read_log(run, request.GET))
+        except NotFound as exc:
+            # No log (yet): said in a header of an empty answer, which a browser does not report as an error
+            # in its console the way it reports every 404 (the API's own log endpoint answers 404).
+            return HttpResponse(status=204, headers={"X-Log-Missing": exc.message, "Cache-Control": "no-store"})
         except PlatformError as exc:
             return JsonResponse(error_body(exc.code, exc.message, exc.details), status=exc.status_code)
 

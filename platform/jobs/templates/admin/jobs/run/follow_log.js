@@ -1,6 +1,6 @@
 // The log block follows the crawl: the last lines first, then what is written after them (`?since=`),
 // from the admin's log view (the API's log rules). It stops once the log is complete; it asks for the
-// log only once the run has one (a request answered 404 would be a console error).
+// log only once the run has reached a node.
 (function () {
   var pre = document.getElementById("run-log"), note = document.getElementById("run-log-note");
   var next = null;
@@ -12,6 +12,11 @@
     if (state === "waiting") { note.textContent = "No log yet: the run has not reached a node."; later(2000); return; }
     var query = next === null ? "?tail=200" : "?since=" + next;
     fetch(pre.dataset.url + query, {credentials: "same-origin"}).then(function (response) {
+      if (response.status === 204) {  // no log (yet): the header says why
+        note.textContent = response.headers.get("X-Log-Missing") || "No log yet.";
+        if (live() && live().dataset.terminal !== "true") later(3000);
+        return;
+      }
       if (!response.ok) {
         return response.json().catch(function () { return {}; }).then(function (body) {
           note.textContent = body.message || "The log could not be read (HTTP " + response.status + ").";
