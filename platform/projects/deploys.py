@@ -30,6 +30,7 @@ from .environments import (
     find_requirements,
     list_spiders_in_env,
     lock_sha256,
+    prune_environments,
     resolve_lock,
     with_lock,
 )
@@ -219,6 +220,11 @@ def install_egg(
         _make_current(project, current, publication.accepted, names, {n: path_prefix + p for n, p in paths.items()})
         log(f"Version {version} is now current ({len(names)} spider(s))")
         deploy.succeed(version=current, log=log.text)
+    if lock:
+        try:
+            prune_environments()
+        except Exception:  # noqa: BLE001 - tidying up must never fail a deploy that succeeded
+            logger.exception("Could not prune the worker's project environments")
     return current
 
 

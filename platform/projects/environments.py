@@ -26,7 +26,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import scrapy
 from django.conf import settings
 
 from .errors import DeployFailed
@@ -132,6 +131,8 @@ def resolve_lock(requirements: Requirements, *, work: Path, log: Callable[..., N
     """The lock of `requirements`, exact versions with hashes; DeployFailed with the resolver's error."""
     if requirements.path.stat().st_size > _MAX_REQUIREMENTS_BYTES:
         raise DeployFailed(f"{requirements.label} is too large")
+    import scrapy  # the platform's Scrapy version, pinned for projects that do not name one
+
     log(f"Resolving {requirements.label} (uv pip compile --generate-hashes)")
     done = _crawlenv(["compile", str(requirements.path), "--scrapy", scrapy.__version__, *_index_flags()],
                      cwd=work, timeout=settings.PROJECT_ENVS_BUILD_TIMEOUT + 30)
@@ -207,9 +208,12 @@ def environment_usage() -> dict:
     return json.loads(done.stdout) if done.returncode == 0 else {}
 
 
-def prune_environments(*, keep_locks: list[str]) -> list[str]:
-    """Remove the worker's environments no kept version's lock needs (after PROJECT_ENVS_KEEP_UNUSED)."""
-    keys = ",".join(_worker_key(lock) for lock in keep_locks)
+def prune_environments() -> list[str]:
+    """Remove the worker's environments no kept version (its egg still stored) needs, once unused for a while."""
+    from .models import ProjectVersion
+
+    kept = [v for v in ProjectVersion.objects.exclude(lock="").select_related("project") if v.egg_path.is_file()]
+    keys = ",".join(sorted({_worker_key(version.lock) for version in kept}))
     done = _crawlenv(["prune", "--envs-dir", str(settings.PROJECT_ENVS_DIR), "--keep", keys,
                       "--grace", str(settings.PROJECT_ENVS_KEEP_UNUSED)], cwd=settings.DATA_DIR, timeout=120)
     return json.loads(done.stdout) if done.returncode == 0 else []

@@ -9,6 +9,7 @@ from rest_framework import serializers
 
 from core.serializers import StrictFieldsMixin
 
+from .environments import packages as lock_packages
 from .models import Deploy, Project, ProjectVersion, Spider
 from .validation import deploy_key_error, git_url_error, is_ssh_url, name_error, ref_error, token_error
 
@@ -29,14 +30,33 @@ class SpiderSerializer(serializers.ModelSerializer):
         fields = ["id", "name", "repo_path", "version"]
 
 
+class EnvironmentSerializer(serializers.Serializer):
+    """A version's own dependencies: its lock and the disk its environment takes on each node."""
+
+    lock_sha256 = serializers.CharField(read_only=True)
+    packages = serializers.ListField(child=serializers.CharField(), read_only=True, help_text="name==version, as locked")
+    disk_bytes = serializers.DictField(child=serializers.IntegerField(), read_only=True, source="environment_sizes",
+                                       help_text="By node name, as the node last reported (shared by versions with the same lock)")
+
+    def to_representation(self, version):
+        data = super().to_representation(version)
+        data["packages"] = lock_packages(version.lock)
+        return data
+
+
 class VersionSerializer(serializers.ModelSerializer):
     """A deployed version of a project."""
 
     spiders = serializers.ListField(child=serializers.CharField(), read_only=True)
+    environment = serializers.SerializerMethodField(help_text="Null: the version runs on the nodes' packages")
 
     class Meta:
         model = ProjectVersion
-        fields = ["version", "source", "ref", "commit", "spiders", "deployed_at"]
+        fields = ["version", "source", "ref", "commit", "spiders", "deployed_at", "environment"]
+
+    @extend_schema_field(EnvironmentSerializer(allow_null=True))
+    def get_environment(self, version: ProjectVersion) -> dict | None:
+        return EnvironmentSerializer(version).data if version.lock else None
 
 
 class ProjectSerializer(StrictFieldsMixin, serializers.ModelSerializer):

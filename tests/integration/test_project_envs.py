@@ -112,6 +112,10 @@ def test_project_with_a_package_the_node_lacks(api, eager, platform, envs_node, 
     version = ProjectVersion.objects.get(project_id=project["id"], version=first)
     assert "python-slugify==" in version.lock and "--hash=sha256:" in version.lock and len(version.lock_sha256) == 64
     assert version.environment_sizes["node-envs"] > 1_000_000
+    shown = api.get(f"/api/v1/projects/{project['id']}").json()["current_version"]["environment"]
+    assert shown["lock_sha256"] == version.lock_sha256 and shown["disk_bytes"] == version.environment_sizes
+    assert any(p.startswith("python-slugify==") for p in shown["packages"])
+    assert node_usage(envs_node)["environments_bytes"] >= version.environment_sizes["node-envs"]
 
     run = api.post("/api/v1/runs", {"spider_name": "slugs", "arguments": {"base_url": site.url}}, format="json")
     assert run.status_code == 202, run.json()
@@ -144,6 +148,9 @@ def test_project_pinning_an_older_scrapy(api, eager, platform, envs_node, site, 
     done = deploy(api, project)
     assert done["status"] == "succeeded", done["log"]
     assert "scrapy==2.11.2" in done["log"]
+    # A project without requirements in the same session runs on the node's packages (covered by
+    # test_spider_runs); this one's environment holds the older Scrapy.
+    assert api.get(f"/api/v1/projects/{project['id']}").json()["current_version"]["environment"]["packages"]
 
     run = api.post("/api/v1/runs", {"spider_name": "legacy", "arguments": {"base_url": site.url}}, format="json")
     result = wait_run(api, run.json()["run_id"])
