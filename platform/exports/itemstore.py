@@ -10,6 +10,7 @@ A key an item lacks reads back as null.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -119,6 +120,13 @@ def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _segment_rows(path: str, inode: int, mtime_ns: int) -> int:
+    """Rows in a segment, from its footer; remembered, as a stored segment never changes (`append`). The
+    file's inode and time are part of the key: a segment deleted and stored again is read again."""
+    return pq.ParquetFile(path).metadata.num_rows
+
+
 class ItemStore:
     """The items of one run."""
 
@@ -200,7 +208,8 @@ class ItemStore:
         total, covering, start = 0, [], 0
         end = offset + max(limit, 0)
         for path in self.segments():
-            rows = pq.ParquetFile(path).metadata.num_rows
+            stat = path.stat()
+            rows = _segment_rows(str(path), stat.st_ino, stat.st_mtime_ns)
             if rows and total < end and total + rows > offset:
                 covering.append(path)
                 if len(covering) == 1:

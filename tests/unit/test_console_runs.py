@@ -93,8 +93,11 @@ def test_item_store_delete_one_part(items_dir):
     store = ItemStore("r2")
     store.append(0, [{"a": 1}], part=0)
     store.append(0, [{"a": 2}], part=1)
+    assert store.page(limit=10).total == 2
     store.delete(part=1)
-    assert store.count() == 1 and store.count(part=1) == 0
+    assert store.count() == 1 and store.count(part=1) == 0 and store.page(limit=10).total == 1
+    store.append(0, [{"a": 3}, {"a": 4}, {"a": 5}], part=1)  # the same segment name, stored again
+    assert store.page(limit=10).total == 4 and [row["a"] for row in store.page(offset=1, limit=10).items] == [3, 4, 5]
 
 
 # --- the run page ----------------------------------------------------------------------------------
