@@ -132,7 +132,15 @@ def run_series(today: date) -> dict[str, Any]:
         rates.append(round(100 * counts[RunStatus.SUCCEEDED][i] / judged, 1) if judged else None)
     judged_total = sum(sum(counts[s]) for s in JUDGED)
     labels = [day.strftime("%b %d") for day in days]
+    # The same figures as a table, newest day first (for screen readers, and for reading exact numbers).
+    rows = [
+        {"day": days[i], "runs": sum(counts[key][i] for key in counts), "outcomes": [counts[key][i] for key, _, _ in OUTCOMES],
+         "rate": rates[i], "pages": pages[i], "items": items[i]}
+        for i in reversed(range(DAYS))
+    ]
     return {
+        "rows": rows,
+        "outcome_labels": [label for _, label, _ in OUTCOMES],
         "days": [day.isoformat() for day in days],
         "labels": labels,
         "counts": counts,

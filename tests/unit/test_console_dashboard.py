@@ -118,6 +118,8 @@ def test_index_shows_the_dashboard_with_its_charts(admin_client, job):
     assert "Runs per day by outcome" in html and "node-1" in html and "0 / 4" in html
     assert "&lt;script&gt;x&lt;/script&gt;" in html and "<script>x</script>" not in html  # reasons are text
     assert 'data-figure="total-runs">2<' in html
+    daily = html[html.index('id="daily-figures"'):html.index('</details>')]
+    assert daily.count('scope="row"') == 14  # the figures per day as a table too, for screen readers
     assert "Nothing metered in" in html and "Success rate 50 %" in html
     # The app list is still there, below the dashboard, without django-celery-beat's models.
     assert "/admin/jobs/job/" in html and "/admin/django_celery_beat/" not in html

@@ -141,3 +141,6 @@ def test_the_dashboard_with_two_weeks_of_history(console, operator):
     assert console.page.locator("#last-failures tbody tr").count() == 10
     assert "memusage_exceeded" in console.page.inner_text("#last-failures")
     assert "12,345" in console.page.inner_text("#month-usage")
+    console.page.click("#daily-figures summary")
+    assert console.page.locator("#daily-figures tbody tr").count() == 14
+    console.screenshot("daily-figures")
