@@ -291,7 +291,7 @@ def test_command_line_deploy_and_wait_timeout(platform, api, node_a, tmp_path, c
     body = json.loads(deployed.stdout)
     assert body["status"] == "succeeded" and body["commit"] == first
     broken = cli(cli_env, "deploy", "shop", "--ref", "no-such-branch", "--timeout", "120")
-    assert broken.returncode in (1, 3), broken.stderr  # refused (400) or a failed build
+    assert broken.returncode == 3 and "failed" in broken.stdout, (broken.stdout, broken.stderr)  # the build failed
     projects = cli(cli_env, "projects")
     assert projects.returncode == 0 and "shop" in projects.stdout and first[:12] in projects.stdout
 
