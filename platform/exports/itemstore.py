@@ -121,9 +121,9 @@ def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def _segment_rows(path: str, inode: int, mtime_ns: int) -> int:
+def _segment_rows(path: str, inode: int, mtime_ns: int, size: int) -> int:
     """Rows in a segment, from its footer; remembered, as a stored segment never changes (`append`). The
-    file's inode and time are part of the key: a segment deleted and stored again is read again."""
+    file's inode, time and size are part of the key: a segment deleted and stored again is read again."""
     return pq.ParquetFile(path).metadata.num_rows
 
 
@@ -209,7 +209,7 @@ class ItemStore:
         end = offset + max(limit, 0)
         for path in self.segments():
             stat = path.stat()
-            rows = _segment_rows(str(path), stat.st_ino, stat.st_mtime_ns)
+            rows = _segment_rows(str(path), stat.st_ino, stat.st_mtime_ns, stat.st_size)
             if rows and total < end and total + rows > offset:
                 covering.append(path)
                 if len(covering) == 1:
