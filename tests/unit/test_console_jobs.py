@@ -294,3 +294,18 @@ def test_a_spider_job_takes_a_deployed_spider_and_its_arguments(admin_client, us
     assert response.status_code == 302, response.context["adminform"].form.errors
     job = Job.objects.get()
     assert job.spider == spider and job.arguments == {"region": "eu"} and job.source == [] and not job.queries.exists()
+
+
+def test_dragged_query_rows_keep_their_new_order(admin_client, admin_user):
+    job = Job.objects.create(owner=admin_user, name="Shop", source=["https://example.com/a"])
+    first = Query.objects.create(job=job, position=0, name="first", type="css", query="h1::text")
+    second = Query.objects.create(job=job, position=1, name="second", type="css", query="h2::text")
+    data = form_data(queries=[
+        {"name": "first", "type": "css", "query": "h1::text"}, {"name": "second", "type": "css", "query": "h2::text"},
+        {"name": "third", "type": "css", "query": "h3::text"},
+    ])
+    data.update({"queries-INITIAL_FORMS": "2", "queries-0-id": str(first.pk), "queries-0-position": "1",
+                 "queries-1-id": str(second.pk), "queries-1-position": "0"})
+    response = admin_client.post(f"/admin/jobs/job/{job.pk}/change/", data)
+    assert response.status_code == 302
+    assert [q["name"] for q in Job.objects.get().query_list()] == ["second", "first", "third"]

@@ -63,7 +63,9 @@ class QueryInline(TabularInline):
     model = Query
     form = QueryForm
     formset = QueryFormSet
-    fields = ["name", "type", "query", "result", "separator", "validate"]
+    fields = ["name", "type", "query", "result", "separator", "validate", "position"]
+    ordering_field = "position"  # saved rows are dragged into order
+    hide_ordering_field = True
     extra = 0
     hide_title = True  # each row is its fields; the query's name is one of them
 

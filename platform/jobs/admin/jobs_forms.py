@@ -255,12 +255,13 @@ class QueryForm(forms.ModelForm):
                                widget=UnfoldAdminSelectWidget(attrs={"class": "min-w-32"}))
     separator = forms.CharField(required=False, strip=False, help_text="Empty: a space",
                                 widget=UnfoldAdminTextInputWidget(attrs={"size": 4}))
+    position = forms.IntegerField(required=False)  # hidden: the console numbers dragged rows
     validate = BlankJSONField(required=False, label="Rules", help_text='What a valid value is, e.g. {"required": true}',
                                widget=UnfoldAdminTextInputWidget(attrs={"class": "font-mono", "size": 18}))
 
     class Meta:
         model = Query
-        fields = ["name", "type", "query"]
+        fields = ["name", "type", "query", "position"]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -289,15 +290,21 @@ class QueryFormSet(BaseInlineFormSet):
     """The query rows; their clean() judges the whole job (form and rows) through the serializer."""
 
     def query_forms(self) -> list[QueryForm]:
-        """The rows that make the job's queries, in order (not deleted, not left empty)."""
+        """The rows that make the job's queries, in order (not deleted, not left empty).
+
+        Saved rows can be dragged (the console numbers their `position` 0, 1, ...); new rows follow them.
+        """
         rows = []
-        for form in self.forms:
+        for index, form in enumerate(self.forms):
             if not hasattr(form, "cleaned_data") or (self.can_delete and self._should_delete_form(form)):
                 continue
-            if not form.has_changed() and form.instance.pk is None:
+            if form.instance.pk is None:
+                if form.has_changed():
+                    rows.append(((1, 0, index), form))
                 continue
-            rows.append(form)
-        return rows
+            position = form.cleaned_data.get("position")
+            rows.append(((0, index if position is None else position, index), form))
+        return [form for _, form in sorted(rows, key=lambda row: row[0])]
 
     def queries(self) -> list[dict[str, Any]]:
         return [form.as_query() for form in self.query_forms()]
