@@ -4,12 +4,17 @@ A node's basic-auth password can be set or removed, never shown (core.adminforms
 come from the platform's runs in one aggregate query (nodes.selectors), not from asking each node.
 """
 
+import re
+
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.humanize.templatetags.humanize import naturaltime
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 from unfold.decorators import action, display
 from unfold.enums import ActionVariant
+from unfold.widgets import UnfoldAdminTextInputWidget
 
 from console.actions import each
 from core.adminforms import WriteOnlyPasswordAdmin, WriteOnlyPasswordForm, after_dialog, badge
@@ -22,7 +27,23 @@ from .services import set_node_state, sync_node
 STATE_VARIANTS = {"enabled": "success", "draining": "warning", "disabled": ""}
 
 
+class LabelsField(forms.CharField):
+    """A node's labels typed as words separated by commas or spaces, stored as the model's list (its validator checks them)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(required=False, widget=UnfoldAdminTextInputWidget, **kwargs)
+
+    def prepare_value(self, value):
+        return ", ".join(value) if isinstance(value, list) else value
+
+    def to_python(self, value) -> list[str]:
+        return [label for label in re.split(r"[\s,]+", super().to_python(value) or "") if label]
+
+
 class NodeForm(WriteOnlyPasswordForm):
+    labels = LabelsField(help_text="What the node offers, e.g. render, eu: jobs with node_labels run only on nodes "
+                                   "with all of them (separate labels with commas or spaces)")
+
     class Meta:
         model = Node
         fields = ["name", "url", "username", "password", "clear_password", "slots", "labels", "enabled", "draining"]
@@ -31,8 +52,7 @@ class NodeForm(WriteOnlyPasswordForm):
 @admin.register(Node)
 class NodeAdmin(WriteOnlyPasswordAdmin):
     form = NodeForm
-    list_display = ["name", "url", "state_label", "health", "running", "pending", "free", "slots", "last_seen_at",
-                    "has_password", "builtin_version"]
+    list_display = ["name", "url", "state_label", "health", "running", "pending", "free", "slots", "labels_text"]
     list_filter = ["enabled", "draining"]
     search_fields = ["name", "url"]
     readonly_fields = ["state_label", "health", "running", "pending", "free", "builtin_version", "last_seen_at",
@@ -70,7 +90,11 @@ class NodeAdmin(WriteOnlyPasswordAdmin):
                                node.last_error[:120])
         if node.last_seen_at is None:
             return mark_safe(badge("never checked"))  # noqa: S308
-        return mark_safe(badge("answering", "success"))  # noqa: S308
+        return format_html("{} {}", mark_safe(badge("answering", "success")), naturaltime(node.last_seen_at))  # noqa: S308
+
+    @display(description="Labels")
+    def labels_text(self, node: Node) -> str:
+        return ", ".join(node.labels or []) or "–"
 
     @display(description="Running", ordering="running")
     def running(self, node: Node) -> int:

@@ -273,8 +273,8 @@ class DeployAdmin(ModelAdmin):
     list_select_related = ["project"]
     search_fields = ["project__name", "ref", "commit"]
     show_full_result_count = False
-    fields = ["project", "status_label", "trigger", "source", "ref", "commit", "version", "spiders_found",
-              "requested_by", "created_at", "started_at", "finished_at", "duration_s"]
+    # What never changes; the status, commit, spiders and timings are in the summary above, which follows the deploy.
+    fields = ["project", "trigger", "source", "ref", "requested_by", "created_at"]
     readonly_fields = fields
     change_form_before_template = "admin/projects/deploy/summary.html"
 

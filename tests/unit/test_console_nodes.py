@@ -137,3 +137,17 @@ def test_proxy_and_usage_pages_use_real_widgets(client, staff):
     for name in ("proxies_proxy_changelist", "proxies_proxy_add", "usage_price_changelist", "usage_price_add",
                  "usage_plan_changelist", "usage_plan_add", "usage_billedmonth_changelist"):
         assert client.get(reverse(f"admin:{name}")).status_code == 200, name
+
+
+def test_labels_are_words_not_json(client, staff):
+    node = Node.objects.create(name="a", url="http://127.0.0.1:9/", labels=["render", "eu"])
+    url = reverse("admin:nodes_node_change", args=[node.pk])
+    page = client.get(url).content.decode()
+    assert 'value="render, eu"' in page and "[&quot;render&quot;" not in page
+    form = {"name": "a", "url": "http://127.0.0.1:9/", "slots": 8, "labels": "render gpu, eu", "enabled": "on",
+            "username": "", "password": ""}
+    assert client.post(url, form).status_code == 302
+    node.refresh_from_db()
+    assert node.labels == ["render", "gpu", "eu"]
+    refused = client.post(url, {**form, "labels": "Bad!"})
+    assert refused.status_code == 200 and "A label is 1-50 lowercase letters" in refused.content.decode()

@@ -92,3 +92,22 @@ def test_drain_a_node(console, node_a):
     node_a.refresh_from_db()
     assert node_a.state == "enabled"
     assert Node.objects.filter(enabled=True, draining=False).exists()
+
+
+def test_proxy_and_usage_pages(console, operator):
+    from datetime import date
+    from decimal import Decimal
+
+    from proxies.models import CountryAccess, Proxy
+    from usage.models import Price, SyncSummary, UsageCounter
+
+    proxy = Proxy.objects.create(url="http://127.0.0.1:3128", country="DE", username="u", password="proxy-pw-123")
+    CountryAccess.objects.create(user=operator, country="FR", reason="a shop in France")
+    Price.objects.create(kind="crawl_requests", per_thousand=Decimal("0.25"))
+    UsageCounter.objects.create(user=operator, kind="crawl_requests", day=date(2026, 11, 30), quantity=1234567)
+    SyncSummary.objects.create(user=operator, endpoint="sync_scrape_static", outcome="ok", bucket=3,
+                               day=date(2026, 11, 30), calls=4, total_ms=1000)
+    for path in ("/admin/proxies/proxy/", f"/admin/proxies/proxy/{proxy.pk}/change/", "/admin/proxies/countryaccess/",
+                 "/admin/usage/usagecounter/", "/admin/usage/syncsummary/", "/admin/usage/price/add/"):
+        console.goto(path)
+    assert "proxy-pw-123" not in console.page.content()
