@@ -9,6 +9,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import time
 import uuid
 import zipfile
 from pathlib import Path
@@ -21,6 +22,7 @@ from scrapy_platform_client import (
     Conflict,
     NotFound,
     Platform,
+    RateLimited,
     ValidationError,
     WaitTimeout,
 )
@@ -175,6 +177,19 @@ def test_errors_are_typed_with_the_platforms_code_message_and_details(client, pl
     with pytest.raises(Conflict) as caught:  # a finished run cannot be cancelled
         run.cancel()
     assert caught.value.status == 409
+
+
+def test_rate_limited_is_typed_and_retried_after_retry_after(transactional_db, live_server, api, settings):
+    settings.API_RATE_LIMIT = "3/s"
+    with Platform(live_server.url, api.raw_key, retries=0) as strict, pytest.raises(RateLimited) as caught:
+        for _ in range(20):
+            list(strict.jobs.list())
+    error = caught.value
+    assert error.status == 429 and error.code == "rate_limited" and error.retry_after is not None
+    time.sleep(1.1)
+    with Platform(live_server.url, api.raw_key, retries=3) as patient:  # waits and tries again
+        for _ in range(10):
+            assert list(patient.jobs.list()) == []
 
 
 def test_a_wait_that_runs_out_of_time_raises_with_the_run(transactional_db, live_server, api, no_dispatch, site):

@@ -78,7 +78,8 @@ class Transport:
             if safe and isinstance(error, RETRYABLE) and error.retry_after is not None and attempt < self.retries \
                     and error.code != "quota_exceeded" and error.retry_after <= self.max_retry_wait:
                 attempt += 1
-                time.sleep(max(error.retry_after, 0.1))
+                # Retry-After is whole seconds (0 for "under a second"): back off at least 0.5, 1, 2 s.
+                time.sleep(max(error.retry_after, 0.5 * 2 ** (attempt - 1)))
                 continue
             raise error
 
