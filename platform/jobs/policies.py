@@ -29,12 +29,14 @@ from typing import Any
 from celery.exceptions import CeleryError
 from django.conf import settings
 from django.db import transaction
+from django.db.models.signals import post_save
 from django.dispatch import receiver
 from django.utils import timezone
 from kombu.exceptions import KombuError
 
 from core.errors import Conflict, PlatformError
 from core.outbox import send_on_commit
+from nodes.models import Node
 from usage import quotas
 
 from .models import Job, Run, RunStatus, StopReason, Trigger
@@ -163,6 +165,12 @@ def _settled(sender, run: Run, **kwargs: Any) -> None:
     made = retry(run) if run.status in (RunStatus.FAILED, RunStatus.LOST) else None
     transaction.on_commit(send_pump)  # its slot is free
     transaction.on_commit(lambda: _announce(run, made))
+
+
+@receiver(post_save, sender=Node, dispatch_uid="jobs.policies.node_saved")
+def _node_saved(sender, instance: Node, **kwargs: Any) -> None:
+    """A node added or changed (enabled, more slots, labels): runs may leave the queue for it now."""
+    transaction.on_commit(send_pump)
 
 
 def send_pump() -> None:

@@ -15,9 +15,9 @@ which SQLite and PostgreSQL both do atomically. A worker that finds the lease he
 and the holder goes round once more before it lets go, so a run that became ready meanwhile does not
 wait for the next tick. A holder that died loses the lease when it expires.
 
-When the queue moves: a run is created (its dispatch task), a run ends (jobs.policies), and every
-RUN_POLICY_INTERVAL seconds (beat: jobs.enforce_run_policies), which also covers a node added, enabled or
-given more slots, and retries whose backoff has passed.
+When the queue moves: a run is created (its dispatch task), a run ends or a node is saved (jobs.policies),
+and every RUN_POLICY_INTERVAL seconds (beat: jobs.enforce_run_policies), which covers whatever else frees
+a slot (a node's state changed with an UPDATE) and retries whose backoff has passed.
 """
 
 from __future__ import annotations
