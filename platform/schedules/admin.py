@@ -101,7 +101,7 @@ def beat_entry(schedule: Schedule) -> str:
     if not schedule.periodic_task_id:
         return "-"
     url = reverse("admin:django_celery_beat_periodictask_change", args=[schedule.periodic_task_id])
-    return format_html('<a href="{}">{}</a>', url, schedule.periodic_task.name)
+    return format_html('<a href="{}" class="text-primary-600">{}</a>', url, schedule.periodic_task.name)
 
 
 def _local(instant: datetime | None, zone: str) -> str:
@@ -216,7 +216,7 @@ class PeriodicTaskAdmin(BeatReadOnly):
         if schedule is None:
             return "The platform (CELERY_BEAT_SCHEDULE)"
         url = reverse("admin:jobs_job_change", args=[schedule.job_id])
-        return format_html('Schedule of job <a href="{}">{}</a>', url, schedule.job.name)
+        return format_html('Schedule of job <a href="{}" class="text-primary-600">{}</a>', url, schedule.job.name)
 
 
 @admin.register(CrontabSchedule)
