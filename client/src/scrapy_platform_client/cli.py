@@ -18,7 +18,7 @@ from . import __version__, config
 from .client import Platform
 from .errors import PlatformError, TransportError, WaitTimeout
 from .models import FORMATS, Run
-from .output import as_json, field, record, table
+from .output import Column, as_json, field, record, table
 
 EXIT_OK, EXIT_API, EXIT_USAGE, EXIT_NOT_SUCCEEDED, EXIT_TIMEOUT, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 5, 130
 
@@ -118,7 +118,7 @@ def _platform(args: argparse.Namespace) -> Platform:
     return Platform(settings.url, settings.key)
 
 
-def _show(args: argparse.Namespace, data: Any, fields: list | None = None) -> None:
+def _show(args: argparse.Namespace, data: Any, fields: list[Column] | None = None) -> None:
     if getattr(args, "json", False):
         as_json(data)
     elif fields:

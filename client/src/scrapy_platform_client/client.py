@@ -190,11 +190,13 @@ class Platform:
         return self.transport.url
 
     def health(self) -> dict[str, Any]:
-        return self.transport.get("health")
+        body: dict[str, Any] = self.transport.get("health")
+        return body
 
     def spiders(self) -> list[dict[str, Any]]:
         body = self.transport.get("spiders")
-        return body.get("results", []) if isinstance(body, dict) else body
+        spiders: list[dict[str, Any]] = body.get("results", []) if isinstance(body, dict) else body
+        return spiders
 
     def close(self) -> None:
         self.transport.close()

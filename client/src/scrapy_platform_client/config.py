@@ -31,7 +31,7 @@ class Settings:
 
 def load(url: str | None = None, key: str | None = None) -> Settings:
     """The URL and key to use: the given ones, else the environment's, else the config file's."""
-    stored: dict = {}
+    stored: dict[str, str] = {}
     path = config_path()
     if path.is_file():
         try:

@@ -38,7 +38,7 @@ class Resource:
         raise AttributeError(f"{type(self).__name__} has no field {name!r}")
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other.data == self.data  # type: ignore[attr-defined]
+        return isinstance(other, Resource) and type(other) is type(self) and other.data == self.data
 
     __hash__ = None  # type: ignore[assignment]
 
