@@ -309,3 +309,18 @@ def test_dragged_query_rows_keep_their_new_order(admin_client, admin_user):
     response = admin_client.post(f"/admin/jobs/job/{job.pk}/change/", data)
     assert response.status_code == 302
     assert [q["name"] for q in Job.objects.get().query_list()] == ["second", "first", "third"]
+
+
+def test_staff_with_job_permissions_edit_queries_too(client, django_user_model):
+    from django.contrib.auth.models import Permission
+
+    staff = django_user_model.objects.create_user("staff", password="pw", is_staff=True)
+    staff.user_permissions.add(*Permission.objects.filter(codename__in=["add_job", "view_job"]))
+    client.force_login(staff)
+    page = client.get(ADD)
+    assert 'name="queries-0-query"' in page.content.decode()
+    bad = [{"name": "title", "type": "xpath", "query": "//h1["}]
+    response = client.post(ADD, form_data(owner=staff, queries=bad))
+    assert response.status_code == 200 and not Job.objects.exists()
+    assert client.post(ADD, form_data(owner=staff)).status_code == 302
+    assert Job.objects.get().query_list() == QUERIES

@@ -72,6 +72,23 @@ class QueryInline(TabularInline):
     def get_extra(self, request, obj=None, **kwargs) -> int:
         return 1 if obj is None else 0
 
+    # The queries are part of the job (saved with it by the service, judged with it by the serializer):
+    # whoever may add or change jobs edits them, whatever their permissions on the Query model.
+    def _may_edit(self, request, obj=None) -> bool:
+        return request.user.has_perm("jobs.change_job") or (obj is None and request.user.has_perm("jobs.add_job"))
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return request.user.has_perm("jobs.view_job") or self._may_edit(request, obj)
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return self._may_edit(request, obj)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return self._may_edit(request, obj)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return self._may_edit(request, obj)
+
 
 @admin.register(Job)
 class JobAdmin(ModelAdmin):
@@ -173,7 +190,9 @@ class JobAdmin(ModelAdmin):
         return fieldsets
 
     def save_model(self, request, obj: Job, form: JobForm, change: bool) -> None:
-        data = dict(form.validated or {})  # validated by the serializer when the query rows were cleaned
+        if form.validated is None:  # never save what the serializer did not judge
+            raise RuntimeError("The job form was not validated by JobSerializer (no query rows on the page?)")
+        data = dict(form.validated)  # validated by the serializer when the query rows were cleaned
         if change:
             services.update_job(job=obj, **data)
             return
