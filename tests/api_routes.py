@@ -107,6 +107,10 @@ def make_objects(user) -> dict[str, dict[str, str]]:
     deploy = Deploy.objects.create(project=project, source=Source.GIT, ref="main")
     version = ProjectVersion.objects.create(project=project, version="a" * 40, spiders=["s"], settings_module="s.settings",
                                             egg_sha256="0" * 64)
+    from alerts.models import Delivery, Endpoint
+
+    endpoint = Endpoint.objects.create(owner=user, url="http://127.0.0.1:9/hook", events=["run.failed"])
+    delivery = Delivery.objects.create(endpoint=endpoint, event="run.failed", body="{}", run=run)
     job_ids = {"pk": str(job.id)}
     run_ids = {"pk": str(run.id), "run_id": str(run.id)}
     return {
@@ -115,6 +119,8 @@ def make_objects(user) -> dict[str, dict[str, str]]:
         "files": {"file_id": str(file.id), "filename": file.filename},
         "projects": {"pk": str(project.id), "deploy_id": str(deploy.id), "version": version.version},
         "nodes": {"pk": str(node.id)},  # no user's: staff only
+        "alerts": {"pk": str(endpoint.id)},
+        "deliveries": {"pk": str(delivery.id)},
     }
 
 

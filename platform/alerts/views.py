@@ -24,7 +24,6 @@ class EndpointViewSet(viewsets.ModelViewSet):
 
     serializer_class = EndpointSerializer
     lookup_value_regex = "[^/]+"
-    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
     def get_queryset(self):
         return _endpoints(self.request.user)

@@ -141,6 +141,9 @@ BODIES_BY_ROUTE = {
     ("/api/v1/sync/scrape", "post"): {"url": "http://127.0.0.1:9/"},
     ("/api/v1/sync/download", "post"): {"url": "http://127.0.0.1:9/"},
     ("/api/v1/proxy/request-country", "post"): {"country": "DE"},
+    ("/api/v1/alerts", "post"): {"url": "http://127.0.0.1:9/hook", "events": ["run.failed"]},
+    ("/api/v1/alerts/{pk}", "put"): {"url": "http://127.0.0.1:9/hook", "events": ["run.failed"]},
+    ("/api/v1/alerts/{pk}", "patch"): {"enabled": False},
 }
 BODY_ROUTES = [(r, m) for r, m in WRITES if (r.template, m) in BODIES_BY_ROUTE]
 
