@@ -59,7 +59,9 @@ def test_the_dashboard_draws_its_charts_and_counts_a_real_run(console, operator,
     )
     assert runs_per_day == 1  # today's "Succeeded" bar
 
-    # "View site" and the header's links answer.
+    # "View site" (the account menu) and the header's links are on the page, and answer.
+    assert console.page.locator('a[href="/api/v1/docs/"]').count() >= 2
+    assert console.page.locator('a[href="/api/v1/health"]').count() == 1
     for path in ("/api/v1/docs/", "/api/v1/health"):
         response = console.page.request.get(console.url(path))
         assert response.status < 400, path
