@@ -192,6 +192,9 @@ class JobForm(forms.ModelForm):
                     continue
                 nested[top][key] = value
                 continue
+            if value in ("", None) and field.allow_null:
+                body[top] = None  # emptied: null, as the API takes it (e.g. time_limit_s: the platform's)
+                continue
             if value in ("", None) and not field.required:
                 continue
             if value == [] and not getattr(field, "allow_empty", True):
