@@ -24,6 +24,8 @@ class RunQuality(models.Model):
     verdict = models.CharField(max_length=8, blank=True, choices=Verdict.choices, help_text="Empty until judged")
     reasons = models.JSONField(default=list, blank=True, help_text="Why: one {monitor, level, message} per finding")
     judged_at = models.DateTimeField(null=True, blank=True)
+    # A run settled `lost` whose crawl reports again ends once more: judged again for its new status.
+    judged_status = models.CharField(max_length=16, blank=True, help_text="The run's status when it was judged")
 
     class Meta:
         verbose_name_plural = "run qualities"

@@ -42,9 +42,9 @@ def judge(run: Run) -> None:
     it), but its outcome event still goes out.
     """
     quality, _ = RunQuality.objects.get_or_create(run=run)
-    if quality.judged_at is not None or run.status not in OUTCOME_EVENTS:
+    if quality.judged_status == run.status or run.status not in OUTCOME_EVENTS:
         return
-    fields: dict[str, Any] = {"judged_at": timezone.now()}
+    fields: dict[str, Any] = {"judged_at": timezone.now(), "judged_status": run.status, "verdict": "", "reasons": []}
     if run.status == RunStatus.SUCCEEDED:
         items, coverage = field_coverage(ItemStore(run.result_key))
         monitors = (run.job.monitors if run.job else None) or {}
@@ -57,7 +57,7 @@ def judge(run: Run) -> None:
         found = findings(monitors, facts)
         fields.update(coverage=coverage, reasons=found, verdict=verdict(found))
     with transaction.atomic():
-        if not RunQuality.objects.filter(pk=run.pk, judged_at__isnull=True).update(**fields):
+        if not RunQuality.objects.filter(pk=run.pk, judged_status=quality.judged_status).update(**fields):
             return  # a concurrent delivery judged it first
         for name, value in fields.items():
             setattr(quality, name, value)

@@ -171,3 +171,16 @@ def test_deliveries_api_shows_attempts_and_redelivers(api, user, other_api):
     assert other_api.get(f"/api/v1/deliveries/{delivery.pk}").status_code == 404
     again = api.post(f"/api/v1/deliveries/{delivery.pk}/redeliver")
     assert again.status_code == 202 and again.json()["attempts"] == 0 and again.json()["body"] == delivery.body
+
+
+def test_a_retry_is_told_as_run_retrying(user):
+    from jobs.signals import run_retrying
+
+    Endpoint.objects.create(owner=user, url="http://127.0.0.1/h", events=["run.retrying"])
+    failed = make_run(user, status=RunStatus.FAILED)
+    retry = make_run(user, job=failed.job, status=RunStatus.QUEUED)
+    run_retrying.send(sender=Run, run=failed, retry=retry, delay_s=60.0)
+    [delivery] = Delivery.objects.filter(event="run.retrying")
+    body = json.loads(delivery.body)
+    assert body["run"]["run_id"] == str(failed.pk) and body["run"]["status"] == "failed"
+    assert body["retry"]["run_id"] == str(retry.pk) and body["retry"]["delay_s"] == 60.0

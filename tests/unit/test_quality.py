@@ -285,3 +285,18 @@ def test_a_failed_run_has_no_verdict_but_its_outcome_is_published(user, events, 
 
 def test_job_model_has_the_quality_fields():
     assert {"item_schema", "invalid_items", "monitors"} <= {f.name for f in Job._meta.fields}
+
+
+@pytest.mark.django_db
+def test_a_lost_run_whose_crawl_reports_its_end_is_judged_again(user, items_dir, events):
+    run = make_run(user, monitors={"min_items": 1})
+    run.finish(RunStatus.LOST, error="Node forgot it")
+    services.judge(run)
+    lifecycle.record_items(run, 0, ndjson(BATCH[:1]))  # the crawl reports again: running
+    run.refresh_from_db()
+    run.finish(RunStatus.SUCCEEDED, reported=True)
+    services.judge(run)
+    quality = RunQuality.objects.get(run=run)
+    assert (quality.judged_status, quality.verdict) == ("succeeded", "passed")
+    outcomes = [e for e, _ in events if e != "run.ended"]
+    assert outcomes == ["run.lost", "run.succeeded"]
