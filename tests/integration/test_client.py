@@ -90,6 +90,7 @@ def test_download_shows_a_progress_bar_and_every_format_streams(client, site, no
     assert "items.jsonl" in capfd.readouterr().err
     for fmt in ("json", "xlsx", "parquet", "sql"):
         assert run.download(fmt, tmp_path / f"items.{fmt}", progress=False).stat().st_size > 0
+    assert run.download("csv", tmp_path, progress=False) == tmp_path / f"{run.id}.csv"  # into a folder
     with pytest.raises(ValueError):
         run.download("yaml", tmp_path / "items.yaml")
 

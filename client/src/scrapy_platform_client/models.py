@@ -124,11 +124,13 @@ class Run(Resource):
 
     def download(self, format: str = "json", path: str | os.PathLike[str] | None = None, *,
                  progress: bool | None = None, **options: Any) -> Path:
-        """Stream the items in `format` to `path` (default `<run id>.<format>`), with a progress bar on stderr.
+        """Stream the items in `format` to `path` (default, or in a folder: `<run id>.<format>`), with a progress bar on stderr.
 
         `progress` None shows the bar when stderr is a terminal. The file appears complete or not at all.
         """
         target = Path(path) if path is not None else Path(f"{self.id}.{format}")
+        if target.is_dir():
+            target = target / f"{self.id}.{format}"
         params = _download_params(format, options)
         show = sys.stderr.isatty() if progress is None else progress
         partial = target.with_name(f".{target.name}.part")
