@@ -300,3 +300,19 @@ def test_a_lost_run_whose_crawl_reports_its_end_is_judged_again(user, items_dir,
     assert (quality.judged_status, quality.verdict) == ("succeeded", "passed")
     outcomes = [e for e, _ in events if e != "run.ended"]
     assert outcomes == ["run.lost", "run.succeeded"]
+
+
+@pytest.mark.django_db
+def test_the_run_admin_page_shows_the_verdict(user, admin_client, items_dir):
+    run = make_run(user, monitors={"min_items": 5})
+    lifecycle.record_items(run, 0, ndjson(BATCH))
+    run.refresh_from_db()
+    run.finish(RunStatus.SUCCEEDED)
+    services.judge(run)
+    page = admin_client.get(f"/admin/jobs/run/{run.pk}/change/")
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "Data quality" in text and "3 items, fewer than the minimum of 5" in text
+    assert admin_client.get("/admin/quality/runquality/").status_code == 200
+    assert admin_client.get("/admin/alerts/delivery/").status_code == 200
+    assert admin_client.get("/admin/alerts/endpoint/").status_code == 200

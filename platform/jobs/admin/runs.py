@@ -43,11 +43,12 @@ class RunAdmin(RunPagesMixin, ModelAdmin):
         (None, {"fields": ["job", "spider_name", "scrapyd_job", "trigger", "created_at"]}),
         ("Schedule", {"fields": ["schedule", "fire_time", "overlap_policy"], "classes": ["collapse"]}),
         ("Configuration", {"fields": ["config_table", "arguments_table"]}),
+        ("Data quality", {"fields": ["quality_table"]}),  # quality app (docs/jobs.md, "Data quality")
     ]
 
     # --- read-only: the view permission shows the page, nothing on it saves ------------------------
     def get_readonly_fields(self, request, obj=None):
-        return [f.name for f in Run._meta.fields] + ["spider_name", "scrapyd_job", "config_table", "arguments_table"]
+        return [f.name for f in Run._meta.fields] + ["spider_name", "scrapyd_job", "config_table", "arguments_table", "quality_table"]
 
     def has_add_permission(self, request):
         return False
@@ -110,6 +111,13 @@ class RunAdmin(RunPagesMixin, ModelAdmin):
     @display(description="Spider arguments")
     def arguments_table(self, run: Run) -> str:
         return self._table(run.arguments or {})
+
+    @display(description="Quality, coverage, validation, Spidermon")
+    def quality_table(self, run: Run) -> str:
+        from quality.services import summary  # quality builds on jobs: import here
+
+        found = summary(run)
+        return self._table({key: value for key, value in found.items() if value not in (None, {}, [])})
 
     # --- actions: the same services as the API -------------------------------------------------------
     @admin.action(description="Cancel selected runs")
