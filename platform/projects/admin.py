@@ -123,7 +123,7 @@ class DeployRefForm(BaseDialogForm):
 def _history(project: Project) -> dict:
     """The last versions and deploys of a project, as unfold tables, with a "Make current" button per version."""
     versions = ProjectVersion.objects.filter(project=project).order_by("-deployed_at")[:RECENT]
-    deploys = Deploy.objects.filter(project=project).order_by("-created_at")[:RECENT]
+    deploys = Deploy.objects.filter(project=project).defer("log").order_by("-created_at")[:RECENT]
     version_rows = []
     for version in versions:
         link = reverse("admin:projects_projectversion_change", args=[version.pk])
@@ -268,11 +268,12 @@ class ProjectAdmin(ModelAdmin):
 
 @admin.register(Deploy)
 class DeployAdmin(ModelAdmin):
-    list_display = ["project", "status_label", "trigger", "ref", "short_commit", "cause", "created_at", "duration_s"]
+    list_display = ["created_at", "project", "status_label", "trigger", "short_ref", "short_commit", "cause", "duration_s"]
     list_filter = ["status", "trigger", "source"]
-    list_select_related = ["project"]
+    list_select_related = ["project__owner"]
     search_fields = ["project__name", "ref", "commit"]
     show_full_result_count = False
+    list_per_page = 50
     # What never changes; the status, commit, spiders and timings are in the summary above, which follows the deploy.
     fields = ["project", "trigger", "source", "ref", "requested_by", "created_at"]
     readonly_fields = fields
@@ -287,9 +288,19 @@ class DeployAdmin(ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False  # the project's history (deleting the project removes it)
 
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        # A log is up to 200,000 characters: the list does not load them, the deploy's page does.
+        view = request.resolver_match.url_name if request.resolver_match else ""
+        return queryset if view.endswith("_change") else queryset.defer("log")
+
     @display(description="Status", ordering="status")
     def status_label(self, deploy: Deploy) -> str:
         return deploy_badge(deploy)
+
+    @display(description="Ref", ordering="ref")
+    def short_ref(self, deploy: Deploy) -> str:
+        return _short(deploy.ref)
 
     @display(description="Commit")
     def short_commit(self, deploy: Deploy) -> str:
@@ -329,8 +340,9 @@ class SpiderInline(TabularInline):
 class ProjectVersionAdmin(ModelAdmin):
     list_display = ["project", "short_version", "is_current", "source", "ref", "spider_count", "deployed_at"]
     list_filter = ["is_current", "source"]
-    list_select_related = ["project"]
+    list_select_related = ["project__owner"]
     search_fields = ["project__name", "version", "commit"]
+    list_per_page = 50
     fields = ["project", "version", "is_current", "source", "ref", "commit", "spider_names", "settings_module",
               "egg_size", "egg_sha256", "created_at", "deployed_at", "nodes"]
     readonly_fields = fields
@@ -378,7 +390,8 @@ class ProjectVersionAdmin(ModelAdmin):
 @admin.register(Spider)
 class SpiderAdmin(ModelAdmin):
     list_display = ["name", "project", "version", "repo_path"]
-    list_select_related = ["project", "version"]
+    list_select_related = ["project__owner", "version__project"]
+    list_per_page = 50
     search_fields = ["name", "project__name"]
     readonly_fields = ["project", "name", "version", "repo_path", "created_at", "updated_at"]
 
