@@ -106,6 +106,7 @@ def test_project_with_a_package_the_node_lacks(api, eager, platform, envs_node, 
     started = time.monotonic()
     done = deploy(api, project)
     build_seconds = time.monotonic() - started
+    first_log = done["log"]
     assert done["status"] == "succeeded", done["log"]
     assert "Resolving requirements.txt" in done["log"] and "python-slugify==" in done["log"]
     assert "Node node-envs built the environment" in done["log"]
@@ -138,6 +139,7 @@ def test_project_with_a_package_the_node_lacks(api, eager, platform, envs_node, 
     assert set(after) == set(before)  # no new environment
     assert ProjectVersion.objects.get(project_id=project["id"], version=second).lock_sha256 == version.lock_sha256
     print(f"\nfirst deploy (resolve + build) {build_seconds:.2f} s, second (reuse) {reuse_seconds:.2f} s")
+    print(first_log, done["log"], sep="\n----\n")  # shown with -s: where a deploy's time goes
 
 
 def test_project_pinning_an_older_scrapy(api, eager, platform, envs_node, site, tmp_path):

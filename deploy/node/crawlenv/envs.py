@@ -185,9 +185,10 @@ def _build(env: Path, lock: str, options: Options, log: Callable[[str], None]) -
     run_env.setdefault("UV_CACHE_DIR", str(options.envs_dir / ".uv-cache"))
     log(f"Building environment {env.name} with {Path(uv).name} for {options.python}")
     _run([uv, "venv", "--quiet", "--python", options.python, str(env)], run_env, options, log)
-    (env / "requirements.lock").write_text(lock)
+    (env / "requirements.lock").write_text(lock, encoding="utf-8")
+    # Bytecode compiled once here: crawls start with PYTHONDONTWRITEBYTECODE or a read-only env too.
     args = [uv, "pip", "sync", "--python", str(env_python(env)), "--require-hashes", "--strict",
-            *options.index_args(), str(env / "requirements.lock")]
+            "--compile-bytecode", *options.index_args(), str(env / "requirements.lock")]
     _run(args, run_env, options, log)
 
 
