@@ -338,7 +338,7 @@ class SpiderInline(TabularInline):
 
 @admin.register(ProjectVersion)
 class ProjectVersionAdmin(ModelAdmin):
-    list_display = ["project", "short_version", "is_current", "source", "ref", "spider_count", "deployed_at"]
+    list_display = ["project", "short_version", "is_current", "source", "short_ref", "spider_count", "deployed_at"]
     list_filter = ["is_current", "source"]
     list_select_related = ["project__owner"]
     search_fields = ["project__name", "version", "commit"]
@@ -362,6 +362,10 @@ class ProjectVersionAdmin(ModelAdmin):
     @display(description="Version")
     def short_version(self, version: ProjectVersion) -> str:
         return version.version[:12]
+
+    @display(description="Ref", ordering="ref")
+    def short_ref(self, version: ProjectVersion) -> str:
+        return _short(version.ref)
 
     @display(description="Spiders")
     def spider_count(self, version: ProjectVersion) -> int:

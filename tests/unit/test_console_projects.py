@@ -239,3 +239,13 @@ def test_project_pages_answer(client, staff, settings, tmp_path):
         assert client.get(reverse(f"admin:{name}")).status_code == 200, name
     assert client.get(reverse("admin:projects_projectversion_change", args=[version.pk])).status_code == 200
     assert client.get(reverse("admin:projects_spider_change", args=[Spider.objects.get().pk])).status_code == 200
+
+
+def test_the_deploy_page_follows_a_building_deploy_only(client, staff):
+    project = make_project(staff)
+    building = Deploy.objects.create(project=project, ref="main")
+    page = client.get(reverse("admin:projects_deploy_change", args=[building.pk])).content.decode()
+    assert 'hx-trigger="every 2s"' in page and 'data-deploy-status="building"' in page
+    done = Deploy.objects.create(project=project, ref="main", status=DeployStatus.SUCCEEDED, log="[   0.0s] ok")
+    page = client.get(reverse("admin:projects_deploy_change", args=[done.pk])).content.decode()
+    assert 'hx-trigger="every 2s"' not in page and 'data-deploy-status="succeeded"' in page
