@@ -66,3 +66,30 @@ def test_prune_keeps_used_and_recent_environments(tmp_path):
     assert removed == ["old"]
     assert sorted(usage(tmp_path)["environments"]) == ["kept", "recent"]
     assert usage(tmp_path)["environments"]["kept"]["lock_sha256"]
+
+
+def test_node_settings_come_from_scrapyd_conf_and_crawlenv_variables(tmp_path, monkeypatch):
+    from crawlenv.runner import node_options
+
+    conf = {"dbs_dir": str(tmp_path / "dbs"), "envs_find_links": "/a /b", "envs_no_index": "on"}
+
+    class Config:
+        def get(self, name, default=""):
+            return conf.get(name, default)
+
+    options = node_options(Config())
+    assert options.envs_dir == tmp_path / "envs" and options.find_links == ["/a", "/b"] and options.no_index
+    assert not options.allow_sdist
+    monkeypatch.setenv("CRAWLENV_FIND_LINKS", "/c")
+    monkeypatch.setenv("CRAWLENV_ALLOW_SDIST", "yes")
+    options = node_options(Config())
+    assert options.find_links == ["/c"] and options.allow_sdist
+
+
+def test_pip_configuration_keeps_pips_meaning_for_extra_indexes(tmp_path, monkeypatch):
+    import crawlenv.envs as envs
+
+    monkeypatch.setattr(envs, "pip_config", lambda python: {"index-url": "https://i/simple", "extra-index-url": "file:///x"})
+    flags = Options(envs_dir=tmp_path).index_args()
+    assert flags[:2] == ["--index-strategy", "unsafe-best-match"]
+    assert flags[2:4] == ["--default-index", "https://i/simple"] and flags[4:6] == ["--index", "file:///x"]
