@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
-from django.db.models import Count, F, IntegerField, Q, QuerySet, Value
-from django.db.models.functions import Greatest
+from django.db.models import Count, F, IntegerField, OuterRef, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce, Greatest
 
-from jobs.models import RunStatus
+from jobs.models import Run, RunStatus
+from jobs.queue import holding_slot
 
 from .models import Node
 
 
-def nodes_with_load(queryset: QuerySet[Node] | None = None) -> QuerySet[Node]:
-    """Nodes annotated with `running`, `pending` and `free` slots, from the runs table in one aggregate query.
+def _count(runs: QuerySet[Run]) -> Coalesce:
+    per_node = runs.filter(node=OuterRef("pk")).order_by().values("node").annotate(n=Count("pk")).values("n")
+    return Coalesce(Subquery(per_node, output_field=IntegerField()), Value(0))
 
-    `pending` counts runs given to the node that have not started (queued for a retry there, or in
-    Scrapyd's queue); `free` never goes below zero (a node's slots can be lowered under its load).
+
+def nodes_with_load(queryset: QuerySet[Node] | None = None) -> QuerySet[Node]:
+    """Nodes annotated with `running`, `pending` and `free` slots, counted in the database in one query.
+
+    A slot is held as the run queue counts it (jobs.queue.holding_slot): `running` are the node's
+    running runs, `pending` the others holding a slot (in Scrapyd's queue, or taken off the platform's
+    queue and being sent there). `free` never goes below zero (a node's slots can be lowered under its load).
     """
     queryset = Node.objects.all() if queryset is None else queryset
-    running = Count("runs", filter=Q(runs__status=RunStatus.RUNNING))
-    pending = Count("runs", filter=Q(runs__status__in=[RunStatus.QUEUED, RunStatus.PENDING]))
-    return queryset.annotate(
-        running=running, pending=pending,
-        free=Greatest(Value(0), F("slots") - running - pending, output_field=IntegerField()),
+    holding = Run.objects.filter(holding_slot())
+    running = _count(holding.filter(status=RunStatus.RUNNING))
+    pending = _count(holding.exclude(status=RunStatus.RUNNING))
+    return queryset.annotate(running=running, pending=pending).annotate(
+        free=Greatest(Value(0), F("slots") - F("running") - F("pending"), output_field=IntegerField())
     )

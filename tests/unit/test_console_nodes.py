@@ -6,6 +6,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from jobs.models import Job, Run, RunStatus
@@ -41,11 +42,15 @@ def test_slot_figures_come_from_one_aggregate_query(staff):
     a = Node.objects.create(name="a", url="http://127.0.0.1:9/", slots=8)
     b = Node.objects.create(name="b", url="http://127.0.0.2:9/", slots=2)
     runs_on(a, staff, running=3, pending=1, queued=1, succeeded=4, failed=2)
+    Run.objects.filter(node=a, status=RunStatus.QUEUED).update(dequeued_at=timezone.now())  # taken off the queue
     runs_on(b, staff, running=2, pending=1)
     with CaptureQueriesContext(connection) as queries:
         loads = {n.name: (n.running, n.pending, n.free) for n in nodes_with_load()}
     assert len(queries) == 1
     assert loads == {"a": (3, 2, 3), "b": (2, 1, 0)}  # b is over its slots: free never below zero
+    # A resumed crawl waiting in the queue for its node holds no slot there yet (as jobs.queue counts).
+    runs_on(b, staff, queued=1)
+    assert {n.name: n.pending for n in nodes_with_load()}["b"] == 1
 
 
 def test_the_node_list_shows_slots_state_and_last_check(client, staff):
