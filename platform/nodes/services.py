@@ -117,7 +117,7 @@ def set_node_state(*, node: Node, state: str) -> Node:
               "disabled": {"enabled": False, "draining": False}}.get(state)
     if fields is None:
         raise ValidationFailed("Invalid node state", details={"state": "Must be one of: enabled, draining, disabled"})
-    Node.objects.filter(pk=node.pk).update(**fields)
     for name, value in fields.items():
         setattr(node, name, value)
+    node.save(update_fields=list(fields))  # a save, not an UPDATE: the run queue moves when a node is saved
     return node
