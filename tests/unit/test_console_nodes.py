@@ -156,3 +156,20 @@ def test_labels_are_words_not_json(client, staff):
     assert node.labels == ["render", "gpu", "eu"]
     refused = client.post(url, {**form, "labels": "Bad!"})
     assert refused.status_code == 200 and "A label is 1-50 lowercase letters" in refused.content.decode()
+
+
+def test_the_run_queue_gives_a_draining_node_no_new_run(client, staff, django_capture_on_commit_callbacks):
+    from jobs import queue
+
+    a = Node.objects.create(name="a", url="http://127.0.0.1:9/", slots=4)
+    runs_on(a, staff, running=1)
+    client.post(reverse("admin:nodes_node_drain_one", args=[a.pk]), {"_form_submitted": "on"})
+    job = Job.objects.get(name="job-a")
+    waiting = Run.objects.create(owner=staff, job=job, project="builtin", spider="query")
+    assert queue.pump() == set()  # a has free slots, but drains
+    waiting.refresh_from_db()
+    assert waiting.node is None and waiting.status == RunStatus.QUEUED and "draining" in waiting.waiting_reason
+    assert Run.objects.filter(node=a, status=RunStatus.RUNNING).count() == 1
+    with django_capture_on_commit_callbacks(execute=False):
+        services.set_node_state(node=a, state="enabled")
+    assert queue.pump() == {waiting.pk}
