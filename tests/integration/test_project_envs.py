@@ -162,7 +162,7 @@ def test_project_pinning_an_older_scrapy(api, eager, platform, envs_node, site, 
     assert [(i["scrapy"], i["title"].strip()) for i in items] == [("2.11.2", "Widget 1")]
 
 
-def test_broken_locks_fail_the_deploy_and_keep_the_current_version(api, eager, envs_node, tmp_path):
+def test_broken_locks_fail_the_deploy_and_keep_the_current_version(api, eager, envs_node, tmp_path, settings):
     path, first = make_repo(tmp_path / "broken", project_files({"shop/spiders/slugs.py": slug_spider()}, "python-slugify\n"))
     project = create_project(api, path, name="broken")
     assert deploy(api, project)["status"] == "succeeded"
@@ -182,3 +182,18 @@ def test_broken_locks_fail_the_deploy_and_keep_the_current_version(api, eager, e
     assert "hash" in failed.log.lower()
     assert ProjectVersion.objects.get(project_id=project["id"], is_current=True).version == first
     assert not ProjectVersion.objects.filter(project_id=project["id"], version="bad-lock").exists()
+
+    # A lock the worker installs but the node cannot (a package only the worker's index has): the
+    # node's addversion.json fails with uv's error, the egg is withdrawn, nothing current changes.
+    worker_only = tmp_path / "worker-only"
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--only-binary", ":all:", "--no-deps", "-d",
+                    str(worker_only), "six"], check=True, capture_output=True, timeout=300)
+    settings.PROJECT_ENVS_FIND_LINKS = [*settings.PROJECT_ENVS_FIND_LINKS, str(worker_only)]
+    commit(path, {"requirements.txt": "python-slugify\nsix\n"}, "a package the node's index lacks")
+    done = deploy(api, project)
+    assert done["status"] == "failed" and done["error"] == "Scrapyd on node node-envs refused the egg", done["log"]
+    assert "six was not found" in done["log"] and "The current version is unchanged" in done["log"]  # uv's words
+    assert ProjectVersion.objects.get(project_id=project["id"], is_current=True).version == first
+    listed = requests.get(f"{envs_node.url}listversions.json", params={"project": project["scrapyd_name"]}, timeout=10)
+    assert listed.json()["versions"] == [first]
+
