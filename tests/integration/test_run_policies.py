@@ -155,6 +155,8 @@ def test_queued_runs_leave_the_queue_by_priority_then_fairness_then_age(
     assert [str(run.pk) for run in runs] == [run_id for run_id, _, _ in expected]
     for earlier, later in zip(runs, runs[1:], strict=False):
         assert later.dequeued_at >= earlier.finished_at  # one slot: one run at a time
+    gaps = sorted((later.dequeued_at - earlier.finished_at).total_seconds() for earlier, later in zip(runs, runs[1:], strict=False))
+    print(f"slot freed -> next run off the queue: median {gaps[len(gaps) // 2]:.3f} s, max {gaps[-1]:.3f} s")
 
 
 def test_node_labels_route_runs_and_a_run_without_a_node_says_why(platform, api, site, node_a, node_b):
