@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
 
 from core.errors import IllegalTransition
@@ -231,10 +231,12 @@ class Run(GuardedStatus):
             fields["stats"] = stats
         if self.started_at is None and status != RunStatus.LOST and stats and stats.get("start_time"):
             fields["started_at"] = _parse_time(stats["start_time"])
-        self._transition(status, reported=reported, **fields)
-        # Every way a run ends comes through here: quality judges it, then alerts hear (core.events).
-        publish("run.ended", run=self)
-        run_settled.send(sender=Run, run=self)  # retries and the queue (jobs.policies); alerts get run_finished
+        # One transaction with what the move sets off (a retry, jobs.policies): both are recorded or neither.
+        with transaction.atomic():
+            self._transition(status, reported=reported, **fields)
+            # Every way a run ends comes through here: quality judges it, then alerts hear (core.events).
+            publish("run.ended", run=self)
+            run_settled.send(sender=Run, run=self)  # retries and the queue (jobs.policies); others: run_finished
 
 
 def _parse_time(value: Any) -> datetime | None:
