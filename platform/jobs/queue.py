@@ -55,9 +55,13 @@ def holding_slot() -> Q:
 
 
 def waiting() -> Q:
-    """Runs still in the queue."""
+    """Runs still in the queue.
+
+    Not a run with a node but no queue record (made before the queue, given to a node by the dispatch of
+    that time): that node may have its crawl, so only services.dispatch, which asks it first, moves it on."""
+    given_before = Q(node__isnull=False, part=0)
     return Q(status=RunStatus.QUEUED, dequeued_at__isnull=True, cancel_requested_at__isnull=True,
-             pause_requested_at__isnull=True)
+             pause_requested_at__isnull=True) & ~given_before
 
 
 def order_key(run: Run, owner_active: dict[int, int]) -> tuple:

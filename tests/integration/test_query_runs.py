@@ -5,9 +5,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+from datetime import timedelta
 
 import pytest
 import requests
+from django.db import transaction
+from django.utils import timezone
 
 from jobs.models import Job, Run
 from tests.support import wait_until
@@ -156,9 +159,13 @@ def test_redelivered_dispatch_never_starts_a_second_crawl(platform, api, site, n
     from nodes.services import ensure_builtin
 
     job = create_job(api, f"{site.url}product2.html")
-    with pytest.MonkeyPatch.context() as mp:
+    with pytest.MonkeyPatch.context() as mp, transaction.atomic():
         mp.setattr("jobs.tasks.dispatch_run.delay", lambda run_id: None)  # the first delivery "dies"
         run = services.start_run(job=Job.objects.get(pk=job["job_id"]))
+        # What it left: the run taken off the platform's queue for node_a and claimed (jobs.queue), in
+        # the run's own transaction so that no worker's queue pump takes it meanwhile.
+        Run.objects.filter(pk=run.pk).update(node=node_a, dequeued_at=timezone.now(), dispatch_attempts=1,
+                                             dispatch_claimed_at=timezone.now() - timedelta(hours=1))
     version = ensure_builtin(node_a)
     ScrapydClient.for_node(node_a).schedule(
         project=run.project,
@@ -168,8 +175,6 @@ def test_redelivered_dispatch_never_starts_a_second_crawl(platform, api, site, n
         settings=crawl_settings(run),
         args=spider_arguments(run),
     )
-    Run.objects.filter(pk=run.pk).update(node=node_a)
-
     services.dispatch(str(run.id))  # the redelivered task
     services.dispatch(str(run.id))  # and once more for good measure
 
