@@ -285,12 +285,15 @@ def test_the_reconciler_enqueues_recently_finished_runs_once(user, node, server,
 def test_the_admin_shows_a_short_log_and_follows_a_running_one(client, django_user_model, user, node, server):
     client.force_login(django_user_model.objects.create_superuser("root", "root@example.com", "pw"))
     finished = make_run(user, node, status=RunStatus.SUCCEEDED, content=LOGS["short"], server=server)
+    # The run's page loads its log block from the admin's log view (tail, then `since`) in the browser.
     page = client.get(f"/admin/jobs/run/{finished.pk}/change/")
-    assert page.status_code == 200 and b"line 149 of a short log" in page.content and b"line 49 of" not in page.content
-    assert b"X-Log-Next-Offset" not in page.content  # complete: nothing to follow
+    assert page.status_code == 200 and f'data-url="/admin/jobs/run/{finished.pk}/log/"'.encode() in page.content
+    tail = client.get(f"/admin/jobs/run/{finished.pk}/log/?tail=100")
+    assert b"line 149 of a short log" in tail.content and b"line 49 of" not in tail.content
+    assert tail["X-Log-Finished"] == "true"  # complete: nothing to follow
     running = make_run(user, node, content=b"opened\n", server=server)
-    page = client.get(f"/admin/jobs/run/{running.pk}/change/")
-    assert b"opened" in page.content and b"X-Log-Next-Offset" in page.content
+    tail = client.get(f"/admin/jobs/run/{running.pk}/log/?tail=200")
+    assert tail.content == b"opened\n" and tail["X-Log-Finished"] == "false" and tail["X-Log-Next-Offset"] == "7"
     with server.log_path("p", "s", running.scrapyd_job_id).open("ab") as log:
         log.write(b"crawled\n")
     follow = client.get(f"/admin/jobs/run/{running.pk}/log/?since=7")
