@@ -487,7 +487,13 @@ UNFOLD = {
                 _console_item("Proxies", "vpn_lock", "proxies.proxy"),
                 _console_item("Country access", "public", "proxies.countryaccess"),
             ),
-            _console_group("Data", _console_item("Result files", "download", "exports.resultfile")),
+            _console_group(
+                "Data",
+                _console_item("Result files", "download", "exports.resultfile"),
+                _console_item("Run quality", "fact_check", "quality.runquality"),
+                _console_item("Alert endpoints", "notifications", "alerts.endpoint"),
+                _console_item("Alert deliveries", "outgoing_mail", "alerts.delivery"),
+            ),
             _console_group(
                 "Usage",
                 _console_item("Usage counters", "query_stats", "usage.usagecounter"),

@@ -12,7 +12,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from core.errors import Conflict, NodeUnavailable
+from core.errors import NodeUnavailable
 from core.outbox import send_on_commit
 from monitoring.series import DISPATCH_LATENCY, observe
 from nodes.client import ScrapydClient
@@ -23,8 +23,9 @@ from usage import quotas
 
 from . import queue
 from .crawl import crawl_settings, spider_arguments
-from .models import ACTIVE, IllegalTransition, Job, Query, Run, RunStatus, Trigger
+from .models import IllegalTransition, Job, Query, Run, RunStatus, Trigger
 from .policies import copied_fields, run_fields
+from .removal import delete_job  # noqa: F401 - the service jobs' callers use (views, admin)
 
 logger = logging.getLogger(__name__)
 
@@ -71,18 +72,6 @@ def _set_schedule(job: Job, fields: dict[str, Any]) -> None:
         from schedules.services import set_schedule  # schedules imports jobs: import here
 
         set_schedule(job=job, spec=fields["scheduling"])
-
-
-def delete_job(*, job: Job) -> None:
-    """Delete a job with its runs and items; refused while a run is active."""
-    from exports.itemstore import ItemStore
-
-    if job.runs.filter(status__in=ACTIVE).exists():
-        raise Conflict("The job has an active run; cancel it first")
-    keys = {run.result_key for run in job.runs.all()}
-    job.delete()
-    for key in keys:
-        ItemStore(key).delete()
 
 
 def start_run(*, job: Job, trigger: str = Trigger.API, api_key=None, priority: int | None = None) -> Run:

@@ -16,6 +16,7 @@ from exports.itemstore import ItemStore
 from exports.models import FileStatus, ResultFile
 from jobs import removal
 from jobs.models import Job, Run, RunStatus, Trigger
+from tests.conftest import make_client
 
 pytestmark = pytest.mark.django_db
 ITEMS = [{"url": f"https://example.com/{i}", "title": f"Item {i}", "tags": ["a", str(i)], "meta": {"n": i}} for i in range(60)]
@@ -323,3 +324,21 @@ def test_log_view_says_why_there_is_no_log(admin_client, job):
     bad = admin_client.get(f"/admin/jobs/run/{run.pk}/log/?tail=oops")
     assert bad.status_code == 400 and bad.json()["error"] == "validation_error"
     assert admin_client.get("/admin/jobs/run/00000000-0000-0000-0000-000000000000/log/").status_code == 404
+
+
+@pytest.mark.parametrize("through", ["api", "admin"])
+def test_deleting_a_job_removes_its_runs_items_and_result_files(through, admin_client, job, eager_tasks, dirs):
+    run = make_run(job)
+    file, _ = export_services.request_export(run=run, fmt="csv", options={})
+    export_services.build_file(str(file.id))
+    file.refresh_from_db()
+    copies = [dirs / "exports" / file.local_name, dirs / "backup" / file.remote_name]
+    assert all(path.exists() for path in copies)
+    if through == "api":
+        response = make_client(job.owner).delete(f"/api/v1/jobs/{job.pk}")
+        assert response.status_code == 204
+    else:
+        response = admin_client.post(f"/admin/jobs/job/{job.pk}/delete/", {"post": "yes"})
+        assert response.status_code == 302
+    assert not Run.objects.filter(pk=run.pk).exists() and not ResultFile.objects.exists()
+    assert not ItemStore(run.pk).path.exists() and not any(path.exists() for path in copies)
