@@ -17,7 +17,6 @@ import hashlib
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
 import tomllib
@@ -29,6 +28,7 @@ from pathlib import Path
 from django.conf import settings
 
 from .errors import DeployFailed
+from .processes import base_env, run_bounded
 
 LOCK_MEMBER = "EGG-INFO/platform-lock.txt"  # crawlenv.envs.LOCK_MEMBER
 NO_LOCK_EXIT = 3  # crawlenv: the egg has no lock
@@ -98,29 +98,16 @@ def _index_flags() -> list[str]:
 
 def _crawlenv(args: list[str], *, cwd: Path, timeout: float, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     env = {
-        "PATH": os.environ.get("PATH", os.defpath),
-        "HOME": os.environ.get("HOME", str(cwd)),
-        "LANG": "C.UTF-8",
-        "PYTHONPATH": str(crawlenv_path()),
-        "PYTHONIOENCODING": "UTF-8",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONNOUSERSITE": "1",
+        **base_env(home=os.environ.get("HOME", str(cwd)), pythonpath=crawlenv_path()),
         **{k: v for k, v in os.environ.items() if k.startswith(("PIP_", "UV_"))},  # the worker's index settings
         **(extra_env or {}),
     }
-    proc = subprocess.Popen([sys.executable, "-m", "crawlenv", *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise DeployFailed(f"Building the environment took longer than PROJECT_ENVS_BUILD_TIMEOUT ({timeout:g} s)") from None
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
+    args = [sys.executable, "-m", "crawlenv", *args]
+    returncode, stdout, stderr = run_bounded(
+        args, cwd=cwd, env=env, timeout=timeout,
+        too_long=f"Building the environment took longer than PROJECT_ENVS_BUILD_TIMEOUT ({timeout:g} s)",
+    )
+    return subprocess.CompletedProcess(args, returncode, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
 
 
 def _tail(text: str) -> str:

@@ -10,16 +10,14 @@ from __future__ import annotations
 import ast
 import configparser
 import io
-import os
 import re
-import signal
-import subprocess
 import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from .errors import DeployFailed
+from .processes import base_env, run_bounded
 
 _MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _MAX_CFG_BYTES = 64 * 1024
@@ -127,32 +125,14 @@ def list_spiders(egg_path: Path, *, settings_module: str, work: Path, timeout: f
     """Run `scrapy list` against the egg alone; DeployFailed with the output's tail if it fails."""
     cwd = work / "listing"
     cwd.mkdir(exist_ok=True)
-    env = {
-        "PATH": os.environ.get("PATH", os.defpath),
-        "HOME": str(cwd),
-        "LANG": "C.UTF-8",
-        "PYTHONPATH": str(egg_path),
-        "PYTHONIOENCODING": "UTF-8",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONNOUSERSITE": "1",
-        "SCRAPY_SETTINGS_MODULE": settings_module,
-    }
+    env = {**base_env(home=cwd, pythonpath=egg_path), "SCRAPY_SETTINGS_MODULE": settings_module}
     args = [sys.executable, "-m", "scrapy", "list", "-s", "LOG_STDOUT=0"]
-    proc = subprocess.Popen(args, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise DeployFailed(f"`scrapy list` took longer than DEPLOY_LIST_TIMEOUT ({timeout:g} s)") from None
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    if proc.returncode != 0:
+    returncode, stdout, stderr = run_bounded(
+        args, cwd=cwd, env=env, timeout=timeout, too_long=f"`scrapy list` took longer than DEPLOY_LIST_TIMEOUT ({timeout:g} s)"
+    )
+    if returncode != 0:
         tail = "\n".join((stderr or stdout).decode(errors="replace").strip().splitlines()[-_TRACEBACK_LINES:])
-        raise DeployFailed(f"`scrapy list` failed (exit {proc.returncode}): the project or a spider does not import", detail=tail)
+        raise DeployFailed(f"`scrapy list` failed (exit {returncode}): the project or a spider does not import", detail=tail)
     names = [line.strip() for line in stdout.decode(errors="replace").splitlines() if line.strip()]
     if len(names) > _MAX_SPIDERS or any(len(name) > 200 for name in names):
         raise DeployFailed("`scrapy list` printed more than spider names (does the project print at import?)")
