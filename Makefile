@@ -37,6 +37,7 @@ bench: install
 	$(BIN)/python bench/dispatch.py
 	$(BIN)/python bench/crawl.py
 	$(BIN)/python bench/export.py
+	$(BIN)/python bench/admin_pages.py
 
 docs: install
 	$(BIN)/python manage.py apireference --output docs/api.md
