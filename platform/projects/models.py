@@ -230,6 +230,11 @@ class Deploy(models.Model):
     def fail_stale(cls, project: Project) -> int:
         """Fail deploys of `project` still building long after any worker would have given up on them."""
         cutoff = timezone.now() - timedelta(seconds=settings.DEPLOY_TIME_LIMIT + 60)
-        return cls.objects.filter(project=project, status=DeployStatus.BUILDING, created_at__lt=cutoff).update(
-            status=DeployStatus.FAILED, finished_at=timezone.now(), error="The deploy was interrupted (worker lost)"
-        )
+        failed = 0
+        for deploy in cls.objects.filter(project=project, status=DeployStatus.BUILDING, created_at__lt=cutoff):
+            try:  # one by one through _finish: each publishes deploy.failed (alerts) as any failed deploy does
+                deploy._finish(DeployStatus.FAILED, error="The deploy was interrupted (worker lost)")
+            except Conflict:  # it finished meanwhile
+                continue
+            failed += 1
+        return failed

@@ -125,6 +125,26 @@ def test_deploy_and_schedule_events_find_their_owner(user):
     assert body["event"] == "deploy.failed" and body["deploy"]["error"] == "no scrapy.cfg"
 
 
+
+def test_a_deploy_failed_as_stale_is_announced_too(user, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from projects.models import Deploy, DeployStatus, Project
+
+    Endpoint.objects.create(owner=user, url="http://127.0.0.1/h", events=["deploy.failed"])
+    project = Project.objects.create(owner=user, name="p", git_url="https://example.com/r.git")
+    stale = Deploy.objects.create(project=project, ref="main")
+    fresh = Deploy.objects.create(project=project, ref="dev")
+    Deploy.objects.filter(pk=stale.pk).update(created_at=timezone.now() - timedelta(seconds=settings.DEPLOY_TIME_LIMIT + 61))
+    assert Deploy.fail_stale(project) == 1
+    stale.refresh_from_db()
+    fresh.refresh_from_db()
+    assert stale.status == DeployStatus.FAILED and "interrupted" in stale.error and fresh.status == DeployStatus.BUILDING
+    [delivery] = Delivery.objects.all()
+    assert json.loads(delivery.body)["deploy"]["deploy_id"] == str(stale.pk)
+
 # --- attempts ---------------------------------------------------------------------------------------
 def test_a_refused_target_is_recorded_retried_with_backoff_then_failed(user, settings):
     settings.ALERTS_MAX_ATTEMPTS = 3
