@@ -50,9 +50,13 @@ class EndpointSerializer(AllErrorsMixin, StrictFieldsMixin, serializers.ModelSer
     def validate_job_id(self, value: Any) -> Any:
         if value is None:
             return None
+        from core.errors import NotFound
         from jobs.selectors import get_job
 
-        return get_job(self.context["request"].user, value).pk  # another user's job is a 404
+        try:
+            return get_job(self.context["request"].user, value).pk
+        except NotFound:  # a reference in the body: a field error, the same for another user's job (nothing leaks)
+            raise serializers.ValidationError("No job of yours has this id") from None
 
 
 class AttemptSerializer(serializers.ModelSerializer):

@@ -65,11 +65,12 @@ def test_bad_endpoints_are_400_keyed_by_path(api, body, path, message):
     assert message in response.json()["details"][path]
 
 
-def test_other_users_endpoints_and_jobs_are_404(api, other_api, other_user):
+def test_other_users_endpoints_are_404_and_their_jobs_no_job(api, other_api, other_user):
     theirs = make_job(other_user)
-    response = api.post("/api/v1/alerts", {"url": "http://127.0.0.1/h", "events": ["run.failed"], "job_id": str(theirs.pk)},
-                        format="json")
-    assert response.status_code == 404
+    for job_id in (str(theirs.pk), "e3e70682-c209-1cac-a29f-6fbed82c07cd"):  # another user's job reads as no job
+        response = api.post("/api/v1/alerts", {"url": "http://127.0.0.1/h", "events": ["run.failed"], "job_id": job_id},
+                            format="json")
+        assert response.status_code == 400 and response.json()["details"] == {"job_id": "No job of yours has this id"}
     mine = api.post("/api/v1/alerts", {"url": "http://127.0.0.1/h", "events": ["run.failed"]}, format="json").json()
     for method, path in (("get", ""), ("patch", ""), ("delete", ""), ("get", "/deliveries")):
         assert getattr(other_api, method)(f"/api/v1/alerts/{mine['endpoint_id']}{path}", {}, format="json").status_code == 404
