@@ -232,7 +232,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 120)
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# django-celery-beat's DatabaseScheduler, sending only while it holds the beat lease (BEAT_LOCK_TTL below).
+CELERY_BEAT_SCHEDULER = "schedules.beat:SingleBeatScheduler"
 CELERY_TIMEZONE = "UTC"
 
 RECONCILE_INTERVAL = env_float("RECONCILE_INTERVAL", 10.0)
@@ -552,3 +553,9 @@ EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
 EMAIL_PORT = env_int("EMAIL_PORT", 25)
 EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
 CELERY_BEAT_SCHEDULE["resend-alert-deliveries"] = {"task": "alerts.resend_due", "schedule": 60.0}
+
+# --- One beat at a time (docs/configuration.md, "Beat lock") -------------------------------------
+# Any number of beats may run; only the one holding a lease row in the database sends due tasks
+# (schedules.beat). It renews the lease every BEAT_LOCK_TTL / 3 seconds; when a holder dies, a standby
+# beat takes over once its lease has expired, i.e. within BEAT_LOCK_TTL plus one poll.
+BEAT_LOCK_TTL = env_float("BEAT_LOCK_TTL", 30.0)
