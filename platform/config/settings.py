@@ -559,3 +559,10 @@ CELERY_BEAT_SCHEDULE["resend-alert-deliveries"] = {"task": "alerts.resend_due", 
 # (schedules.beat). It renews the lease every BEAT_LOCK_TTL / 3 seconds; when a holder dies, a standby
 # beat takes over once its lease has expired, i.e. within BEAT_LOCK_TTL plus one poll.
 BEAT_LOCK_TTL = env_float("BEAT_LOCK_TTL", 30.0)
+
+# --- Behind a reverse proxy (docs/configuration.md, "Behind a reverse proxy") -------------------
+# deploy/nginx/platform.conf forwards the client's scheme in X-Forwarded-Proto; trusted only when
+# BEHIND_PROXY is on, since a client reaching the web processes directly could claim https.
+BEHIND_PROXY = env_bool("BEHIND_PROXY", False)
+if BEHIND_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
