@@ -64,8 +64,8 @@ def test_every_minute_schedule_gives_one_run_per_minute_with_two_beats(platform,
         assert run.status == "succeeded", (run.status, run.error)
         assert run.items_scraped == 1 and run.config["queries"][0]["name"] == "name"
         assert timedelta(0) <= run.created_at - run.fire_time < timedelta(seconds=15), "fired on time (not by the 30 s check)"
-    # Both beats sent each fire time (the second copy found the fire time taken): exactly-once held.
+    # Only the beat holding the beat lease (schedules.beat) sent each fire time, once; the restart in
+    # between handed the lease over (a clean shutdown releases it) without a missed or a doubled firing.
     log = worker.log_path.read_bytes()[log_start:].decode(errors="replace")
     sent = [line for line in log.splitlines() if "Task schedules.fire[" in line and "received" in line]
-    assert len(sent) >= 4, "\n".join(sent)
-    assert "already fired" in log
+    assert len(sent) == 2, "\n".join(sent)
