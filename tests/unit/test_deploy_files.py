@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import configparser
 import http.server
+import os
 import re
 import shlex
 import shutil
+import signal
 import socket
 import string
 import subprocess
+import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -64,6 +68,24 @@ def gunicorn_options() -> set[str]:
     out = subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-m", "gunicorn", "--help"],
                          capture_output=True, text=True, check=True).stdout
     return set(re.findall(r"(--[a-z][a-z-]+)", out))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, f"nothing listens on {port}"
+            time.sleep(0.1)
 
 
 def check_command(args: list[str], *, where: str) -> None:
@@ -190,6 +212,35 @@ def test_compose_scrapyd_nodes():
     assert "SCRAPYD_PASSWORD" in register["environment"]
     assert all("--username platform" in line for line in register["command"][2].split("&&"))
     assert SERVICES["scrapyd-1"]["environment"]["SCRAPYD_USERNAME"] == "platform"
+
+
+def test_compose_scrapyd_command_runs_a_node_and_stops_it(tmp_path):
+    """The node's PID-1 script, on loopback with a temporary folder: writes scrapyd.conf, serves, stops on SIGTERM."""
+    svc = SERVICES["scrapyd-1"]
+    script = (svc["command"][2].replace("/opt/platform/deploy/scrapyd.conf", str(DEPLOY / "scrapyd.conf"))
+              .replace("/var/lib/scrapyd", str(tmp_path)))
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "DJANGO_SETTINGS_MODULE")}
+    env.update({k: str(v) for k, v in svc["environment"].items()})
+    env.update(SCRAPYD_BIND="127.0.0.1", SCRAPYD_PORT=str(port), SCRAPYD_DIR=str(tmp_path), SCRAPYD_PASSWORD="pw",
+               PYTHONPATH=str(DEPLOY / "node"))
+    # Its own session: the script signals its whole process group, as PID 1 of a container does.
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for_port(port, proc)
+        conf = (tmp_path / "scrapyd.conf").read_text()
+        assert f"http_port         = {port}" in conf and "password          = pw" in conf
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/daemonstatus.json")
+        with pytest.raises(urllib.error.HTTPError) as refused:  # the basic auth is on
+            urllib.request.urlopen(request, timeout=5)
+        assert refused.value.code == 401
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 128 + signal.SIGTERM  # Scrapyd stopped by SIGTERM, as a shell reports it
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def test_compose_volumes_and_dependencies():
@@ -378,12 +429,6 @@ def test_nginx_config_passes_nginx_t(tmp_path):
     assert "test is successful" in result.stderr
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @needs_nginx
 def test_nginx_round_robin_and_forwarded_headers(tmp_path):
     """The site, run: requests alternate between two backends, which see the client's address and scheme."""
@@ -426,15 +471,7 @@ def test_nginx_round_robin_and_forwarded_headers(tmp_path):
     proc = subprocess.Popen([NGINX, "-p", str(tmp_path), "-c", str(conf), "-e", "stderr"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert proc.poll() is None, proc.stderr.read().decode()
-                assert time.monotonic() < deadline, "nginx did not start"
-                time.sleep(0.1)
+        wait_for_port(port, proc)
         bodies = []
         for _ in range(4):
             request = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/health", headers={"Host": "scrape.example"})
