@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, InterfaceError, transaction
+from django.db import DatabaseError, IntegrityError, InterfaceError, close_old_connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 from django_celery_beat.schedulers import DatabaseScheduler
@@ -110,6 +110,7 @@ class SingleBeatScheduler(DatabaseScheduler):
         if self.holding and started < self._renew_at:
             return True
         try:
+            close_old_connections()  # a connection broken by a database restart is opened again
             got = acquire(self.lease_holder, ttl=self.lease_ttl)
         except (DatabaseError, InterfaceError) as exc:
             got = False
