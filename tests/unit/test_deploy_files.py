@@ -457,7 +457,8 @@ def test_nginx_config_passes_nginx_t(tmp_path):
 
 @needs_nginx
 def test_nginx_round_robin_and_forwarded_headers(tmp_path):
-    """The site, run: requests alternate between two backends, which see the client's address and scheme."""
+    """The site, run: requests alternate between two backends, which see the client's address and scheme;
+    bodies up to the ingest cap pass; with one backend gone, everything goes to the other."""
     seen: list[tuple[str, str, str, str, int]] = []
 
     def backend(label: str) -> http.server.ThreadingHTTPServer:
@@ -500,12 +501,12 @@ def test_nginx_round_robin_and_forwarded_headers(tmp_path):
         wait_for_port(port, proc)
         bodies = []
         for _ in range(4):
-            request = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/health", headers={"Host": "scrape.example"})
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/health", headers={"Host": "scrape.example:8443"})
             with urllib.request.urlopen(request, timeout=10) as response:
                 bodies.append(response.read())
         assert [label for label, *_ in seen] in (["a", "b", "a", "b"], ["b", "a", "b", "a"])
         assert all(len(body) == 100_000 for body in bodies)
-        assert {(xff, proto, host) for _, xff, proto, host, _ in seen} == {("127.0.0.1", "http", "scrape.example")}
+        assert {(xff, proto, host) for _, xff, proto, host, _ in seen} == {("127.0.0.1", "http", "scrape.example:8443")}
         # A crawl's item batch of several MiB goes through to the platform (which checks its own cap).
         seen.clear()
         batch = b"x" * (5 * 1024 * 1024)
@@ -521,6 +522,18 @@ def test_nginx_round_robin_and_forwarded_headers(tmp_path):
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(request, timeout=30)
         assert refused.value.code == 413
+        # One web process gone: GETs and crawl reports (POST, refused before anything was sent) go to the other.
+        servers[1].shutdown()
+        servers[1].server_close()
+        seen.clear()
+        for _ in range(3):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/health", timeout=10) as response:
+                assert response.status == 200
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/internal/runs/x/items", data=b"{}",
+                                             method="POST")
+            with urllib.request.urlopen(request, timeout=10) as response:
+                assert response.status == 204
+        assert [label for label, *_ in seen] == ["a"] * 6
     finally:
         proc.terminate()
         proc.wait(timeout=10)
