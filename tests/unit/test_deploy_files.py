@@ -2,8 +2,10 @@
 
 Docker is not on the machines CI runs on: compose.yaml is validated (services, commands, settings,
 volumes, dependencies), not started. The nginx site is checked with `nginx -t` and then run in front of
-two small HTTP servers (round-robin, forwarded headers, streaming) when nginx is installed
-(deploy/apt-packages.txt lists nginx-light; `make` installs it).
+two small HTTP servers (round-robin, forwarded headers, body limit, failover) when nginx is installed
+(deploy/apt-packages.txt lists nginx-light; `make` installs it). The systemd units go through
+`systemd-analyze verify` where it exists, and compose.yaml through `docker compose config` where
+Compose exists (not on these machines).
 """
 
 from __future__ import annotations
@@ -386,6 +388,21 @@ def test_systemd_units():
         a for a in compose_web[1:] if not a.startswith(("127.0.0.1:", "0.0.0.0:"))]
     # Workers: Celery's warm shutdown in the main process only; the pool is killed at the timeout.
     assert units["platform-worker@.service"]["Service"]["KillMode"] == "mixed"
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_systemd_units_pass_systemd_analyze_verify(tmp_path):
+    """systemd's own parser: every directive valid, every ExecStart executable (with /opt/platform at this checkout)."""
+    instances = {"platform-web@.service": "8000", "platform-worker@.service": "1",
+                 "platform-fetcher@.service": "8010", "scrapyd@.service": "node-1"}
+    paths = []
+    for path in sorted(UNITS.glob("*.service")):
+        text = path.read_text().replace("/opt/platform", str(REPO))
+        name = path.name.replace("@.", f"@{instances[path.name]}.") if path.name in instances else path.name
+        (tmp_path / name).write_text(text)
+        paths.append(str(tmp_path / name))
+    result = subprocess.run(["systemd-analyze", "verify", "--man=no", *paths], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and not result.stderr.strip(), result.stderr
 
 
 def test_systemd_env_example_uses_documented_settings():
