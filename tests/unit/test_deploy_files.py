@@ -333,6 +333,9 @@ def test_dockerfile():
         for source in sources:
             assert (REPO / source).exists(), f"Dockerfile copies a missing {source}"
     assert re.search(r"^USER platform$", text, re.M)
+    # Nothing that may hold secrets or local data goes into the image (deploy/.env sits in deploy/).
+    copied = [source for line in re.findall(r"^COPY (.+)$", text, re.M) for source in line.split()[:-1]]
+    assert not {"deploy", ".", "var", ".venv"} & {source.rstrip("/") for source in copied}
 
 
 # --- systemd ------------------------------------------------------------------------------------
