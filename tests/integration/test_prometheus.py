@@ -40,8 +40,8 @@ def gunicorn(platform, fetcher_url, services_dir, settings):
 
     def answers() -> bool:
         try:
-            return requests.get(f"{url}/api/v1/health", timeout=2).status_code in (200, 503)
-        except requests.ConnectionError:
+            return requests.get(f"{url}/api/v1/health", timeout=10).status_code in (200, 503)
+        except requests.RequestException:  # not up yet, or slow to answer its first request on a loaded machine
             return False
 
     try:

@@ -29,7 +29,9 @@ def _chromium() -> str:
     return next((path for path in CHROMIUM_PATHS if Path(path).exists()), CHROMIUM_PATHS[-1])
 
 
-@pytest.fixture(scope="session")
+# Module-scoped: while Playwright's sync API is started, its event loop counts as running in this thread,
+# and every later test that calls asyncio.run() (the unit tests of the crawl's guards) would fail.
+@pytest.fixture(scope="module")
 def chromium():
     from playwright.sync_api import sync_playwright
 
