@@ -278,7 +278,7 @@ def _css_error(query: str) -> str | None:
     return f"Invalid CSS selector: {error}" if error else None
 
 
-def _regex_error(query: str) -> str | None:
+def regex_error(query: str) -> str | None:
     """Return why a regular expression does not compile, or None if it does."""
     try:
         _compile_regex_uncached(query)
@@ -287,7 +287,7 @@ def _regex_error(query: str) -> str | None:
     return None
 
 
-_CHECKS = {"xpath": _xpath_error, "css": _css_error, "regex": _regex_error}
+_CHECKS = {"xpath": _xpath_error, "css": _css_error, "regex": regex_error}
 
 
 def _validate_query(query: dict[str, Any], path: str, seen: set[str]) -> dict[str, str]:

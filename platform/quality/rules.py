@@ -19,7 +19,7 @@ import regex
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, ValidationError
 
-from spiders.extraction import REGEX_TIMEOUT_SECONDS, _compile_regex
+from spiders.extraction import REGEX_TIMEOUT_SECONDS, _compile_regex, regex_error
 
 VALUE_TYPES = ("string", "number", "integer", "url", "date", "boolean")
 RULE_KEYS = ("required", "type", "pattern", "min_length")
@@ -42,21 +42,13 @@ def rule_errors(rules: Any, path: str) -> dict[str, str]:
         pattern = rules["pattern"]
         if not isinstance(pattern, str) or not pattern:
             errors[f"{path}.pattern"] = "Must be a non-empty string"
-        elif problem := pattern_error(pattern):
+        elif problem := regex_error(pattern):
             errors[f"{path}.pattern"] = problem
     if "min_length" in rules:
         value = rules["min_length"]
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 100_000:
             errors[f"{path}.min_length"] = "Must be a whole number from 0 to 100000"
     return errors
-
-
-def pattern_error(pattern: str) -> str | None:
-    try:
-        _compile_regex(pattern)
-    except ValueError as exc:
-        return f"Invalid regular expression: {exc}"
-    return None
 
 
 def queries_rule_errors(queries: Any) -> dict[str, str]:
@@ -105,7 +97,7 @@ def schema_error(schema: Any) -> str | None:
     if not _no_pattern_properties(schema):
         return "patternProperties is not supported; list the properties"
     for pattern in _patterns(schema):
-        if problem := pattern_error(pattern):
+        if problem := regex_error(pattern):
             return f"pattern {pattern!r}: {problem}"
     return None
 
