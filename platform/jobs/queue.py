@@ -27,7 +27,6 @@ import logging
 import uuid
 from datetime import datetime, timedelta
 
-from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
@@ -100,12 +99,7 @@ def pump(*, prefer=None) -> set:
 
 def _acquire(token: str) -> bool:
     now = timezone.now()
-    if not QueueLease.objects.filter(name=LEASE).exists():
-        try:
-            with transaction.atomic():
-                QueueLease.objects.create(name=LEASE)
-        except IntegrityError:
-            pass  # another worker made it first
+    QueueLease.ensure(LEASE)
     free = Q(expires_at__isnull=True) | Q(expires_at__lt=now)
     got = QueueLease.objects.filter(free, name=LEASE).update(
         holder=token, expires_at=now + timedelta(seconds=LEASE_SECONDS), dirty=False

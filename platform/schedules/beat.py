@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, InterfaceError, close_old_connections, transaction
+from django.db import DatabaseError, InterfaceError, close_old_connections
 from django.db.models import Q
 from django.utils import timezone
 from django_celery_beat.schedulers import DatabaseScheduler
@@ -54,12 +54,7 @@ def acquire(holder: str, *, ttl: float, now: datetime | None = None) -> bool:
     from jobs.models import QueueLease  # the named-lease table (jobs.queue uses the "queue" row)
 
     now = now or timezone.now()
-    if not QueueLease.objects.filter(name=LEASE).exists():
-        try:
-            with transaction.atomic():
-                QueueLease.objects.create(name=LEASE)
-        except IntegrityError:
-            pass  # another beat made it first
+    QueueLease.ensure(LEASE)
     free = Q(holder=holder) | Q(holder="") | Q(expires_at__isnull=True) | Q(expires_at__lt=now)
     return bool(QueueLease.objects.filter(free, name=LEASE).update(holder=holder, expires_at=now + timedelta(seconds=ttl)))
 

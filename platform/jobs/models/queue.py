@@ -1,14 +1,15 @@
-"""The lease that makes taking runs off the platform's queue one worker's job at a time."""
+"""Named leases: taking runs off the platform's queue, and sending beat's due tasks, one process at a time."""
 
 from __future__ import annotations
 
-from django.db import models
+from django.db import IntegrityError, models, transaction
 
 
 class QueueLease(models.Model):
-    """Who is taking runs off the queue now (jobs.queue): a row claimed with a guarded UPDATE.
+    """A named lease claimed with a guarded UPDATE: "queue" (who takes runs off the queue, jobs.queue) and
+    "beat" (which beat sends due tasks, schedules.beat).
 
-    `dirty`: another worker wanted to take runs meanwhile; the holder goes round once more before it lets go.
+    `dirty` (queue): another worker wanted to take runs meanwhile; the holder goes round once more before it lets go.
     """
 
     name = models.CharField(max_length=50, primary_key=True)
@@ -18,3 +19,13 @@ class QueueLease(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @classmethod
+    def ensure(cls, name: str) -> None:
+        """Make the lease's row if there is none yet (two processes may race to: one wins, both go on)."""
+        if not cls.objects.filter(name=name).exists():
+            try:
+                with transaction.atomic():
+                    cls.objects.create(name=name)
+            except IntegrityError:
+                pass  # another process made it first
