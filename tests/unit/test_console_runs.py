@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 
 import openpyxl
 import pytest
@@ -342,3 +343,20 @@ def test_deleting_a_job_removes_its_runs_items_and_result_files(through, admin_c
         assert response.status_code == 302
     assert not Run.objects.filter(pk=run.pk).exists() and not ResultFile.objects.exists()
     assert not ItemStore(run.pk).path.exists() and not any(path.exists() for path in copies)
+
+
+def test_the_live_panel_says_why_a_run_waits_and_which_run_it_retries(admin_client, job):
+    failed = make_run(job, items=None, status=RunStatus.FAILED)
+    retry = make_run(job, items=None, status=None, retry_of=failed, attempt=2, priority=0,
+                     waiting_reason="No enabled node has the label(s): gpu")
+    html = page(admin_client, retry, "live/")
+    assert "Waiting: No enabled node has the label(s): gpu" in html
+    assert f'href="/admin/jobs/run/{failed.pk}/change/" id="run-retry-of"' in html
+    assert re.search(r"Priority</dt><dd[^>]*>0 <span", html) and re.search(r"Attempt</dt><dd[^>]*>2 ", html)
+    stopped = make_run(job, items=None, status=None, time_limit_s=60)
+    Run.objects.filter(pk=stopped.pk).update(stop_reason="time_limit")
+    stopped.refresh_from_db()
+    stopped.finish(RunStatus.CANCELLED)
+    html = page(admin_client, stopped, "live/")
+    assert "Waiting:" not in html and re.search(r"Time limit</dt><dd[^>]*>60 s<", html)
+    assert 'id="run-stop-reason">time_limit<' in html
