@@ -566,3 +566,23 @@ BEAT_LOCK_TTL = env_float("BEAT_LOCK_TTL", 30.0)
 BEHIND_PROXY = env_bool("BEHIND_PROXY", False)
 if BEHIND_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# --- Storage (docs/configuration.md, "Storage"; docs/deployment.md, "Object storage") --------------
+# STORAGE_URL=s3://<bucket>/<prefix>?endpoint_url=...&region=... puts runs' items, result files and
+# archived run logs in an S3-compatible bucket every web process and worker reads (exports.objectstore);
+# unset, they stay under DATA_DIR on this machine. Credentials come from the standard AWS chain.
+from exports.objectstore import StorageUrlError, parse_storage_url  # noqa: E402
+
+STORAGE_URL = env_str("STORAGE_URL", "").strip()
+STORAGE_TIMEOUT = env_float("STORAGE_TIMEOUT", 30.0)  # seconds per request to the bucket
+try:
+    parse_storage_url(STORAGE_URL)
+except StorageUrlError as exc:
+    raise RuntimeError(str(exc)) from None
+if STORAGE_URL:
+    # The bucket already keeps every copy where all processes can read it; a "file" backup would be
+    # one machine's folder that other web processes cannot read. A second bucket (s3) may still be named.
+    if "EXPORT_BACKUP" not in os.environ:
+        EXPORT_BACKUP, EXPORT_BACKUP_STORAGE = "none", None
+    elif EXPORT_BACKUP == "file":
+        raise RuntimeError("EXPORT_BACKUP=file keeps backups on one machine's disk: with STORAGE_URL use none or s3")

@@ -1,4 +1,5 @@
-"""Per-run columnar item store: one Parquet segment per delivered batch, under DATA_DIR/items/<run>/.
+"""Per-run columnar item store: one Parquet segment per delivered batch, under DATA_DIR/items/<run>/, or
+under <prefix>/items/<run>/ in the bucket STORAGE_URL names (exports.objectstore).
 
 Items are schemaless. Each segment stores a column per key (first-seen order) with the type Arrow
 infers; a column whose values Arrow cannot type together (an int beside a string, a huge int, an
@@ -10,8 +11,10 @@ A key an item lacks reads back as null.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -21,8 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from django.conf import settings
+
+from . import objectstore
+from .errors import StorageUnavailable
+
+logger = logging.getLogger(__name__)
 
 JSON_META = {b"encoding": b"json"}
 READ_BATCH_ROWS = 8192
@@ -120,28 +129,88 @@ def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
+@dataclass(frozen=True)
+class Segment:
+    """One stored batch: its name (`<part>-<seq>.parquet`), where it is (a path on disk, or `bucket/key`),
+    and what identifies this version of it (inode, modification time, size; inode 0 in a bucket)."""
+
+    name: str
+    where: str
+    stamp: tuple[int, int, int]
+
+
 @functools.lru_cache(maxsize=1 << 16)
-def _segment_rows(path: str, inode: int, mtime_ns: int, size: int) -> int:
+def _segment_rows(bucket: objectstore.Bucket | None, where: str, stamp: tuple[int, int, int]) -> int:
     """Rows in a segment, from its footer; remembered, as a stored segment never changes (`append`). The
-    file's inode, time and size are part of the key: a segment deleted and stored again is read again."""
-    return pq.ParquetFile(path).metadata.num_rows
+    stamp is part of the key: a segment deleted and stored again is read again."""
+    return pq.ParquetFile(where, filesystem=bucket.filesystem() if bucket else None).metadata.num_rows
+
+
+def _unavailable(exc: Exception) -> StorageUnavailable:
+    return StorageUnavailable(f"The object store (STORAGE_URL) could not be reached: {type(exc).__name__}; try again later")
 
 
 class ItemStore:
-    """The items of one run."""
+    """The items of one run: under ITEMS_DIR/<run>/ on local disk, or under <prefix>/items/<run>/ in the
+    STORAGE_URL bucket, where every web process and worker reads and writes the same segments."""
 
     def __init__(self, run_id: uuid.UUID | str, root: Path | None = None) -> None:
-        self.path = Path(root or settings.ITEMS_DIR) / str(run_id)
+        self.bucket = objectstore.configured() if root is None else None
+        self.path: Path | None = None
+        if self.bucket is None:
+            self.path = Path(root or settings.ITEMS_DIR) / str(run_id)
+        else:
+            self.key = self.bucket.key("items", str(run_id))
+            self.fs = self.bucket.filesystem()
 
-    def segments(self) -> list[Path]:
-        if not self.path.is_dir():
-            return []
-        return sorted(p for p in self.path.iterdir() if p.suffix == ".parquet")
+    def segments(self) -> list[Segment]:
+        """The stored segments, in order (parts, then batches)."""
+        if self.bucket is None:
+            if not self.path.is_dir():
+                return []
+            found = []
+            for path in self.path.iterdir():
+                if path.suffix == ".parquet":
+                    with contextlib.suppress(FileNotFoundError):  # deleted meanwhile
+                        stat = path.stat()
+                        found.append(Segment(path.name, str(path), (stat.st_ino, stat.st_mtime_ns, stat.st_size)))
+            return sorted(found, key=lambda s: s.name)
+        try:
+            infos = self.fs.get_file_info(pafs.FileSelector(f"{self.bucket.name}/{self.key}", allow_not_found=True))
+        except OSError as exc:
+            raise _unavailable(exc) from exc
+        # A listing names only whole objects: a PUT is atomic, so no reader sees half a segment.
+        return sorted(
+            (Segment(info.base_name, info.path, (0, info.mtime_ns or 0, info.size or 0))
+             for info in infos if info.type == pafs.FileType.File and info.base_name.endswith(".parquet")),
+            key=lambda s: s.name,
+        )
+
+    def _parquet(self, segment: Segment) -> pq.ParquetFile:
+        return pq.ParquetFile(segment.where, filesystem=None if self.bucket is None else self.fs)
+
+    def _schema_of(self, segment: Segment) -> pa.Schema:
+        return pq.read_schema(segment.where, filesystem=None if self.bucket is None else self.fs)
+
+    def _rows_in(self, segment: Segment) -> int:
+        return _segment_rows(self.bucket, segment.where, segment.stamp)
 
     def append(self, seq: int, items: list[dict[str, Any]], *, part: int = 0) -> bool:
         """Store batch number `seq` of crawl part `part` (a resumed crawl adds parts to one result);
-        False if that batch was stored before (a retried delivery)."""
+        False if that batch was stored before (a retried delivery, to this web process or another).
+
+        The segment's name is its (part, seq), and it is created only if absent, in one atomic step: a
+        hard link of a fully written temporary file on disk, a conditional PUT (`If-None-Match: *`) in
+        the bucket. Either way a reader sees the whole segment or none of it."""
         name = f"{part:04d}-{seq:010d}"
+        if self.bucket is not None:
+            sink = pa.BufferOutputStream()  # a batch is at most REPORT_BATCH_SIZE items: small
+            pq.write_table(items_to_table(items), sink, compression="zstd")
+            try:
+                return self.bucket.put_new(f"{self.key}/{name}.parquet", sink.getvalue().to_pybytes())
+            except Exception as exc:  # botocore's errors: the crawl retries on a 503
+                logger.warning("Could not store batch %s of %s in the bucket: %s", name, self.key, exc)
+                raise _unavailable(exc) from exc
         final = self.path / f"{name}.parquet"
         if final.exists():
             return False
@@ -160,30 +229,33 @@ class ItemStore:
     def count(self, *, part: int | None = None) -> int:
         """Items stored (of crawl part `part` only, if given)."""
         prefix = "" if part is None else f"{part:04d}-"
-        return sum(pq.ParquetFile(p).metadata.num_rows for p in self.segments() if p.name.startswith(prefix))
+        return sum(self._rows_in(s) for s in self.segments() if s.name.startswith(prefix))
 
-    def schema(self) -> pa.Schema:
+    def _unified(self, segments: Iterable[Segment]) -> pa.Schema:
         # Unified as segments are read (the merge is pairwise), so memory does not grow with their number.
         unified: dict[str, pa.Field] = {}
-        for path in self.segments():
-            for field in pq.read_schema(path):
+        for segment in segments:
+            for field in self._schema_of(segment):
                 seen = unified.get(field.name)
                 unified[field.name] = _unify_field(field.name, [field] if seen is None else [seen, field])
         return pa.schema(list(unified.values()))
 
+    def schema(self) -> pa.Schema:
+        return self._unified(self.segments())
+
     def batches(self, *, batch_rows: int = READ_BATCH_ROWS, offset: int = 0, limit: int | None = None) -> Iterator[pa.RecordBatch]:
         """Stream record batches with the unified schema, optionally from `offset` for `limit` rows."""
-        schema = self.schema()
+        segments = self.segments()
+        schema = self._unified(segments)
         remaining = limit
-        for path in self.segments():
+        for segment in segments:
             if remaining is not None and remaining <= 0:
                 return
-            parquet = pq.ParquetFile(path)
-            rows = parquet.metadata.num_rows
+            rows = self._rows_in(segment)
             if offset >= rows:
                 offset -= rows
                 continue
-            for batch in parquet.iter_batches(batch_size=batch_rows):
+            for batch in self._parquet(segment).iter_batches(batch_size=batch_rows):
                 if offset >= batch.num_rows:
                     offset -= batch.num_rows
                     continue
@@ -207,23 +279,17 @@ class ItemStore:
         Its columns are the keys of the page's items, unified over those segments only."""
         total, covering, start = 0, [], 0
         end = offset + max(limit, 0)
-        for path in self.segments():
-            stat = path.stat()
-            rows = _segment_rows(str(path), stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        for segment in self.segments():
+            rows = self._rows_in(segment)
             if rows and total < end and total + rows > offset:
-                covering.append(path)
+                covering.append(segment)
                 if len(covering) == 1:
                     start = offset - total
             total += rows
-        unified: dict[str, pa.Field] = {}
-        for path in covering:
-            for field in pq.read_schema(path):
-                seen = unified.get(field.name)
-                unified[field.name] = _unify_field(field.name, [field] if seen is None else [seen, field])
-        schema = pa.schema(list(unified.values()))
+        schema = self._unified(covering)
         items: list[dict[str, Any]] = []
-        for path in covering:
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=READ_BATCH_ROWS):
+        for segment in covering:
+            for batch in self._parquet(segment).iter_batches(batch_size=READ_BATCH_ROWS):
                 if start >= batch.num_rows:
                     start -= batch.num_rows
                     continue
@@ -233,16 +299,24 @@ class ItemStore:
                     break
             if len(items) >= limit:
                 break
-        return ItemsPage(total=total, offset=offset, columns=list(unified), items=items)
+        return ItemsPage(total=total, offset=offset, columns=list(schema.names), items=items)
 
     def delete(self, *, part: int | None = None) -> None:
         """Remove the items (of crawl part `part` only, if given)."""
+        if self.bucket is not None:
+            if part is None:
+                self.bucket.delete_prefix(self.key)
+                return
+            for segment in self.segments():
+                if segment.name.startswith(f"{part:04d}-"):
+                    self.bucket.delete(f"{self.key}/{segment.name}")
+            return
         if part is None:
             shutil.rmtree(self.path, ignore_errors=True)
             return
-        for path in self.segments():
-            if path.name.startswith(f"{part:04d}-"):
-                path.unlink(missing_ok=True)
+        for segment in self.segments():
+            if segment.name.startswith(f"{part:04d}-"):
+                Path(segment.where).unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)

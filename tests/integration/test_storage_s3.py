@@ -1,0 +1,158 @@
+"""STORAGE_URL: runs' items and result files in an S3-compatible bucket (moto's standalone server),
+readable and writable by every process."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from urllib.parse import urlsplit
+
+import pytest
+
+from exports import objectstore
+from exports.itemstore import ItemStore
+from tests.s3 import moto_s3, storage_url  # noqa: F401 - fixtures
+from tests.support import REPO, child_env
+from tests.unit.test_itemstore import TRICKY
+
+pytestmark = pytest.mark.integration
+
+
+def test_items_round_trip_through_the_bucket(storage_url, settings, tmp_path):  # noqa: F811 - fixture
+    settings.ITEMS_DIR = tmp_path / "items"  # must stay empty: the bucket holds the items
+    store = ItemStore("run-1")
+    assert store.bucket is not None and store.count() == 0 and list(store.rows()) == []
+    assert store.append(0, TRICKY[:2]) and store.append(1, TRICKY[2:])
+    assert store.count() == 4 and store.count(part=0) == 4 and store.count(part=1) == 0
+    local = ItemStore("run-1", root=tmp_path / "local")
+    local.append(0, TRICKY[:2])
+    local.append(1, TRICKY[2:])
+    assert list(store.rows()) == list(local.rows())  # the same values as on disk, JSON-text columns and all
+    assert store.schema() == local.schema()
+    assert [r["url"] for r in store.rows(offset=1, limit=2)] == ["https://a.example/2", "https://a.example/3"]
+    page = store.page(offset=2, limit=1)
+    assert (page.total, page.items[0]["url"]) == (4, "https://a.example/3")
+    assert not (tmp_path / "items").exists()
+    bucket = objectstore.configured()
+    keys = [o["Key"] for o in bucket.client().list_objects_v2(Bucket=bucket.name, Prefix=bucket.prefix)["Contents"]]
+    assert keys == [f"{bucket.prefix}/items/run-1/0000-0000000000.parquet", f"{bucket.prefix}/items/run-1/0000-0000000001.parquet"]
+
+
+def test_a_retried_batch_is_stored_once_and_parts_delete_alone(storage_url):  # noqa: F811 - fixture
+    store = ItemStore("run-2")
+    assert store.append(0, [{"a": 1}])
+    assert not store.append(0, [{"a": 1}])  # the conditional PUT finds it there
+    assert store.append(0, [{"a": 2}], part=1)
+    assert store.count() == 2
+    store.delete(part=1)
+    assert [r["a"] for r in store.rows()] == [1]
+    store.delete()
+    assert store.count() == 0 and store.segments() == []
+
+
+_APPEND = """
+import json, sys
+sys.path.insert(0, "platform")
+import django
+django.setup()
+from exports.itemstore import ItemStore
+print(json.dumps(ItemStore(sys.argv[1]).append(int(sys.argv[2]), json.loads(sys.argv[3]))))
+"""
+
+
+def test_a_report_redelivered_to_another_process_is_stored_once(storage_url, tmp_path):  # noqa: F811 - fixture
+    """Another web process (its own DATA_DIR: nothing on local disk is shared) receives the same batch again."""
+    store = ItemStore("run-3")
+    assert store.append(7, [{"n": 1}, {"n": 2}])
+    other = subprocess.run(
+        [sys.executable, "-c", _APPEND, "run-3", "7", json.dumps([{"n": 1}, {"n": 2}])],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+        env=child_env(DJANGO_SETTINGS_MODULE="config.settings", DATA_DIR=str(tmp_path / "other"),
+                      STORAGE_URL=storage_url),
+    )
+    assert other.returncode == 0, other.stderr
+    assert json.loads(other.stdout.splitlines()[-1]) is False
+    assert store.count() == 2
+
+
+def test_concurrent_deliveries_of_one_batch_store_it_once(storage_url):  # noqa: F811 - fixture
+    results: list[bool] = []
+    barrier = threading.Barrier(8)
+    objectstore.configured().client()  # built once, before the threads share it
+
+    def deliver():
+        store = ItemStore("run-4")
+        barrier.wait()
+        results.append(store.append(0, [{"i": k} for k in range(100)]))
+
+    threads = [threading.Thread(target=deliver) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    store = ItemStore("run-4")
+    assert store.count() == 100 and len(store.segments()) == 1
+    assert sum(results) >= 1  # one PUT created it; a server without atomic conditional PUTs may say True twice
+
+
+def test_a_reader_never_sees_half_a_segment(storage_url):  # noqa: F811 - fixture
+    """While batches of 500 items are stored, readers only ever see whole batches: every count is a
+    multiple of 500 and every listed segment reads in full."""
+    batch = [{"i": k, "text": "x" * 200} for k in range(500)]
+    done = threading.Event()
+    seen: list[int] = []
+    errors: list[BaseException] = []
+
+    def read():
+        store = ItemStore("run-5")
+        while not done.is_set():
+            try:
+                total = sum(1 for _ in store.rows())
+                seen.append(total)
+                assert total % 500 == 0, total
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+                return
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    writer = ItemStore("run-5")
+    for seq in range(12):
+        writer.append(seq, batch)
+    done.set()
+    reader.join()
+    assert not errors, errors
+    assert writer.count() == 6000 and len(set(seen)) > 1
+
+
+def test_an_interrupted_upload_leaves_no_object(storage_url):  # noqa: F811 - fixture
+    """A PUT cut off mid-body (the web process dies while storing a batch) stores nothing: the
+    redelivery then finds the name free and stores the whole batch."""
+    bucket = objectstore.configured()
+    key = bucket.key("items", "run-6", "0000-0000000000.parquet")
+    endpoint = urlsplit(bucket.endpoint_url)
+    with socket.create_connection((endpoint.hostname, endpoint.port), timeout=5) as sock:
+        sock.sendall(
+            f"PUT /{bucket.name}/{key} HTTP/1.1\r\nHost: {endpoint.netloc}\r\nContent-Length: 100000\r\n\r\n".encode()
+            + b"PAR1" + b"\0" * 1000
+        )
+        time.sleep(0.2)
+    time.sleep(0.3)
+    store = ItemStore("run-6")
+    assert store.segments() == []
+    assert store.append(0, [{"a": 1}]) and store.count() == 1
+
+
+def test_an_unreachable_bucket_is_a_503_for_the_crawl_to_retry(settings):
+    from exports.errors import StorageUnavailable
+    from tests.support import free_port
+
+    settings.STORAGE_URL = f"s3://nowhere/p?endpoint_url=http://127.0.0.1:{free_port()}&region=us-east-1"
+    settings.STORAGE_TIMEOUT = 2.0
+    with pytest.raises(StorageUnavailable) as caught:
+        ItemStore("run-7").append(0, [{"a": 1}])
+    assert caught.value.status_code == 503
