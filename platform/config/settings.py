@@ -586,3 +586,10 @@ if STORAGE_URL:
         EXPORT_BACKUP, EXPORT_BACKUP_STORAGE = "none", None
     elif EXPORT_BACKUP == "file":
         raise RuntimeError("EXPORT_BACKUP=file keeps backups on one machine's disk: with STORAGE_URL use none or s3")
+
+# --- Nodes come and go (docs/configuration.md, "Nodes come and go"; docs/deployment.md) ------------
+# A node that has not answered any call for longer than this is down: the dispatcher gives it no new
+# runs (it gives none to a node whose last call got no answer at all), and the reconciler settles its
+# runs `lost` once their crawls have not reported for RUN_REPORT_GRACE either (a crawl that reports
+# is alive, even if its Scrapyd is not). Default: three reconciler intervals.
+NODE_LOST_AFTER = env_float("NODE_LOST_AFTER", 3 * RECONCILE_INTERVAL)

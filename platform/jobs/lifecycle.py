@@ -15,7 +15,10 @@ from django.utils import timezone
 from core.errors import NodeUnavailable, ValidationFailed
 from core.outbox import send_on_commit
 from exports.itemstore import ItemStore
-from nodes.client import ScrapydClient
+from nodes import health
+from nodes.client import NodeUnreachable, ScrapydClient
+from nodes.models import Node
+from nodes.services import probe
 from usage.quotas import stop_reason
 from usage.services import record_run
 
@@ -41,8 +44,19 @@ def _revive(run: Run) -> None:
         was = run.status
         with contextlib.suppress(IllegalTransition):
             run.mark_running(reported=True)
-        if was == RunStatus.LOST:
+        if was == RunStatus.LOST and run.status != RunStatus.LOST:
             logger.warning("Run %s was settled lost, but its crawl is reporting: running again", run.id)
+            _drop_retries(run)
+
+
+def _drop_retries(run: Run) -> None:
+    """A run that was not lost after all needs no retry: cancel one that has not started (a retry already
+    running goes on; the two crawls then run side by side, which the log says)."""
+    for retry in Run.objects.filter(retry_of=run, status=RunStatus.QUEUED):
+        with contextlib.suppress(IllegalTransition):
+            retry.finish(RunStatus.CANCELLED, error=f"Not needed: run {run.id} was not lost, its crawl reported again")
+    for retry in Run.objects.filter(retry_of=run, status__in=[RunStatus.PENDING, RunStatus.RUNNING]):
+        logger.warning("Run %s is running again beside its retry %s", run.id, retry.id)
 
 
 def record_started(run: Run) -> None:
@@ -139,16 +153,76 @@ def reconcile() -> None:
             continue  # it waits in the platform's queue, which says why and moves on its own tick (jobs.queue)
         elif run.dispatch_claimed_at is None or run.dispatch_claimed_at < stale:
             dispatch_run.delay(str(run.id))  # its message was lost, or its worker died mid-dispatch
+    by_node: dict[int, list[Run]] = {}
     for run in Run.objects.filter(status__in=[RunStatus.PENDING, RunStatus.RUNNING]).select_related("node"):
         if run.node is None:
             _settle(run, RunStatus.LOST, "The run's node was removed from the registry")
-            continue
+        else:
+            by_node.setdefault(run.node_id, []).append(run)
+    for runs in by_node.values():
+        _reconcile_node(runs[0].node, runs, now)
+    # A node that did not answer and has no runs left is still asked, so that it takes runs again
+    # within an interval of coming back (the queue gives none to a node that does not answer).
+    for node in Node.objects.filter(enabled=True, unreachable_since__isnull=False).exclude(pk__in=list(by_node)):
+        with contextlib.suppress(NodeUnavailable):
+            _check(node)
+
+
+# --- nodes come and go (docs/deployment.md, "Nodes come and go") -----------------------------------
+# The node is asked once per round (daemonstatus.json) before its runs are: an unreachable node costs
+# one timeout, not one per run, and its health (nodes.health) is what decides. While it is unreachable
+# nothing is settled: a crawl outlives its Scrapyd and goes on reporting to the platform. Once it has
+# been unreachable for NODE_LOST_AFTER, its runs whose crawls have not reported for RUN_REPORT_GRACE
+# are settled `lost` (and retried elsewhere if their policy says so); each settling is the run's
+# guarded terminal move, so two reconcilers at once settle and retry each run once.
+def _check(node: Node) -> bool:
+    """Ask the node how it is (recording its health); True if it had been unreachable and answers again."""
+    was_unreachable = node.unreachable_since is not None
+    probe(node)
+    if was_unreachable:
+        from .policies import send_pump  # policies import this module's callers: import here
+
+        transaction.on_commit(send_pump)  # it takes runs again
+    return was_unreachable
+
+
+def _reconcile_node(node: Node, runs: list[Run], now) -> None:
+    try:
+        _check(node)
+    except NodeUnreachable:
+        for run in runs:
+            _reconcile_unreachable(run, node, now)
+        return
+    except NodeUnavailable as exc:  # it answers but refuses (auth?): its crawls may run; nothing to judge
+        logger.warning("Reconciler: node %s: %s", node.name, exc.message)
+        return
+    client = ScrapydClient.for_node(node)
+    for run in runs:
         try:
-            state = ScrapydClient.for_node(run.node).job_state(run.scrapyd_job_id)
+            state = client.job_state(run.scrapyd_job_id)
+        except NodeUnreachable as exc:  # gone since it answered: the next round judges its runs
+            health.failed(node, exc)
+            logger.warning("Reconciler: %s", exc.message)
+            return
         except NodeUnavailable as exc:
             logger.warning("Reconciler: %s", exc.message)
             continue
         _reconcile_one(run, state, now)
+
+
+def _reconcile_unreachable(run: Run, node: Node, now) -> None:
+    """A run on a node that does not answer: lost once the node is down and the crawl quiet."""
+    if not node.is_down(now) or not _quiet(run, now):
+        return
+    since = node.unreachable_since.isoformat(timespec="seconds")
+    _settle(run, RunStatus.LOST, f"Node {node.name} has not answered since {since} (NODE_LOST_AFTER is "
+                                 f"{settings.NODE_LOST_AFTER:g} s) and the crawl stopped reporting")
+
+
+def _quiet(run: Run, now) -> bool:
+    """Nothing heard of the crawl for RUN_REPORT_GRACE: not since it was sent, nor a report since."""
+    heard = max(filter(None, (run.dispatch_claimed_at, run.last_report_at)), default=run.created_at)
+    return now - heard > timedelta(seconds=settings.RUN_REPORT_GRACE)
 
 
 def _reconcile_one(run: Run, state: str | None, now) -> None:
@@ -156,8 +230,7 @@ def _reconcile_one(run: Run, state: str | None, now) -> None:
     grace = timedelta(seconds=settings.RUN_REPORT_GRACE)
     if state is None:
         # A crawl whose node forgot it (restarted) may still be running and reporting.
-        heard = max(filter(None, (run.dispatch_claimed_at, run.last_report_at)), default=None)
-        if heard and now - heard > grace:
+        if _quiet(run, now):
             _settle(run, RunStatus.LOST, f"Node {run.node.name} no longer knows this crawl (was it restarted?)")
     elif state == "running" and run.status == RunStatus.PENDING:
         with contextlib.suppress(IllegalTransition):

@@ -2,9 +2,11 @@
 
 Order: priority first (0 is the most urgent, 4 the least), then the owner with the fewest active runs
 (so that one user's backlog cannot starve the others), then the oldest. A run's node is chosen when it
-leaves the queue: enabled and not draining, carrying every label the run asks for (`node_labels`), with
-a free slot (`Node.slots` minus its runs that hold one, counted in the database, not asked of Scrapyd),
-preferring a node that answered its last call, then the most free slots, then the name. A resumed
+leaves the queue: enabled and not draining, answering (a node whose last call got no answer at all,
+nodes.health, takes nothing until it answers again), carrying every label the run asks for
+(`node_labels`), with a free slot (`Node.slots` minus its runs that hold one, counted in the database,
+not asked of Scrapyd), preferring a node without an error on its last call, then the most free slots,
+then the name. A resumed
 crawl waits for the node that holds its JOBDIR.
 
 A run that holds a slot: pending or running on the node, or queued with `dequeued_at` set (taken off the
@@ -190,7 +192,13 @@ def _node_for(run: Run, nodes: list[Node], free: dict[int, int]) -> tuple[Node |
         candidates = [node for node in candidates if wanted <= set(node.labels or [])]
         if not candidates:
             return None, f"No enabled node has the label(s): {', '.join(sorted(wanted))}"
-    open_nodes = [node for node in candidates if free[node.pk] > 0]
+    # A node whose last call got no answer takes nothing until it answers again (the reconciler asks it
+    # every interval, nodes.health): a run sent there would only come back, or be lost with the node.
+    answering = [node for node in candidates if node.unreachable_since is None]
+    if not answering:
+        names = ", ".join(sorted(node.name for node in candidates))
+        return None, f"Waiting for a node: every node that may take it does not answer ({names})"[:300]
+    open_nodes = [node for node in answering if free[node.pk] > 0]
     if not open_nodes:
         return None, BUSY
     return min(open_nodes, key=lambda node: (bool(node.last_error), -free[node.pk], node.name)), ""

@@ -10,6 +10,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.humanize.templatetags.humanize import naturaltime
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 from unfold.decorators import action, display
@@ -22,7 +23,7 @@ from core.errors import NodeUnavailable
 
 from .models import Node
 from .selectors import nodes_with_load
-from .services import set_node_state, sync_node
+from .services import request_sync, set_node_state, sync_node
 
 STATE_VARIANTS = {"enabled": "success", "draining": "warning", "disabled": ""}
 
@@ -56,12 +57,12 @@ class NodeAdmin(WriteOnlyPasswordAdmin):
     list_filter = ["enabled", "draining"]
     search_fields = ["name", "url"]
     readonly_fields = ["state_label", "health", "running", "pending", "free", "builtin_version", "last_seen_at",
-                       "last_error", "created_at"]
+                       "unreachable_since", "last_error", "created_at"]
     fieldsets = [
         (None, {"fields": ["name", "url", "slots", "labels", "enabled", "draining"]}),
         ("Basic auth", {"fields": ["username", "password", "clear_password"]}),
         ("Load and health", {"fields": ["state_label", "running", "pending", "free", "health", "last_seen_at",
-                                        "last_error", "builtin_version", "created_at"]}),
+                                        "unreachable_since", "last_error", "builtin_version", "created_at"]}),
     ]
     actions = ["enable", "drain", "disable", "sync"]
     actions_row = ["enable_one", "drain_one", "disable_one"]
@@ -69,6 +70,11 @@ class NodeAdmin(WriteOnlyPasswordAdmin):
 
     def get_queryset(self, request):
         return nodes_with_load(super().get_queryset(request))
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if not change:
+            request_sync(obj)  # a new node gets every current version before it takes runs
 
     def get_fieldsets(self, request, obj=None):
         fieldsets = super().get_fieldsets(request, obj)
@@ -85,6 +91,11 @@ class NodeAdmin(WriteOnlyPasswordAdmin):
 
     @display(description="Last check")
     def health(self, node: Node) -> str:
+        state = node.health(timezone.now())
+        if state in ("down", "unreachable"):
+            return format_html("{} <span class='text-red-600'>since {}: {}</span>",
+                               mark_safe(badge(state, "danger")),  # noqa: S308
+                               naturaltime(node.unreachable_since), node.last_error[:120])
         if node.last_error:
             return format_html("{} <span class='text-red-600'>{}</span>", mark_safe(badge("error", "danger")),  # noqa: S308
                                node.last_error[:120])

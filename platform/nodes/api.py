@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.utils import timezone
 from rest_framework import serializers, viewsets
 from rest_framework.permissions import IsAdminUser
 
@@ -9,6 +10,7 @@ from core.serializers import StrictFieldsMixin
 
 from .models import Node
 from .selectors import nodes_with_load
+from .services import request_sync
 
 
 class NodeSerializer(StrictFieldsMixin, serializers.ModelSerializer):
@@ -23,12 +25,20 @@ class NodeSerializer(StrictFieldsMixin, serializers.ModelSerializer):
     running = serializers.IntegerField(read_only=True, default=0, help_text="Its runs running now (the platform's record)")
     pending = serializers.IntegerField(read_only=True, default=0, help_text="Its runs given to it, not started yet")
     free = serializers.IntegerField(read_only=True, default=0, help_text="Slots left: slots - running - pending")
+    health = serializers.SerializerMethodField(
+        help_text="up, unreachable (its last call got no answer), down (none for longer than NODE_LOST_AFTER: its "
+                  "silent runs are settled lost) or unknown (not called yet); new runs go only to nodes up or unknown"
+    )
 
     class Meta:
         model = Node
         fields = ["id", "name", "url", "username", "password", "has_password", "slots", "labels", "enabled", "draining",
-                  "state", "running", "pending", "free", "builtin_version", "last_seen_at", "last_error", "created_at"]
-        read_only_fields = ["builtin_version", "last_seen_at", "last_error", "created_at"]
+                  "state", "running", "pending", "free", "health", "builtin_version", "last_seen_at", "unreachable_since",
+                  "last_error", "created_at"]
+        read_only_fields = ["builtin_version", "last_seen_at", "unreachable_since", "last_error", "created_at"]
+
+    def get_health(self, node: Node) -> str:
+        return node.health(timezone.now())
 
     def validate_url(self, value: str) -> str:
         return value.rstrip("/") + "/"
@@ -43,3 +53,6 @@ class NodeViewSet(viewsets.ModelViewSet):
 
     def get_queryset(self):
         return nodes_with_load(Node.objects.all())
+
+    def perform_create(self, serializer):
+        request_sync(serializer.save())  # a new node gets every current version before it takes runs

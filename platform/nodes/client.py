@@ -20,6 +20,10 @@ from core.errors import NodeUnavailable, NotFound
 SCHEDULE_PARAMETERS = frozenset({"project", "spider", "_version", "jobid", "priority", "setting"})
 
 
+class NodeUnreachable(NodeUnavailable):
+    """Scrapyd did not answer at all (refused, timed out, cut off): what makes a node unreachable (nodes.health)."""
+
+
 class ScrapydError(NodeUnavailable):
     """Scrapyd answered, but refused the request."""
 
@@ -71,7 +75,7 @@ class ScrapydClient:
         try:
             response = requests.request(method, url, auth=self.auth, timeout=self.timeout, **kwargs)
         except requests.RequestException as exc:
-            raise NodeUnavailable(f"Scrapyd at {self.base_url} is unreachable: {exc.__class__.__name__}") from exc
+            raise NodeUnreachable(f"Scrapyd at {self.base_url} is unreachable: {exc.__class__.__name__}") from exc
         if response.status_code != 200:
             raise ScrapydError(f"Scrapyd {endpoint} answered HTTP {response.status_code}: {response.text[:200]}")
         try:
@@ -144,7 +148,7 @@ class ScrapydClient:
         try:
             response = requests.get(self.base_url + "logs/_environments.json", auth=self.auth, timeout=self.timeout)
         except requests.RequestException as exc:
-            raise NodeUnavailable(f"Scrapyd at {self.base_url} is unreachable: {exc.__class__.__name__}") from exc
+            raise NodeUnreachable(f"Scrapyd at {self.base_url} is unreachable: {exc.__class__.__name__}") from exc
         if response.status_code == 404:
             return {}
         if response.status_code != 200:
@@ -165,7 +169,7 @@ class ScrapydClient:
         try:
             response = requests.request(method, url, headers=headers, auth=self.auth, timeout=self.timeout, stream=stream)
         except requests.RequestException as exc:
-            raise NodeUnavailable(f"Scrapyd at {self.base_url} is unreachable: {exc.__class__.__name__}") from exc
+            raise NodeUnreachable(f"Scrapyd at {self.base_url} is unreachable: {exc.__class__.__name__}") from exc
         if response.status_code == 404:
             response.close()
             raise LogNotFound("The node has no log for this crawl")
@@ -230,5 +234,5 @@ class ScrapydClient:
                     if wanted is not None and received >= wanted:
                         break
             except requests.RequestException as exc:
-                raise NodeUnavailable(f"Scrapyd at {self.base_url} broke off the log: {exc.__class__.__name__}") from exc
+                raise NodeUnreachable(f"Scrapyd at {self.base_url} broke off the log: {exc.__class__.__name__}") from exc
         return first, first + received if size is None else size

@@ -7,7 +7,9 @@ admin or the API, and decrypted only for the client that calls the node (basic_a
 from __future__ import annotations
 
 import re
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 
@@ -70,6 +72,10 @@ class Node(models.Model):
     )
     last_seen_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_error = models.TextField(blank=True, editable=False)
+    unreachable_since = models.DateTimeField(
+        null=True, blank=True, editable=False,
+        help_text="When the node first failed to answer since it last answered (empty: it answers); nodes.health",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -86,6 +92,18 @@ class Node(models.Model):
         if not self.enabled:
             return "disabled"
         return "draining" if self.draining else "enabled"
+
+    def is_down(self, now: datetime) -> bool:
+        """Unreachable for longer than NODE_LOST_AFTER: its silent runs are lost (jobs.lifecycle)."""
+        return self.unreachable_since is not None and now - self.unreachable_since > timedelta(seconds=settings.NODE_LOST_AFTER)
+
+    def health(self, now: datetime) -> str:
+        """`up` (answered its last call), `unreachable` (its last call got no answer), `down` (none for
+        longer than NODE_LOST_AFTER) or `unknown` (never called yet). New runs go only to nodes that are up
+        or unknown (jobs.queue)."""
+        if self.unreachable_since is not None:
+            return "down" if self.is_down(now) else "unreachable"
+        return "up" if self.last_seen_at else "unknown"
 
     @property
     def has_password(self) -> bool:

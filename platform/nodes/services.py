@@ -7,11 +7,12 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db.models import Q
-from django.utils import timezone
 
 from core.errors import NodeUnavailable, ValidationFailed
+from core.outbox import send_on_commit
 from projects.eggs import builtin_egg
 
+from . import health
 from .client import DaemonStatus, ScrapydClient
 from .models import Node, validate_username
 
@@ -31,14 +32,27 @@ class NodeLoad:
 
 
 def probe(node: Node) -> DaemonStatus:
-    """Ask a node for its load and record that it answered (or why not)."""
+    """Ask a node for its load and record that it answered (or why not: nodes.health).
+
+    A node that answers again after being unreachable is synced (sync_node) by a worker: it may have
+    come back without the eggs it had."""
     try:
         status = ScrapydClient.for_node(node).daemon_status()
     except NodeUnavailable as exc:
-        Node.objects.filter(pk=node.pk).update(last_error=exc.message)
+        health.failed(node, exc)
         raise
-    Node.objects.filter(pk=node.pk).update(last_seen_at=timezone.now(), last_error="")
+    if health.answered(node):
+        logger.warning("Node %s answers again", node.name)
+        request_sync(node)
     return status
+
+
+def request_sync(node: Node) -> None:
+    """Have a worker sync `node` (sync_node) once the current transaction commits: a node just registered
+    or back gets every current version without waiting for the periodic sync (NODE_SYNC_INTERVAL)."""
+    from .tasks import sync_one  # tasks import this module
+
+    send_on_commit(sync_one, str(node.pk))
 
 
 def choose_node(*, exclude: set[int] | frozenset[int] = frozenset(), labels: list[str] | tuple[str, ...] = ()) -> Node:

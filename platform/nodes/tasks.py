@@ -22,3 +22,15 @@ def sync_nodes() -> None:
             sync_node(node)
         except NodeUnavailable as exc:
             logger.warning("Node %s: %s", node.name, exc.message)
+
+
+@shared_task(name="nodes.sync_node", ignore_result=True, time_limit=600)
+def sync_one(node_id: str) -> None:
+    """Sync one node just registered or back (nodes.services.request_sync); return if it is gone or disabled."""
+    node = Node.objects.filter(pk=node_id, enabled=True).first()
+    if node is None:
+        return
+    try:
+        sync_node(node)
+    except NodeUnavailable as exc:
+        logger.warning("Node %s: %s", node.name, exc.message)

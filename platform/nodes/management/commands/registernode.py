@@ -12,7 +12,7 @@ import sys
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from nodes.services import register_node
+from nodes.services import register_node, request_sync
 
 PASSWORD_VARIABLE = "SCRAPYD_PASSWORD"
 
@@ -42,5 +42,6 @@ class Command(BaseCommand):
                                  password=password)
         except ValidationError as exc:
             raise CommandError(f"--username: {' '.join(exc.messages)}") from None
+        request_sync(node)  # a worker gives it every current version (the dispatch checks the run's own too)
         auth = f", user {node.username}, password {'set' if node.has_password else 'not set'}" if node.username else ""
         self.stdout.write(f"Node {node.name} at {node.url} ({node.slots} slots{auth})")
