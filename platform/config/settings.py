@@ -407,6 +407,8 @@ SYNC_MAX_TIMEOUT_MS = env_int("SYNC_MAX_TIMEOUT_MS", 120_000)
 SYNC_DOWNLOAD_MAX_BYTES = env_int("SYNC_DOWNLOAD_MAX_BYTES", 10 * 1024 * 1024)
 # Downloads of one capture through GET /files/{job_id} (0: unlimited).
 SYNC_MAX_DOWNLOADS = env_int("SYNC_MAX_DOWNLOADS", 0)
+# Captures are backed up in passes, each at most this many seconds after the first capture it copies.
+SYNC_BACKUP_DELAY = env_float("SYNC_BACKUP_DELAY", 1.0)
 
 # --- Usage (docs/usage.md) ---------------------------------------------------------------------------
 # Metering per user, API key, kind and day; GET /api/v1/sync/client-metrics, /sync/metrics, /sync/billing.

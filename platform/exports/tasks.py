@@ -23,9 +23,18 @@ def build_result_file(file_id: str) -> None:
 def expire_result_files() -> None:
     """Expire result files and drop local copies past their TTL (beat, every EXPORT_EXPIRE_INTERVAL seconds)."""
     services.expire_files()
+    if settings.EXPORT_BACKUP_STORAGE:
+        captures.backup_pending()  # what a lost backup pass left
+
+
+@shared_task(name="exports.backup_captures", ignore_result=True, time_limit=600)
+def backup_captures() -> None:
+    """A pass copying captures that have no backup yet to the backup store (captures.request_backups)."""
+    captures.backup_pending()
 
 
 @shared_task(name="exports.backup_result_file", ignore_result=True, time_limit=600)
 def backup_result_file(file_id: str) -> None:
-    """Copy a capture to the backup store after its sync response (idempotent: one with a backup is left alone)."""
+    """Copy one capture to the backup store (idempotent). Sent by earlier versions, one per capture: kept so
+    that their messages still queued at an upgrade are carried out."""
     captures.backup_file(file_id)

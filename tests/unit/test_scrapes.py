@@ -383,6 +383,56 @@ def test_a_redelivered_backup_task_does_nothing(api, fetched, django_capture_on_
     assert ResultFile.objects.get(pk=file.pk).remote_name == file.remote_name
 
 
+def test_captures_are_backed_up_in_passes_not_a_task_each(api, fetched, django_capture_on_commit_callbacks, monkeypatch):
+    from django.core.cache import cache
+
+    from exports import captures, tasks
+
+    sent = []
+    monkeypatch.setattr(tasks.backup_captures, "apply_async", lambda **kwargs: sent.append(kwargs))
+    cache.delete(captures._PASS_ASKED)
+    with django_capture_on_commit_callbacks(execute=True):
+        files = [_capture(api, fetched) for _ in range(5)]
+    assert len(sent) == 1  # one pass asked for, however many captures committed before it ran
+    assert not ResultFile.objects.filter(pk__in=[f.pk for f in files]).exclude(remote_name="").exists()
+    assert captures.backup_pending() == 5
+    assert ResultFile.objects.filter(pk__in=[f.pk for f in files], remote_name="").count() == 0
+    with django_capture_on_commit_callbacks(execute=True):
+        _capture(api, fetched)
+    assert len(sent) == 2  # the pass cleared the flag: a later capture asks for the next one
+
+
+def test_a_lost_backup_pass_is_made_up_by_the_sweeper(api, fetched, django_capture_on_commit_callbacks, monkeypatch):
+    from django.core.cache import cache
+
+    from exports import captures, tasks
+
+    def broker_down(**kwargs):
+        raise OSError("broker down")
+
+    monkeypatch.setattr(tasks.backup_captures, "apply_async", broker_down)
+    cache.delete(captures._PASS_ASKED)
+    with django_capture_on_commit_callbacks(execute=True):
+        file = _capture(api, fetched)
+    assert ResultFile.objects.get(pk=file.pk).remote_name == ""  # the request succeeded, its backup waits
+    tasks.expire_result_files()
+    assert ResultFile.objects.get(pk=file.pk).remote_name
+
+
+def test_a_backup_pass_goes_on_past_a_capture_it_cannot_copy(api, fetched, django_capture_on_commit_callbacks, monkeypatch):
+    from django.core.cache import cache
+
+    from exports import captures, tasks
+
+    monkeypatch.setattr(tasks.backup_captures, "apply_async", lambda **kwargs: None)
+    cache.delete(captures._PASS_ASKED)
+    with django_capture_on_commit_callbacks(execute=True):
+        first, second = _capture(api, fetched), _capture(api, fetched)
+    storage.local_path(first.local_name).unlink()  # its local copy is gone: it cannot be backed up
+    assert captures.backup_pending(batch=1) == 1  # pages of one: the first page's failure stops nothing
+    assert ResultFile.objects.get(pk=second.pk).remote_name and not ResultFile.objects.get(pk=first.pk).remote_name
+
+
 def test_info_shows_size_checksum_status_and_counters(api, fetched):
     file = _capture(api, fetched)
     download_file(api, file.id)
