@@ -91,9 +91,15 @@ def open_download(*, file: ResultFile, encoding: str | None = None, api_key=None
     # Claimed: the sweeper leaves both copies alone until the stream is closed.
     if file.local_name:
         try:
-            return FileStream(file, open(storage.local_path(file.local_name), "rb"), "local", encoding, key_id)  # noqa: SIM115
+            return FileStream(file, storage.open_local(file.local_name), "local", encoding, key_id)
         except FileNotFoundError:
             logger.warning("Local copy of result file %s is missing; trying the backup", file.id)
+        except Exception as exc:  # the bucket (STORAGE_URL) cannot be reached: the backup may serve
+            if not file.remote_name:
+                file.release_download(undo=True)
+                logger.exception("Could not read result file %s from the bucket", file.id)
+                raise StorageUnavailable("The object store could not be read; try again later") from exc
+            logger.warning("Could not read result file %s from the bucket (%s); trying the backup", file.id, exc)
     if not file.remote_name:
         file.release_download(undo=True)
         raise FileExpired("The file is no longer stored", details={"status": FileStatus.EXPIRED})

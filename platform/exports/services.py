@@ -112,13 +112,13 @@ def build_file(file_id: str) -> None:
             out = storage.HashingWriter(raw)
             export_to(exporter, store.schema(), batches, out, file.options)
         local_name = f"{file.id.hex[:2]}/{file.id.hex}.{exporter.extension}"
-        path = storage.publish_local(tmp, local_name)
+        storage.publish_local(tmp, local_name)
     except Exception as exc:  # any failure is recorded on the file, which the user sees
         tmp.unlink(missing_ok=True)
         logger.exception("Export %s of run %s failed", file.id, file.run_id)
         file.mark_failed(f"{type(exc).__name__}: {exc}")
         return
-    remote_name = storage.upload_backup(path, f"exports/{file.id.hex}.{exporter.extension}")
+    remote_name = storage.upload_backup(local_name, f"exports/{file.id.hex}.{exporter.extension}")
     if not file.mark_enabled(size=out.size, checksum=out.digest.hexdigest(), md5=out.md5.hexdigest(), items=batches.rows,
                              local_name=local_name, remote_name=remote_name):
         storage.delete_local(local_name)  # disabled while it was being written

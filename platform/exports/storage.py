@@ -1,7 +1,10 @@
-"""Where result files live: a local folder (EXPORT_DIR) and a backup store (a Django storage backend).
+"""Where result files live: a primary copy and a backup store (a Django storage backend).
 
-Both are built per call from settings (no import-time singletons). The backup store is a second
-folder by default, or any S3-compatible store through django-storages (see docs/configuration.md).
+The primary copy ("local", as `X-Source` says) is in a folder on this machine (EXPORT_DIR), or, with
+STORAGE_URL, in the bucket under <prefix>/files/, where every web process reads what any worker or web
+process wrote; its name (`ResultFile.local_name`) is the same either way. Both are built per call from
+settings (no import-time singletons). The backup store is a second folder by default, or any
+S3-compatible store through django-storages (see docs/configuration.md, "Exports" and "Storage").
 """
 
 from __future__ import annotations
@@ -16,11 +19,29 @@ from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import Storage, storages
 
+from . import objectstore
+
 logger = logging.getLogger(__name__)
 
 
 def local_path(name: str) -> Path:
+    """Where the primary copy `name` is on this machine's disk (without STORAGE_URL)."""
     return Path(settings.EXPORT_DIR) / name
+
+
+def _bucket_key(bucket: objectstore.Bucket, name: str) -> str:
+    return bucket.key("files", name)
+
+
+def open_local(name: str, *, seekable: bool = False) -> BinaryIO:
+    """Open the primary copy `name` for reading, streamed (FileNotFoundError when it is not there).
+    `seekable` asks for random access (a copy to the backup store), else one streamed read (a download)."""
+    bucket = objectstore.configured()
+    if bucket is None:
+        return open(local_path(name), "rb")  # noqa: SIM115 - the caller closes it
+    path = f"{bucket.name}/{_bucket_key(bucket, name)}"
+    fs = bucket.filesystem()
+    return fs.open_input_file(path) if seekable else fs.open_input_stream(path)
 
 
 def temp_dir() -> Path:
@@ -62,27 +83,34 @@ class HashingWriter:
         return self.raw.closed
 
 
-def publish_local(tmp: Path, name: str, *, durable: bool = True) -> Path:
+def publish_local(tmp: Path, name: str, *, durable: bool = True) -> None:
     """Move a fully written temporary file to its final name in one atomic step (readers never see a part).
 
-    `durable` first flushes it to disk, so that a crash cannot leave the name with lost contents.
+    On disk, `durable` first flushes it, so that a crash cannot leave the name with lost contents. With
+    STORAGE_URL the file is uploaded (the object appears only once whole: a PUT, or a completed multipart
+    upload past 8 MB) and the temporary file removed.
     """
+    bucket = objectstore.configured()
+    if bucket is not None:
+        bucket.upload(_bucket_key(bucket, name), tmp)
+        tmp.unlink(missing_ok=True)
+        return
     final = local_path(name)
     final.parent.mkdir(parents=True, exist_ok=True)
     if durable:
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
     os.replace(tmp, final)
-    return final
 
 
-def upload_backup(path: Path, name: str) -> str:
-    """Copy a local file to the backup store; its name there, or "" when there is no backup (failures logged)."""
+def upload_backup(local_name: str, name: str) -> str:
+    """Copy the primary copy `local_name` to the backup store as `name`; its name there, or "" when there
+    is no backup (failures logged)."""
     try:
         storage = backup_storage()
         if storage is None:
             return ""
-        with open(path, "rb") as fh:
+        with open_local(local_name, seekable=True) as fh:
             return storage.save(name, File(fh, name=name))
     except Exception:
         logger.exception("Could not copy %s to the backup store; the local copy stays until the file expires", name)
@@ -97,8 +125,17 @@ def open_backup(name: str) -> BinaryIO:
 
 
 def delete_local(name: str) -> None:
-    if name:
+    """Remove the primary copy `name` (nothing to do if it is gone)."""
+    if not name:
+        return
+    bucket = objectstore.configured()
+    if bucket is None:
         local_path(name).unlink(missing_ok=True)
+        return
+    try:
+        bucket.delete(_bucket_key(bucket, name))
+    except Exception:  # as a backup copy that cannot be deleted: logged, and left behind
+        logger.exception("Could not delete %s from the bucket", name)
 
 
 def delete_backup(name: str) -> None:

@@ -3,21 +3,27 @@ readable and writable by every process."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 import subprocess
 import sys
 import threading
 import time
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 import pytest
+from django.utils import timezone
 
-from exports import objectstore
+from exports import captures, downloads, objectstore, services
+from exports.exporters import EXPORTERS
 from exports.itemstore import ItemStore
+from exports.models import FileStatus, ResultFile
 from tests.s3 import moto_s3, storage_url  # noqa: F401 - fixtures
 from tests.support import REPO, child_env
 from tests.unit.test_itemstore import TRICKY
+from tests.unit.test_result_files import download, eager_tasks, export_dirs, make_run, request_file  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.integration
 
@@ -156,3 +162,97 @@ def test_an_unreachable_bucket_is_a_503_for_the_crawl_to_retry(settings):
     with pytest.raises(StorageUnavailable) as caught:
         ItemStore("run-7").append(0, [{"a": 1}])
     assert caught.value.status_code == 503
+
+
+# --- result files -------------------------------------------------------------------------------------
+@pytest.fixture
+def bucket_files(storage_url, export_dirs, settings):  # noqa: F811 - fixtures
+    """Result files with STORAGE_URL as settings.py configures it: no backup (EXPORT_BACKUP=none)."""
+    settings.EXPORT_BACKUP_STORAGE = None
+    return objectstore.configured()
+
+
+def _objects(bucket, under: str) -> dict[str, int]:
+    listed = bucket.client().list_objects_v2(Bucket=bucket.name, Prefix=bucket.key(under) + "/")
+    return {o["Key"].removeprefix(bucket.key(under) + "/"): o["Size"] for o in listed.get("Contents", [])}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("fmt", sorted(EXPORTERS))
+def test_every_format_is_written_to_the_bucket_and_served_from_it(api, user, request_file, bucket_files, export_dirs, fmt):  # noqa: F811
+    run = make_run(user, [{"i": k, "name": f"n{k}"} for k in range(2000)])
+    assert ItemStore(run.id).bucket is not None
+    file_id = request_file(run, format=fmt).json()["id"]
+    file = ResultFile.objects.get(pk=file_id)
+    assert file.status == FileStatus.ENABLED and file.items == 2000 and not file.remote_name
+    assert _objects(bucket_files, "files") == {file.local_name: file.size}
+    assert not list((export_dirs / "exports").rglob(f"*.{fmt}"))  # nothing on this machine's disk
+    got = download(api, file_id)
+    assert got.status_code == 200 and got["X-Source"] == "local"
+    assert int(got["Content-Length"]) == file.size == len(got.data_bytes)
+    assert hashlib.sha256(got.data_bytes).hexdigest() == file.checksum
+    # With no backup the bucket's copy lives until the file expires, then goes.
+    ResultFile.objects.filter(pk=file_id).update(local_expires_at=timezone.now() - timedelta(seconds=1))
+    assert services.expire_files()["local_dropped"] == 0 and download(api, file_id).status_code == 200
+    ResultFile.objects.filter(pk=file_id).update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert services.expire_files()["expired"] == 1
+    assert _objects(bucket_files, "files") == {} and download(api, file_id).status_code == 410
+
+
+@pytest.mark.django_db
+def test_a_large_file_streams_from_the_bucket_in_chunks(api, user, request_file, bucket_files):  # noqa: F811
+    run = make_run(user, [{"i": k, "text": f"{k:08d}" * 40} for k in range(20_000)])
+    file = ResultFile.objects.get(pk=request_file(run, format="jsonl").json()["id"])
+    assert file.size > 2 * downloads.CHUNK  # a multipart upload, served in several chunks
+    response = api.get(f"/api/v1/files/{file.id}")
+    chunks = list(response.streaming_content)
+    assert len(chunks) > 2 and max(map(len, chunks)) <= downloads.CHUNK
+    assert hashlib.sha256(b"".join(chunks)).hexdigest() == file.checksum
+
+
+@pytest.mark.django_db
+def test_a_capture_lives_in_the_bucket(api, user, bucket_files, export_dirs):  # noqa: F811
+    file = captures.save_capture(owner=user, fmt="html", url="https://example.com/", content_type="text/html",
+                                 extension="html", data=b"<p>caf\xc3\xa9</p>")
+    assert _objects(bucket_files, "files") == {file.local_name: file.size}
+    assert not (export_dirs / "exports" / file.local_name).exists()
+    got = download(api, file.id)
+    assert got.status_code == 200 and got.data_bytes == b"<p>caf\xc3\xa9</p>" and got["X-Source"] == "local"
+    api.delete(f"/api/v1/files/{file.id}")
+    assert _objects(bucket_files, "files") == {}
+
+
+@pytest.mark.django_db
+def test_with_a_backup_the_bucket_copy_goes_at_local_ttl_and_the_backup_serves(
+    api, user, request_file, storage_url, export_dirs, settings,  # noqa: F811
+):
+    """EXPORT_BACKUP=s3 beside STORAGE_URL (here a folder stands in for the second bucket)."""
+    bucket = objectstore.configured()
+    run = make_run(user)
+    file_id = request_file(run, format="csv").json()["id"]
+    file = ResultFile.objects.get(pk=file_id)
+    assert file.remote_name and (export_dirs / "backup" / file.remote_name).read_bytes() == download(api, file_id).data_bytes
+    ResultFile.objects.filter(pk=file_id).update(local_expires_at=timezone.now() - timedelta(seconds=1))
+    assert services.expire_files()["local_dropped"] == 1
+    assert _objects(bucket, "files") == {}
+    got = download(api, file_id)
+    assert got.status_code == 200 and got["X-Source"] == "remote"
+
+
+@pytest.mark.django_db
+def test_an_unreachable_bucket_is_503_and_the_backup_serves_if_there_is_one(api, user, request_file, storage_url, settings):  # noqa: F811
+    from tests.support import free_port
+
+    run = make_run(user)
+    with_backup = request_file(run, format="csv").json()["id"]
+    settings.EXPORT_BACKUP_STORAGE = None
+    without = request_file(run, format="json").json()["id"]
+    settings.STORAGE_URL = f"s3://nowhere/p?endpoint_url=http://127.0.0.1:{free_port()}&region=us-east-1"
+    settings.STORAGE_TIMEOUT = 2.0
+    got = download(api, without)
+    assert got.status_code == 503 and got.json()["error"] == "storage_unavailable"
+    assert ResultFile.objects.get(pk=without).active_downloads == 0
+    settings.EXPORT_BACKUP_STORAGE = {"BACKEND": "django.core.files.storage.FileSystemStorage",
+                                      "OPTIONS": {"location": str(settings.EXPORT_DIR.parent / "backup")}}
+    got = download(api, with_backup)
+    assert got.status_code == 200 and got["X-Source"] == "remote"
