@@ -5,7 +5,8 @@ In LOG_ARCHIVE_DIR, `<run id>.log` is the log, or its last LOG_ARCHIVE_MAX_BYTES
 it was longer, and `<run id>.json` says where the copy starts in the crawl's log (so offsets mean the
 same in the copy as on the node) and which end of the run it was made for; `<run id>.missing` records
 that the node had no log to copy. Every file is written under a temporary name and renamed: a reader
-never sees half a copy.
+never sees half a copy. With STORAGE_URL the same three files are objects under <prefix>/run-logs/ in the
+bucket, which every web process reads (a copy is uploaded whole, so the same holds).
 
 A copy is made once the crawl process has ended (a run turns terminal from its crawl's report, just
 before Scrapy writes its last lines): by a task the reconciler enqueues for recently finished runs,
@@ -33,6 +34,7 @@ from django.dispatch import receiver
 from django.utils import timezone
 
 from core.errors import NodeUnavailable
+from exports import objectstore
 from nodes.client import LogNotFound, ScrapydClient
 
 from .models import Run
@@ -48,21 +50,50 @@ RETRY_EVERY = 60
 
 @dataclass(frozen=True)
 class Archived:
-    """A run's archived log: the file, the offset in the crawl's log of its first byte, and whether it
-    was made for the run's latest end (else a newer copy should replace it)."""
+    """A run's archived log: where the copy is (a path on disk, or `bucket/key`), its length, the offset in
+    the crawl's log of its first byte, and whether it was made for the run's latest end (else a newer
+    copy should replace it)."""
 
-    path: Path
+    where: str
+    length: int
     first: int
     current: bool
+    bucket: objectstore.Bucket | None = None
 
     @property
     def size(self) -> int:
         """The size of the crawl's whole log (bytes before `first` were not kept)."""
-        return self.first + self.path.stat().st_size
+        return self.first + self.length
+
+    def read(self, offset: int, length: int) -> bytes:
+        """`length` bytes of the copy from `offset` (in the copy), fewer at its end."""
+        if self.bucket is not None:
+            with self.bucket.filesystem().open_input_file(self.where) as log:  # a ranged GET
+                return log.read_at(max(min(length, self.length - offset), 0), offset) if offset < self.length else b""
+        with open(self.where, "rb") as log:
+            log.seek(offset)
+            return log.read(length)
+
+
+def _name(run_id: uuid.UUID | str, suffix: str) -> str:
+    return f"{uuid.UUID(str(run_id))}{suffix}"
 
 
 def _path(run_id: uuid.UUID | str, suffix: str) -> Path:
-    return Path(settings.LOG_ARCHIVE_DIR) / f"{uuid.UUID(str(run_id))}{suffix}"
+    return Path(settings.LOG_ARCHIVE_DIR) / _name(run_id, suffix)
+
+
+def _key(bucket: objectstore.Bucket, run_id: uuid.UUID | str, suffix: str) -> str:
+    return bucket.key("run-logs", _name(run_id, suffix))
+
+
+def _read_small(run_id: uuid.UUID | str, suffix: str) -> bytes:
+    """A small archive file's bytes (the metadata, the missing mark); FileNotFoundError if there is none."""
+    bucket = objectstore.configured()
+    if bucket is None:
+        return _path(run_id, suffix).read_bytes()
+    with bucket.open(_key(bucket, run_id, suffix)) as fh:
+        return fh.read()
 
 
 def _end_of(run: Run) -> str:
@@ -75,27 +106,46 @@ def enabled() -> bool:
 
 def archived(run: Run) -> Archived | None:
     """The run's archived log, or None."""
-    path = _path(run.id, ".log")
-    if not path.exists():
-        return None
+    bucket = objectstore.configured()
+    if bucket is None:
+        path = _path(run.id, ".log")
+        try:
+            where, length = str(path), path.stat().st_size
+        except FileNotFoundError:
+            return None
+    else:
+        from pyarrow.fs import FileType
+
+        info = bucket.filesystem().get_file_info(f"{bucket.name}/{_key(bucket, run.id, '.log')}")
+        if info.type != FileType.File:
+            return None
+        where, length = info.path, info.size
     try:
-        meta = json.loads(_path(run.id, ".json").read_text())
+        meta = json.loads(_read_small(run.id, ".json"))
     except (OSError, ValueError):
         meta = {}
-    return Archived(path, int(meta.get("first", 0)), meta.get("finished_at", "") == _end_of(run))
+    return Archived(where, length, int(meta.get("first", 0)), meta.get("finished_at", "") == _end_of(run), bucket)
 
 
 def is_missing(run: Run) -> bool:
     """When the run's log was to be archived, its node had none (the crawl never started, or it was deleted)."""
     try:
-        return _path(run.id, ".missing").read_text() == _end_of(run)
-    except OSError:
+        return _read_small(run.id, ".missing").decode() == _end_of(run)
+    except (OSError, UnicodeDecodeError):
         return False
 
 
 def _settled(run: Run) -> bool:
     copy = archived(run)
     return (copy is not None and copy.current) or is_missing(run)
+
+
+def _write_small(run_id: uuid.UUID | str, suffix: str, data: bytes) -> None:
+    bucket = objectstore.configured()
+    if bucket is None:
+        _write_atomic(_path(run_id, suffix), data)
+    else:  # a PUT replaces an object whole
+        bucket.client().put_object(Bucket=bucket.name, Key=_key(bucket, run_id, suffix), Body=data)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -143,11 +193,12 @@ def archive_log(run: Run) -> bool:
     if client.job_state(run.scrapyd_job_id) in ("pending", "running"):
         return False  # still writing its log
     where = {"project": run.project, "spider": run.spider, "job_id": run.scrapyd_job_id}
-    Path(settings.LOG_ARCHIVE_DIR).mkdir(parents=True, exist_ok=True)
+    bucket = objectstore.configured()
+    Path(settings.LOG_ARCHIVE_DIR).mkdir(parents=True, exist_ok=True)  # the copy is made here, then uploaded
     try:
         size = client.log_size(**where)
     except LogNotFound:
-        _write_atomic(_path(run.id, ".missing"), _end_of(run).encode())
+        _write_small(run.id, ".missing", _end_of(run).encode())
         logger.info("Run %s: node %s has no log to archive", run.id, run.node.name)
         return True
     limit = settings.LOG_ARCHIVE_MAX_BYTES
@@ -160,14 +211,15 @@ def archive_log(run: Run) -> bool:
             if size:
                 client.save_log(**where, start=start, write=writer.write)
         meta = {"first": start + writer.skipped, "size": size, "finished_at": _end_of(run)}
-        _write_atomic(_path(run.id, ".json"), json.dumps(meta).encode())
-        os.replace(tmp, target)
-    except BaseException:
+        _write_small(run.id, ".json", json.dumps(meta).encode())
+        if bucket is None:
+            os.replace(tmp, target)
+        else:  # uploaded whole (multipart past 8 MB completes in one step)
+            bucket.upload(_key(bucket, run.id, ".log"), Path(tmp))
+    finally:
         with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(FileNotFoundError):
-        _path(run.id, ".missing").unlink()
+            os.unlink(tmp)  # gone already once renamed
+    _delete_small(run.id, ".missing")
     logger.info("Run %s: archived its log (%s bytes%s)", run.id, size - meta["first"], f" of {size}" if start else "")
     return True
 
@@ -186,8 +238,16 @@ def archive_by_id(run_id: str) -> None:
 def delete_archive(run_id: uuid.UUID | str) -> None:
     """Remove a run's archived log."""
     for suffix in (".log", ".json", ".missing"):
+        _delete_small(run_id, suffix)
+
+
+def _delete_small(run_id: uuid.UUID | str, suffix: str) -> None:
+    bucket = objectstore.configured()
+    if bucket is None:
         with contextlib.suppress(FileNotFoundError):
             _path(run_id, suffix).unlink()
+    else:
+        bucket.delete(_key(bucket, run_id, suffix))
 
 
 def enqueue_recent() -> int:

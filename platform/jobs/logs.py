@@ -53,9 +53,7 @@ class _Archive:
         start = max(start, self.first)
         if start >= size:
             return LogChunk(b"", start, size)
-        with open(self.copy.path, "rb") as log:
-            log.seek(start - self.first)
-            return LogChunk(log.read(length), start, size)
+        return LogChunk(self.copy.read(start - self.first, length), start, size)
 
 
 class _Node:
