@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from datetime import date
 from typing import Any
 
-from django.db import IntegrityError, models, transaction
+from django.db import IntegrityError, connections, models, router, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -32,29 +32,69 @@ def today() -> date:
     return timezone.now().date()
 
 
-def _upsert(model: type[models.Model], lookup: dict[str, Any], increments: dict[str, int]) -> None:
-    """Add `increments` to the row `lookup` names, creating it at those values if it is missing.
+ON_CONFLICT_VENDORS = ("sqlite", "postgresql")
 
-    An UPDATE with F() first (the usual case: the row exists); on a miss an INSERT in a savepoint, and
-    if a concurrent writer inserted it first (unique constraint) the UPDATE again."""
-    changes = {name: F(name) + value for name, value in increments.items()}
-    if model.objects.filter(**lookup).update(**changes):
+
+def _upsert(model: type[models.Model], keys: tuple[str, ...], rows: list[dict[str, Any]], increments: tuple[str, ...]) -> None:
+    """Add each row's `increments` to the row its `keys` name, creating it at those values if it is missing.
+
+    One statement for all rows where the database has INSERT ... ON CONFLICT DO UPDATE (SQLite, PostgreSQL):
+    atomic per row, so concurrent writers never lose a count nor collide on the unique constraint (`keys` is
+    one). Elsewhere, per row: an UPDATE with F() (the usual case: the row exists), on a miss an INSERT in a
+    savepoint, and if a concurrent writer inserted it first, the UPDATE again."""
+    if not rows:
         return
-    try:
-        with transaction.atomic():
-            model.objects.create(**lookup, **increments)
-    except IntegrityError:
-        model.objects.filter(**lookup).update(**changes)
+    connection = connections[router.db_for_write(model)]
+    if connection.vendor in ON_CONFLICT_VENDORS:
+        _upsert_on_conflict(connection, model, keys, rows, increments)
+        return
+    attname = {name: model._meta.get_field(name).attname for name in (*keys, *increments)}  # user -> user_id
+    for row in rows:
+        lookup = {attname[name]: row[name] for name in keys}
+        changes = {name: F(name) + row[name] for name in increments}
+        if model.objects.filter(**lookup).update(**changes):
+            continue
+        try:
+            with transaction.atomic():
+                model.objects.create(**{attname[name]: value for name, value in row.items()})
+        except IntegrityError:
+            model.objects.filter(**lookup).update(**changes)
+
+
+def _upsert_on_conflict(connection, model, keys, rows, increments) -> None:
+    """The upsert as one INSERT ... ON CONFLICT (keys) DO UPDATE SET n = n + excluded.n (written by hand:
+    Django's bulk_create(update_conflicts=True) can only overwrite a column, not add to it)."""
+    meta = model._meta
+    fields = [meta.get_field(name) for name in (*keys, *increments)]
+    quote = connection.ops.quote_name
+    table = quote(meta.db_table)
+    columns = ", ".join(quote(field.column) for field in fields)
+    conflict = ", ".join(quote(meta.get_field(name).column) for name in keys)
+    updates = ", ".join(f"{quote(meta.get_field(name).column)} = {table}.{quote(meta.get_field(name).column)} + "
+                        f"excluded.{quote(meta.get_field(name).column)}" for name in increments)
+    placeholders = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    values = [field.get_db_prep_save(row[field.name], connection) for row in rows for field in fields]
+    sql = (f"INSERT INTO {table} ({columns}) VALUES {', '.join([placeholders] * len(rows))} "
+           f"ON CONFLICT ({conflict}) DO UPDATE SET {updates}")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, values)
+
+
+_COUNTER_KEYS = ("user", "key_id", "kind", "day")
+_SUMMARY_KEYS = ("user", "key_id", "endpoint", "outcome", "bucket", "day")
+
+
+def _counter_rows(*, user_id: int, key_id: int, counts: Mapping[str, int], day: date) -> list[dict[str, Any]]:
+    # In one order, so that two writers of the same rows take their locks in the same order (PostgreSQL).
+    return [{"user": user_id, "key_id": key_id, "kind": kind, "day": day, "quantity": int(quantity)}
+            for kind, quantity in sorted(counts.items()) if quantity > 0]
 
 
 def add(*, user_id: int, key_id: int, counts: Mapping[str, int], day: date | None = None) -> None:
     """Count work: each kind's quantity added to the user's, key's and day's counter (zeros skipped)."""
-    day = day or today()
-    with transaction.atomic():
-        for kind, quantity in counts.items():
-            if quantity > 0:
-                _upsert(UsageCounter, {"user_id": user_id, "key_id": key_id, "kind": kind, "day": day},
-                        {"quantity": int(quantity)})
+    rows = _counter_rows(user_id=user_id, key_id=key_id, counts=counts, day=day or today())
+    with transaction.atomic(savepoint=False):
+        _upsert(UsageCounter, _COUNTER_KEYS, rows, ("quantity",))
 
 
 def bucket_of(execution_ms: int) -> int:
@@ -77,12 +117,13 @@ def record_sync(*, user, api_key: Any, endpoint: str, status_code: int, fetched:
     if proxy_country is not None:
         counts[PROXY_PREFIX + (proxy_country or "any")] = 1
     day = today()
-    with transaction.atomic():
-        add(user_id=user.pk, key_id=key_id, counts=counts, day=day)
-        _upsert(SyncSummary,
-                {"user_id": user.pk, "key_id": key_id, "endpoint": endpoint, "day": day,
-                 "outcome": sync_outcome(status_code=status_code, fetched=fetched), "bucket": bucket_of(execution_ms)},
-                {"calls": 1, "total_ms": max(int(execution_ms or 0), 0)})
+    summary = {"user": user.pk, "key_id": key_id, "endpoint": endpoint, "day": day,
+               "outcome": sync_outcome(status_code=status_code, fetched=fetched), "bucket": bucket_of(execution_ms),
+               "calls": 1, "total_ms": max(int(execution_ms or 0), 0)}
+    with transaction.atomic(savepoint=False):
+        _upsert(UsageCounter, _COUNTER_KEYS, _counter_rows(user_id=user.pk, key_id=key_id, counts=counts, day=day),
+                ("quantity",))
+        _upsert(SyncSummary, _SUMMARY_KEYS, [summary], ("calls", "total_ms"))
 
 
 # A stat past this is not a count a crawl reached (its stats are the crawl's to write): counted as nothing.

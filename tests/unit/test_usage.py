@@ -57,7 +57,20 @@ def test_counts_add_up_in_one_row_per_user_key_kind_and_day(user, key):
     assert not UsageCounter.objects.filter(kind=Kind.ITEMS_STORED).exists()
 
 
+def test_counts_of_one_call_are_one_statement_adding_to_rows_and_creating_missing_ones(user):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    services.add(user_id=user.pk, key_id=0, counts={"crawl_requests": 2})
+    with CaptureQueriesContext(connection) as queries:
+        services.add(user_id=user.pk, key_id=0, counts={"crawl_requests": 3, "items_stored": 4, "run_seconds": 0})
+    assert len(queries) == 1 and "ON CONFLICT" in queries[0]["sql"]
+    assert usage_of(user) == {"crawl_requests": 5, "items_stored": 4}
+
+
 def test_a_lost_insert_race_falls_back_to_the_update(user, monkeypatch):
+    # Databases without INSERT ... ON CONFLICT (SQLite and PostgreSQL have it) count row by row.
+    monkeypatch.setattr(services, "ON_CONFLICT_VENDORS", ())
     services.add(user_id=user.pk, key_id=0, counts={"crawl_requests": 1})
     real_update = UsageCounter.objects.filter(pk=0).update.__func__
     calls = []
