@@ -12,6 +12,7 @@ import base64
 import dataclasses
 import itertools
 import json
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -30,6 +31,7 @@ CONTENT_TYPES = {
     "pdf": "application/pdf",
 }
 _turn = itertools.count()
+_local = threading.local()
 
 
 @dataclass(frozen=True)
@@ -136,10 +138,7 @@ def fetch(spec: FetchSpec, *, urls: list[str] | None = None) -> FetchOutcome:
     errors: list[str] = []
     for base in urls[start:] + urls[:start]:
         try:
-            response = requests.post(
-                base.rstrip("/") + "/fetch", data=body, headers={"Content-Type": "application/json"},
-                timeout=(2.0, timeout),
-            )
+            response = _post(base.rstrip("/") + "/fetch", body, timeout=(2.0, timeout))
         except requests.RequestException as exc:
             errors.append(f"{base}: {exc.__class__.__name__}")
             continue
@@ -153,6 +152,34 @@ def fetch(spec: FetchSpec, *, urls: list[str] | None = None) -> FetchOutcome:
     if busy:
         raise FetchersBusy("Every fetcher is busy; try again shortly", retry_after=min(busy))
     raise FetchersUnavailable("No fetcher answers", details={"fetchers": "; ".join(errors)[:1000]})
+
+
+def _session() -> requests.Session:
+    """This thread's keep-alive session to the fetchers (a new connection per request cost more CPU than
+    the fetch of a small page)."""
+    session = getattr(_local, "session", None)
+    if session is None:
+        session = _local.session = requests.Session()
+        session.headers["Content-Type"] = "application/json"
+    return session
+
+
+def _post(url: str, body: str, *, timeout: tuple[float, float]) -> requests.Response:
+    """POST on this thread's session; once more on a new connection if a kept-alive one turns out closed
+    (the fetcher restarted, or closed it idle just as it was reused): never after a timeout."""
+    try:
+        return _session().post(url, data=body, timeout=timeout)
+    except requests.ConnectionError as exc:
+        if isinstance(exc, requests.ConnectTimeout) or not _dropped(exc):
+            raise
+        _local.session = None
+        return _session().post(url, data=body, timeout=timeout)
+
+
+def _dropped(exc: BaseException) -> bool:
+    """Whether a connection error is a kept-alive connection the other side had closed."""
+    text = repr(exc)
+    return any(sign in text for sign in ("RemoteDisconnected", "ConnectionResetError", "BrokenPipeError", "Connection aborted"))
 
 
 def _retry_after(response: requests.Response) -> int:

@@ -92,7 +92,7 @@ def answers(monkeypatch):
     script: dict[str, object] = {}
     calls: list[str] = []
 
-    def post(url, *, data, headers, timeout):
+    def post(session, url, *, data, timeout):
         base = url.removesuffix("/fetch")
         calls.append(base)
         answer = script[base]
@@ -100,7 +100,7 @@ def answers(monkeypatch):
             raise answer
         return answer
 
-    monkeypatch.setattr(client.requests, "post", post)
+    monkeypatch.setattr(requests.Session, "post", post)
     return script, calls
 
 
@@ -147,13 +147,45 @@ def test_client_waits_for_the_spec_timeout_and_some_grace(answers, monkeypatch, 
     seen = {}
     settings.FETCHER_CLIENT_GRACE = 2.0
 
-    def post(url, *, data, headers, timeout):
+    def post(session, url, *, data, timeout):
         seen["timeout"] = timeout
         return OK
 
-    monkeypatch.setattr(client.requests, "post", post)
+    monkeypatch.setattr(requests.Session, "post", post)
     client.fetch(FetchSpec(url="u", timeout_ms=7_500), urls=["http://a"])
     assert seen["timeout"] == (2.0, 9.5)
+
+
+def test_client_keeps_its_connection_and_makes_a_new_one_if_the_fetcher_closed_it(answers, monkeypatch):
+    script, calls = answers
+    script["http://a"] = OK
+    client.fetch(FetchSpec(url="u"), urls=["http://a"])
+    first = client._session()
+    client.fetch(FetchSpec(url="u"), urls=["http://a"])
+    assert client._session() is first  # one kept-alive session per thread
+    closed = requests.ConnectionError("('Connection aborted.', RemoteDisconnected('Remote end closed connection'))")
+    turns = iter([closed, OK])
+
+    def post(session, url, *, data, timeout):
+        calls.append(session)
+        answer = next(turns)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(requests.Session, "post", post)
+    assert client.fetch(FetchSpec(url="u"), urls=["http://a"]) == outcome()
+    assert calls[-2] is first and calls[-1] is client._session() is not first  # again, on a new connection
+
+
+@pytest.mark.parametrize("error", [requests.ConnectionError("refused"), requests.ReadTimeout("slow"),
+                                   requests.ConnectTimeout("no answer")])
+def test_client_does_not_repeat_a_fetch_that_timed_out_or_was_refused(answers, error):
+    script, calls = answers
+    script["http://a"] = error
+    with pytest.raises(FetchersUnavailable):
+        client.fetch(FetchSpec(url="u"), urls=["http://a"])
+    assert calls == ["http://a"]
 
 
 QUERIES = [{"name": "h", "type": "css", "query": "h1::text"}, {"name": "all", "type": "xpath", "query": "//li/text()",
