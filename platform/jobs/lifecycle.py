@@ -51,10 +51,14 @@ def _revive(run: Run) -> None:
 
 def _drop_retries(run: Run) -> None:
     """A run that was not lost after all needs no retry: cancel one that has not started (a retry already
-    running goes on; the two crawls then run side by side, which the log says)."""
+    running goes on; the two crawls then run side by side, which the log says).
+
+    The cancelled retry no longer counts as the run's retry (its error names the run), so that the run
+    is retried if it ends lost or failed later (jobs.policies makes one retry per run)."""
     for retry in Run.objects.filter(retry_of=run, status=RunStatus.QUEUED):
         with contextlib.suppress(IllegalTransition):
             retry.finish(RunStatus.CANCELLED, error=f"Not needed: run {run.id} was not lost, its crawl reported again")
+            Run.objects.filter(pk=retry.pk).update(retry_of=None)
     for retry in Run.objects.filter(retry_of=run, status__in=[RunStatus.PENDING, RunStatus.RUNNING]):
         logger.warning("Run %s is running again beside its retry %s", run.id, retry.id)
 

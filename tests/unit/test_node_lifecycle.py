@@ -179,9 +179,13 @@ def test_a_lost_run_whose_crawl_reports_again_runs_on_and_its_unstarted_retry_is
     retry.refresh_from_db()
     assert run.status == RunStatus.RUNNING and not run.error
     assert retry.status == RunStatus.CANCELLED and "was not lost" in retry.error
-    lifecycle.reconcile()  # node still down but the crawl reports: nothing is settled twice
+    lifecycle.reconcile()  # node still down but the crawl reports: nothing is settled
     run.refresh_from_db()
-    assert run.status == RunStatus.RUNNING and Run.objects.filter(retry_of=run).count() == 1
+    assert run.status == RunStatus.RUNNING and not Run.objects.filter(retry_of=run).exists()
+    Run.objects.filter(pk=run.pk).update(last_report_at=timezone.now() - timedelta(seconds=600))
+    lifecycle.reconcile()  # and now it went quiet for good: lost, and retried after all
+    run.refresh_from_db()
+    assert run.status == RunStatus.LOST and Run.objects.get(retry_of=run).status == RunStatus.QUEUED
 
 
 # --- the queue's choice -----------------------------------------------------------------------------
