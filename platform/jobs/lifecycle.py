@@ -24,6 +24,7 @@ from usage.services import record_run
 
 from .models import IllegalTransition, Run, RunStatus, StopReason
 from .outcome import judge
+from .policies import send_pump
 
 logger = logging.getLogger(__name__)
 
@@ -179,15 +180,12 @@ def reconcile() -> None:
 # been unreachable for NODE_LOST_AFTER, its runs whose crawls have not reported for RUN_REPORT_GRACE
 # are settled `lost` (and retried elsewhere if their policy says so); each settling is the run's
 # guarded terminal move, so two reconcilers at once settle and retry each run once.
-def _check(node: Node) -> bool:
-    """Ask the node how it is (recording its health); True if it had been unreachable and answers again."""
+def _check(node: Node) -> None:
+    """Ask the node how it is (recording its health, nodes.health); one back from unreachable takes runs again."""
     was_unreachable = node.unreachable_since is not None
     probe(node)
     if was_unreachable:
-        from .policies import send_pump  # policies import this module's callers: import here
-
-        transaction.on_commit(send_pump)  # it takes runs again
-    return was_unreachable
+        transaction.on_commit(send_pump)
 
 
 def _reconcile_node(node: Node, runs: list[Run], now) -> None:
@@ -216,7 +214,11 @@ def _reconcile_node(node: Node, runs: list[Run], now) -> None:
 
 def _reconcile_unreachable(run: Run, node: Node, now) -> None:
     """A run on a node that does not answer: lost once the node is down and the crawl quiet."""
-    if not node.is_down(now) or not _quiet(run, now):
+    if not node.is_down(now):
+        return
+    # Read again: the call to the node may have taken its whole timeout, and the crawl may have spoken meanwhile.
+    run.last_report_at = Run.objects.filter(pk=run.pk).values_list("last_report_at", flat=True).first()
+    if not _quiet(run, timezone.now()):
         return
     since = node.unreachable_since.isoformat(timespec="seconds")
     _settle(run, RunStatus.LOST, f"Node {node.name} has not answered since {since} (NODE_LOST_AFTER is "
