@@ -143,7 +143,14 @@ class Segment:
 def _segment_rows(bucket: objectstore.Bucket | None, where: str, stamp: tuple[int, int, int]) -> int:
     """Rows in a segment, from its footer; remembered, as a stored segment never changes (`append`). The
     stamp is part of the key: a segment deleted and stored again is read again."""
-    return pq.ParquetFile(where, filesystem=bucket.filesystem() if bucket else None).metadata.num_rows
+    return _footer(bucket, where, stamp).num_rows
+
+
+@functools.lru_cache(maxsize=4096)
+def _footer(bucket: objectstore.Bucket | None, where: str, stamp: tuple[int, int, int]) -> pq.FileMetaData:
+    """A segment's footer (schema, row groups), remembered like its rows: in a bucket each read of a
+    footer is a request or two, and a page or an export reads every segment's schema first."""
+    return pq.read_metadata(where, filesystem=bucket.filesystem() if bucket else None)
 
 
 def _unavailable(exc: Exception) -> StorageUnavailable:
@@ -187,10 +194,11 @@ class ItemStore:
         )
 
     def _parquet(self, segment: Segment) -> pq.ParquetFile:
-        return pq.ParquetFile(segment.where, filesystem=None if self.bucket is None else self.fs)
+        return pq.ParquetFile(segment.where, metadata=_footer(self.bucket, segment.where, segment.stamp),
+                              filesystem=None if self.bucket is None else self.fs)
 
     def _schema_of(self, segment: Segment) -> pa.Schema:
-        return pq.read_schema(segment.where, filesystem=None if self.bucket is None else self.fs)
+        return _footer(self.bucket, segment.where, segment.stamp).schema.to_arrow_schema()
 
     def _rows_in(self, segment: Segment) -> int:
         return _segment_rows(self.bucket, segment.where, segment.stamp)
