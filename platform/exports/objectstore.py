@@ -77,11 +77,6 @@ class Bucket:
         """A streaming reader of the object (`read(n)`, `close()`); FileNotFoundError if there is none."""
         return self.filesystem().open_input_stream(f"{self.name}/{key}")
 
-    def exists(self, key: str) -> bool:
-        from pyarrow.fs import FileType
-
-        return self.filesystem().get_file_info(f"{self.name}/{key}").type == FileType.File
-
     def delete(self, key: str) -> None:
         """Remove one object; nothing to do if it is not there."""
         self.client().delete_object(Bucket=self.name, Key=key)
