@@ -167,6 +167,47 @@ def test_two_reconcilers_at_once_settle_and_retry_each_run_once(settings_, user,
         assert Run.objects.filter(retry_of=run).count() == 1
 
 
+@pytest.mark.django_db(transaction=True)
+def test_two_reconciler_processes_at_once_settle_and_retry_each_run_once(settings_, user, job, monkeypatch):
+    import threading
+
+    from django.db import connection
+
+    monkeypatch.setattr("jobs.tasks.dispatch_run.apply_async", lambda *args, **kwargs: None)
+    node = dead_node(unreachable_for=60)
+    runs = [running_on(node, user, job, reported_ago=600) for _ in range(3)]
+    both_asked = threading.Barrier(2, timeout=30)
+    check = lifecycle._check
+
+    def check_then_wait(node):  # both have loaded the runs and asked the node before either settles
+        try:
+            check(node)
+        finally:
+            both_asked.wait()
+
+    monkeypatch.setattr(lifecycle, "_check", check_then_wait)
+    errors = []
+
+    def reconciler():
+        try:
+            lifecycle.reconcile()
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=reconciler) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors
+    for run in runs:
+        run.refresh_from_db()
+        assert run.status == RunStatus.LOST
+        assert Run.objects.filter(retry_of=run).count() == 1
+
+
 def test_a_lost_run_whose_crawl_reports_again_runs_on_and_its_unstarted_retry_is_cancelled(settings_, user, job):
     node = dead_node(unreachable_for=60)
     run = running_on(node, user, job, reported_ago=600)
