@@ -31,6 +31,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         # Recording use on every request would turn each read into a write; once a minute is enough.
         if key.last_used_at is None or now - key.last_used_at > timedelta(minutes=1):
             ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+            key.last_used_at = now  # the instance ApiKey.lookup may give again
         return key.user, key
 
     def authenticate_header(self, request) -> str:

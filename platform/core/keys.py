@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from django.db import transaction
 from django.utils import timezone
 
 from .errors import Conflict
-from .models import ApiKey
+from .models import ApiKey, forget_keys
 
 
 class KeyAlreadyRevoked(Conflict):
@@ -18,9 +19,10 @@ def issue_key(*, user, name: str = "") -> tuple[ApiKey, str]:
 
 
 def revoke_key(*, key: ApiKey) -> ApiKey:
-    """Revoke `key` now: requests with it fail authentication from the next one on."""
+    """Revoke `key` now: requests with it fail authentication from the next one on, in every web process."""
     now = timezone.now()
     if not ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=now):
         raise KeyAlreadyRevoked("This key was already revoked")
+    transaction.on_commit(forget_keys)  # every web process looks it up again (ApiKey.lookup)
     key.revoked_at = now
     return key
