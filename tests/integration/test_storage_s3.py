@@ -20,7 +20,7 @@ from exports import captures, downloads, objectstore, services
 from exports.exporters import EXPORTERS
 from exports.itemstore import ItemStore
 from exports.models import FileStatus, ResultFile
-from tests.s3 import moto_s3, storage_url  # noqa: F401 - fixtures
+from tests.s3 import REGION, create_bucket, moto_s3, storage_url  # noqa: F401 - fixtures
 from tests.support import REPO, child_env
 from tests.unit.test_itemstore import TRICKY
 from tests.unit.test_result_files import download, eager_tasks, export_dirs, make_run, request_file  # noqa: F401 - fixtures
@@ -225,20 +225,29 @@ def test_a_capture_lives_in_the_bucket(api, user, bucket_files, export_dirs):  #
 
 
 @pytest.mark.django_db
-def test_with_a_backup_the_bucket_copy_goes_at_local_ttl_and_the_backup_serves(
+def test_with_a_backup_bucket_the_primary_copy_goes_at_local_ttl_and_the_backup_serves(
     api, user, request_file, storage_url, export_dirs, settings,  # noqa: F811
 ):
-    """EXPORT_BACKUP=s3 beside STORAGE_URL (here a folder stands in for the second bucket)."""
+    """EXPORT_BACKUP=s3 beside STORAGE_URL: a second bucket, through django-storages as settings.py builds it."""
     bucket = objectstore.configured()
+    create_bucket(bucket.endpoint_url, "platform-backup")
+    settings.EXPORT_BACKUP_STORAGE = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {"bucket_name": "platform-backup", "endpoint_url": bucket.endpoint_url, "region_name": REGION,
+                    "access_key": None, "secret_key": None, "location": bucket.prefix, "file_overwrite": False,
+                    "default_acl": None, "querystring_auth": False, "max_memory_size": 8 * 1024 * 1024},
+    }
     run = make_run(user)
-    file_id = request_file(run, format="csv").json()["id"]
+    file_id = request_file(run, format="xlsx").json()["id"]
     file = ResultFile.objects.get(pk=file_id)
-    assert file.remote_name and (export_dirs / "backup" / file.remote_name).read_bytes() == download(api, file_id).data_bytes
+    backup = bucket.client().get_object(Bucket="platform-backup", Key=f"{bucket.prefix}/{file.remote_name}")["Body"].read()
+    original = download(api, file_id).data_bytes
+    assert file.remote_name and backup == original and len(original) == file.size
     ResultFile.objects.filter(pk=file_id).update(local_expires_at=timezone.now() - timedelta(seconds=1))
     assert services.expire_files()["local_dropped"] == 1
     assert _objects(bucket, "files") == {}
     got = download(api, file_id)
-    assert got.status_code == 200 and got["X-Source"] == "remote"
+    assert got.status_code == 200 and got["X-Source"] == "remote" and got.data_bytes == original
 
 
 @pytest.mark.django_db
