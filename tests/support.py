@@ -196,18 +196,19 @@ class Process:
 
 def start_scrapyd(
     name: str, base_dir: Path, *, max_proc: int = 4, auth: tuple[str, str] | None = None,
-    extra_env: dict[str, str] | None = None,
+    extra_env: dict[str, str] | None = None, port: int | None = None,
 ) -> tuple[Process, str]:
     """A real Scrapyd node configured from deploy/scrapyd.conf, as `make run` configures the local one.
 
-    `auth`: the (user, password) of Scrapyd's basic auth, which then guards every page of the node."""
+    `auth`: the (user, password) of Scrapyd's basic auth, which then guards every page of the node.
+    `port`: a node started again where it was (its folder kept: eggs, job database); otherwise a fresh one."""
     from core.management.commands.runplatform import scrapyd_config, wait_for_scrapyd
     from nodes.client import ScrapydClient
 
     node_dir = base_dir / name
-    if node_dir.exists():
+    if node_dir.exists() and port is None:
         shutil.rmtree(node_dir)
-    port = free_port()
+    port = port or free_port()
     scrapyd_config(node_dir, port=port, max_proc=max_proc)
     env = child_env()
     for var in ("PYTHONPATH", "DJANGO_SETTINGS_MODULE", "SCRAPY_SETTINGS_MODULE", "SCRAPYD_USERNAME", "SCRAPYD_PASSWORD"):

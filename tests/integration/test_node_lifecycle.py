@@ -2,7 +2,8 @@
 
 - A node drained mid-crawl lets its run finish and sends the next run elsewhere.
 - A node killed mid-crawl (SIGKILL to its Scrapyd and its crawl): its run ends `lost` within the
-  reconciler's round after NODE_LOST_AFTER and RUN_REPORT_GRACE, and its retry succeeds on the other node.
+  reconciler's round after NODE_LOST_AFTER and RUN_REPORT_GRACE, and its retry succeeds on the other node;
+  started again, the node is up at the next round and nothing settled changes.
 - A node registered after a version was deployed (here an uploaded egg, as scrapyd-deploy sends) gets
   it from its registration's sync, and its first run of that spider succeeds there.
 
@@ -16,9 +17,11 @@ import os
 import signal
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
+from django.utils import timezone
 
 from jobs import lifecycle, services
 from jobs.models import TERMINAL, Job, Query, Run, RunStatus
@@ -91,6 +94,7 @@ def test_a_drained_node_finishes_its_run_and_the_next_run_goes_elsewhere(platfor
     assert first.node == a  # both idle: the first by name
     set_node_state(node=a, state="draining")
     second = services.start_run(job=job)
+    assert Run.objects.get(pk=first.pk).status == RunStatus.RUNNING  # drained mid-crawl
     first, second = settled(first), settled(second)
     assert (first.status, first.node) == (RunStatus.SUCCEEDED, a)  # the drained node's run finished there
     assert (second.status, second.node) == (RunStatus.SUCCEEDED, b)
@@ -104,7 +108,7 @@ def test_a_node_killed_mid_crawl_has_its_run_lost_and_retried_on_the_other(
     try:
         victim = Node.objects.create(name="a-victim", url=url, slots=4)
         Node.objects.create(name="b-survivor", url=scrapyd_pair[1], slots=4)
-        job = slow_job(user, site, seconds=5, retries={"max": 1, "backoff_s": 0, "on": ["lost"]})
+        job = slow_job(user, site, seconds=3, retries={"max": 1, "backoff_s": 0, "on": ["lost"]})
         run = wait_for(services.start_run(job=job), lambda r: r.status == RunStatus.RUNNING, "the crawl to start")
         assert run.node == victim
         crawl = crawl_pids(run.scrapyd_job_id)
@@ -134,6 +138,14 @@ def test_a_node_killed_mid_crawl_has_its_run_lost_and_retried_on_the_other(
         retry = settled(Run.objects.get(retry_of=lost))
         assert retry.status == RunStatus.SUCCEEDED and retry.node.name == "b-survivor" and retry.attempt == 2
         lifecycle.reconcile()  # the dead node is asked again; nothing is settled twice
+        assert Run.objects.get(pk=run.pk).status == RunStatus.LOST and Run.objects.filter(retry_of=run).count() == 1
+
+        # The node comes back where it was: up again at the next round, and what was settled stays so.
+        process.stop()
+        process, _ = start_scrapyd("lifecycle-victim", services_dir, port=urlsplit(url).port)
+        lifecycle.reconcile()
+        victim.refresh_from_db()
+        assert victim.health(timezone.now()) == "up" and victim.unreachable_since is None
         assert Run.objects.get(pk=run.pk).status == RunStatus.LOST and Run.objects.filter(retry_of=run).count() == 1
     finally:
         process.stop()
