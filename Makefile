@@ -9,8 +9,13 @@ STAMP := $(VENV)/.installed
 run: install
 	$(BIN)/python manage.py runplatform
 
+# The suite runs on TEST_WORKERS processes (pytest-xdist; `auto`: one per core, 0: in this process), each
+# with its own test database and DATA_DIR. A test file stays on one worker (--dist loadfile), so a module's
+# services start once, and the integration tests, which mostly wait on real processes, overlap the rest.
+TEST_WORKERS ?= auto
+
 test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 install: apt $(STAMP)
 

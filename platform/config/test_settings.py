@@ -5,6 +5,15 @@ import os
 import tempfile
 
 os.environ.setdefault("DATA_DIR", tempfile.mkdtemp(prefix="platform-test-"))
+# Under pytest-xdist every worker inherits the controller's environment: each takes a folder of its own
+# (its test database, file cache, broker folder and items; the workers and crawls it starts inherit it).
+_XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if _XDIST_WORKER and os.path.basename(os.environ["DATA_DIR"]) != _XDIST_WORKER:
+    os.environ["DATA_DIR"] = os.path.join(os.environ["DATA_DIR"], _XDIST_WORKER)
+    os.makedirs(os.environ["DATA_DIR"], exist_ok=True)
+    for _name in ("TEST_DATABASE_PATH", "PLATFORM_ENV_FILE"):
+        if os.environ.get(_name, "").startswith(os.path.dirname(os.environ["DATA_DIR"]) + os.sep):
+            del os.environ[_name]  # the controller's default, under its folder: this worker's instead
 os.environ.setdefault("TEST_DATABASE_PATH", os.path.join(os.environ["DATA_DIR"], "test.sqlite3"))
 # Platforms that tests start record their settings here, not over a developer's ./.platform.env.
 os.environ.setdefault("PLATFORM_ENV_FILE", os.path.join(os.environ["DATA_DIR"], "platform.env"))
