@@ -19,10 +19,14 @@ def pytest_sessionfinish(session, exitstatus):
 
 @pytest.fixture(autouse=True)
 def _fresh_cache():
-    """Throttle counts are keyed by API-key ids, which the next test's database reuses."""
+    """Throttle counts are keyed by API-key ids, which the next test's database reuses (so are the
+    users' ids that remembered plans are keyed by: core.memo)."""
     from django.core.cache import cache
 
+    from core.memo import SharedMemo
+
     cache.clear()
+    SharedMemo.clear_all()
     yield
 
 

@@ -280,8 +280,8 @@ CANCEL_TIMEOUT = env_float("CANCEL_TIMEOUT", 30.0)
 
 # API throttling per API key, counted in a cache all web processes share.
 API_RATE_LIMIT = env_str("API_RATE_LIMIT", "1200/min")
-# Seconds a web process remembers an API key it found (revocations reach every process at once: core.models).
-API_KEY_CACHE_TTL = env_float("API_KEY_CACHE_TTL", 60.0)
+# Seconds a web process remembers API keys and plans it looked up (changes reach every process at once: core.memo).
+LOOKUP_CACHE_TTL = env_float("LOOKUP_CACHE_TTL", 60.0)
 CACHES = {
     "default": (
         {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": env_str("CACHE_URL", "")}

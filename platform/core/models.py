@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import time
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db import models
 from django.utils import timezone
 
 from .errors import IllegalTransition
+from .memo import SharedMemo
 
 KEY_PREFIX = "sk_"
 
@@ -21,17 +20,9 @@ def hash_key(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-# digest -> (until, generation, key): see ApiKey.lookup.
-_found_keys: dict[str, tuple[float, str, ApiKey]] = {}
-_FOUND_KEYS_MAX = 10_000
-_KEYS_GENERATION = "core:api-keys-generation"
-
-
-def forget_keys(**_kwargs) -> None:
-    """Make every process look its API keys up again (a key revoked, a user changed: core.apps connects
-    it to their saves and deletes; revoke_key calls it)."""
-    _found_keys.clear()
-    cache.set(_KEYS_GENERATION, secrets.token_hex(8), timeout=None)
+# API keys found by ApiKey.lookup; forget_keys is connected to key and user saves and deletes (core.apps).
+found_keys = SharedMemo("api-keys")
+forget_keys = found_keys.forget
 
 
 class ApiKeyQuerySet(models.QuerySet):
@@ -69,29 +60,16 @@ class ApiKey(models.Model):
     def lookup(cls, raw: str) -> ApiKey | None:
         """The active key `raw` is, with its user; None for an unknown, revoked or inactive user's key.
 
-        Found keys are remembered in this process for up to API_KEY_CACHE_TTL seconds (the query was
-        the largest share of a small request's CPU), as long as the keys' generation in the shared cache
-        (every web process's) is the one they were found in: revoking a key or changing a user gives a
-        new generation (forget_keys), so every process looks its keys up again from the next request on."""
+        Keys found are remembered (core.memo): revoking a key or changing a user calls forget_keys."""
         if not raw.isascii() or not raw.isprintable():
             return None  # keys are printable ASCII; this also keeps odd header bytes from the digest
         digest = hash_key(raw)
-        ttl = settings.API_KEY_CACHE_TTL
-        now = time.monotonic()
-        generation = cache.get(_KEYS_GENERATION) if ttl > 0 else None
-        cached = _found_keys.get(digest)
-        if cached is not None and cached[0] > now and generation is not None and cached[1] == generation:
-            return cached[2]
-        found = list(cls.objects.active().select_related("user").filter(digest=digest)[:1])
-        key = found[0] if found else None
-        if key is not None and ttl > 0:
-            if generation is None:
-                cache.add(_KEYS_GENERATION, secrets.token_hex(8), timeout=None)
-                generation = cache.get(_KEYS_GENERATION)
-            if len(_found_keys) >= _FOUND_KEYS_MAX:
-                _found_keys.clear()
-            _found_keys[digest] = (now + ttl, generation, key)
-        return key
+
+        def load() -> ApiKey | None:
+            found = list(cls.objects.active().select_related("user").filter(digest=digest)[:1])
+            return found[0] if found else None
+
+        return found_keys.get(digest, load, keep=lambda key: key is not None)
 
 
 class Heartbeat(models.Model):

@@ -10,12 +10,14 @@ stopped by it.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from django.db.models import Sum
 from django.utils import timezone
 
 from core.errors import PlatformError
+from core.memo import SharedMemo
 
 from .models import PROXY_PREFIX, Kind, PlanAssignment, UsageCounter
 
@@ -51,12 +53,39 @@ def proxy_kind(proxy_config: dict | None) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class UserPlan:
+    """What a user's plan allows: its name, runs at once (None: no limit) and its limits by kind."""
+
+    name: str
+    concurrent_runs: int | None
+    limits: dict[str, int]
+
+
+# Users' plans, remembered per process (core.memo): saves and deletes of plans, their limits and
+# assignments call forget_plans (usage.apps).
+plans = SharedMemo("plans")
+forget_plans = plans.forget
+
+
+def plan_of(user_id: int) -> UserPlan | None:
+    """The user's plan, or None for a user without one (no limits)."""
+
+    def load() -> UserPlan | None:
+        assignment = PlanAssignment.objects.select_related("plan").filter(user_id=user_id)[:1]
+        if not assignment:
+            return None
+        plan = assignment[0].plan
+        return UserPlan(plan.name, plan.concurrent_runs, dict(plan.limits.values_list("kind", "limit")))
+
+    return plans.get(user_id, load)
+
+
 def check(*, user_id: int, kinds: Iterable[str | None], run: bool = False) -> None:
     """Refuse new work of `kinds` (and, with `run`, one more run going) past the user's plan."""
-    assignment = PlanAssignment.objects.select_related("plan").filter(user_id=user_id).first()
-    if assignment is None:
+    plan = plan_of(user_id)
+    if plan is None:
         return
-    plan = assignment.plan
     if run and plan.concurrent_runs is not None:
         from jobs.models import Run
         from jobs.models.run import ACTIVE
@@ -65,7 +94,7 @@ def check(*, user_id: int, kinds: Iterable[str | None], run: bool = False) -> No
         if going >= plan.concurrent_runs:
             raise QuotaExceeded(f"Plan {plan.name} allows {plan.concurrent_runs} run(s) at once", kind=CONCURRENT_RUNS,
                                 limit=plan.concurrent_runs, used=going, retry_after=CONCURRENT_RETRY_AFTER)
-    limits = dict(plan.limits.filter(kind__in=[k for k in kinds if k]).values_list("kind", "limit"))
+    limits = {kind: plan.limits[kind] for kind in kinds if kind in plan.limits}
     if not limits:
         return
     today = timezone.now().date()
@@ -91,10 +120,8 @@ CAP_REASONS = {"closespider_pagecount", "closespider_itemcount"}
 
 def _left(user_id: int, kinds: Iterable[str]) -> dict[str, tuple[int, int]]:
     """(limit, left this month) of each of `kinds` the user's plan limits."""
-    assignment = PlanAssignment.objects.select_related("plan").filter(user_id=user_id).first()
-    if assignment is None:
-        return {}
-    limits = dict(assignment.plan.limits.filter(kind__in=list(kinds)).values_list("kind", "limit"))
+    plan = plan_of(user_id)
+    limits = {kind: plan.limits[kind] for kind in kinds if kind in plan.limits} if plan else {}
     if not limits:
         return {}
     used = dict(

@@ -53,7 +53,7 @@ def test_another_process_revoking_a_key_is_seen_from_the_next_request(issued):
     # Another web process revokes it: the row and the shared generation change, this process's memory does not.
     ApiKey.objects.filter(pk=key.pk).update(revoked_at="2026-01-01T00:00:00Z")
     assert client.get("/api/v1/jobs").status_code == 200  # (what a remembered key alone would give)
-    cache.set(models._KEYS_GENERATION, "another process's", timeout=None)
+    cache.set(models.found_keys.generation_key, "another process's", timeout=None)
     assert client.get("/api/v1/jobs").status_code == 401
 
 
@@ -72,14 +72,14 @@ def test_a_deactivated_user_or_deleted_key_fails_at_once(issued, user, change):
 def test_a_cache_without_the_generation_looks_keys_up_again(issued):
     _key, raw, _client = issued
     ApiKey.lookup(raw)
-    cache.delete(models._KEYS_GENERATION)  # evicted, or a cache restarted empty
+    cache.delete(models.found_keys.generation_key)  # evicted, or a cache restarted empty
     with CaptureQueriesContext(connection) as queries:
         ApiKey.lookup(raw)
     assert len(queries) == 1
 
 
 def test_no_memory_with_a_ttl_of_zero(issued, settings):
-    settings.API_KEY_CACHE_TTL = 0
+    settings.LOOKUP_CACHE_TTL = 0
     _key, raw, _client = issued
     ApiKey.lookup(raw)
     with CaptureQueriesContext(connection) as queries:

@@ -157,6 +157,7 @@ def test_a_runs_caps_are_what_the_plan_leaves(user):
     assert quotas.run_caps(user_id=user.pk, render=True)["CLOSESPIDER_PAGECOUNT"] == 5
     assert crawl_settings(run)["CLOSESPIDER_PAGECOUNT"] == "20"  # the smaller of the job's 50 and the quota's
     PlanLimit.objects.filter(kind=Kind.CRAWL_RESPONSES).update(limit=1000)
+    quotas.forget_plans()  # a bulk update sends no signal (the admin and the API save rows)
     assert crawl_settings(run)["CLOSESPIDER_PAGECOUNT"] == "50"
 
 
@@ -172,6 +173,25 @@ def test_a_run_stopped_by_its_quota_says_so(user):
     assert (run.status, run.partial) == (RunStatus.SUCCEEDED, True) and "crawl_responses (5)" in run.error
     other = Run.objects.create(owner=user, job=job, project="builtin", spider="query", config=job.spider_config())
     PlanLimit.objects.update(limit=100)
+    quotas.forget_plans()  # a bulk update sends no signal
     lifecycle.record_finished(other, finish_reason="closespider_pagecount", stats={"downloader/response_count": 3})
     other.refresh_from_db()
     assert other.status == RunStatus.SUCCEEDED and other.error == ""  # its job's own cap
+
+
+def test_a_plan_changed_in_the_admin_or_another_process_applies_from_the_next_check(user):
+    from django.core.cache import cache
+
+    quotas.forget_plans()
+    assert quotas.plan_of(user.pk) is None
+    plan = on_plan(user, sync_scrape_static=1)  # saved rows: forgotten at once
+    assert quotas.plan_of(user.pk).limits == {Kind.SYNC_SCRAPE_STATIC: 1}
+    limit = PlanLimit.objects.get(plan=plan)
+    limit.limit = 7
+    limit.save()
+    assert quotas.plan_of(user.pk).limits == {Kind.SYNC_SCRAPE_STATIC: 7}
+    PlanLimit.objects.filter(pk=limit.pk).update(limit=9)  # as another process would, then its new generation:
+    cache.set(quotas.plans.generation_key, "another process's", timeout=None)
+    assert quotas.plan_of(user.pk).limits == {Kind.SYNC_SCRAPE_STATIC: 9}
+    PlanAssignment.objects.filter(user=user).delete()
+    assert quotas.plan_of(user.pk) is None
