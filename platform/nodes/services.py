@@ -131,7 +131,10 @@ def set_node_state(*, node: Node, state: str) -> Node:
               "disabled": {"enabled": False, "draining": False}}.get(state)
     if fields is None:
         raise ValidationFailed("Invalid node state", details={"state": "Must be one of: enabled, draining, disabled"})
+    was_disabled = not node.enabled
     for name, value in fields.items():
         setattr(node, name, value)
     node.save(update_fields=list(fields))  # a save, not an UPDATE: the run queue moves when a node is saved
+    if was_disabled and node.enabled:
+        request_sync(node)  # deploys skipped it while disabled
     return node

@@ -264,3 +264,12 @@ def test_a_node_registered_through_the_api_is_synced_and_shows_its_health(settin
     Node.objects.filter(pk=made.json()["id"]).update(unreachable_since=timezone.now() - timedelta(seconds=60))
     shown = client.get(f"/api/v1/nodes/{made.json()['id']}").json()
     assert shown["health"] == "down" and shown["unreachable_since"]
+
+
+def test_a_node_enabled_again_is_synced_for_the_deploys_it_missed(settings_):
+    from nodes.services import set_node_state
+
+    node = Node.objects.create(name="n", url=DEAD, slots=2, enabled=False)
+    set_node_state(node=node, state="draining")
+    set_node_state(node=node, state="enabled")  # from draining: it had every deploy
+    assert OutboxMessage.objects.filter(task="nodes.sync_node", args=[str(node.pk)]).count() == 1
