@@ -150,11 +150,10 @@ def _segment_rows(bucket: objectstore.Bucket | None, where: str, stamp: tuple[in
 def _footer(bucket: objectstore.Bucket | None, where: str, stamp: tuple[int, int, int]) -> pq.FileMetaData:
     """A segment's footer (schema, row groups), remembered like its rows: in a bucket each read of a
     footer is a request or two, and a page or an export reads every segment's schema first."""
-    return pq.read_metadata(where, filesystem=bucket.filesystem() if bucket else None)
-
-
-def _unavailable(exc: Exception) -> StorageUnavailable:
-    return StorageUnavailable(f"The object store (STORAGE_URL) could not be reached: {type(exc).__name__}; try again later")
+    if bucket is None:
+        return pq.read_metadata(where)
+    with objectstore.reaching():
+        return pq.read_metadata(where, filesystem=bucket.filesystem())
 
 
 class ItemStore:
@@ -182,10 +181,8 @@ class ItemStore:
                         stat = path.stat()
                         found.append(Segment(path.name, str(path), (stat.st_ino, stat.st_mtime_ns, stat.st_size)))
             return sorted(found, key=lambda s: s.name)
-        try:
+        with objectstore.reaching():
             infos = self.fs.get_file_info(pafs.FileSelector(f"{self.bucket.name}/{self.key}", allow_not_found=True))
-        except OSError as exc:
-            raise _unavailable(exc) from exc
         # A listing names only whole objects: a PUT is atomic, so no reader sees half a segment.
         return sorted(
             (Segment(info.base_name, info.path, (0, info.mtime_ns or 0, info.size or 0))
@@ -216,9 +213,9 @@ class ItemStore:
             pq.write_table(items_to_table(items), sink, compression="zstd")
             try:
                 return self.bucket.put_new(f"{self.key}/{name}.parquet", sink.getvalue().to_pybytes())
-            except Exception as exc:  # botocore's errors: the crawl retries on a 503
-                logger.warning("Could not store batch %s of %s in the bucket: %s", name, self.key, exc)
-                raise _unavailable(exc) from exc
+            except StorageUnavailable as exc:  # a 503: the crawl retries the batch
+                logger.warning("Could not store batch %s of %s in the bucket: %s", name, self.key, exc.__cause__)
+                raise
         final = self.path / f"{name}.parquet"
         if final.exists():
             return False

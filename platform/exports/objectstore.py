@@ -14,8 +14,10 @@ a call), never at import.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -29,6 +31,27 @@ QUERY_KEYS = ("endpoint_url", "region", "addressing_style")
 
 class StorageUrlError(ValueError):
     """STORAGE_URL does not name a bucket in the form docs/configuration.md gives."""
+
+
+def unavailable(exc: BaseException) -> Exception:
+    """The error a request gets when the bucket cannot be reached: 503 storage_unavailable (a crawl's
+    report is then retried), never a 500."""
+    from .errors import StorageUnavailable  # exports.errors needs DRF, which settings (importing this) must not
+
+    return StorageUnavailable(f"The object store (STORAGE_URL) could not be reached ({type(exc).__name__}); try again later")
+
+
+@contextlib.contextmanager
+def reaching() -> Iterator[None]:
+    """Turn the bucket's transport and server errors into `unavailable`; a missing object stays FileNotFoundError."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except (OSError, BotoCoreError, ClientError) as exc:
+        raise unavailable(exc) from exc
 
 
 @dataclass(frozen=True)
@@ -61,33 +84,53 @@ class Bucket:
         `If-None-Match: *`, so two processes storing the same key concurrently store it once."""
         from botocore.exceptions import ClientError
 
-        try:
-            self.client().put_object(Bucket=self.name, Key=key, Body=data, IfNoneMatch="*")
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
-                return False
-            raise
+        with reaching():
+            try:
+                self.client().put_object(Bucket=self.name, Key=key, Body=data, IfNoneMatch="*")
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+                    return False
+                raise
         return True
+
+    def put(self, key: str, data: bytes) -> None:
+        """Store (or replace) a small object in one PUT."""
+        with reaching():
+            self.client().put_object(Bucket=self.name, Key=key, Body=data)
 
     def upload(self, key: str, path: Path) -> None:
         """Copy a local file to `key` (multipart past 8 MB; the object appears only once complete)."""
-        self.client().upload_file(str(path), self.name, key)
+        with reaching():
+            self.client().upload_file(str(path), self.name, key)
 
-    def open(self, key: str) -> BinaryIO:
-        """A streaming reader of the object (`read(n)`, `close()`); FileNotFoundError if there is none."""
-        return self.filesystem().open_input_stream(f"{self.name}/{key}")
+    def open(self, key: str, *, seekable: bool = False) -> BinaryIO:
+        """A reader of the object (`read(n)`, `close()`): one streamed GET, or ranged GETs if `seekable`
+        (`seek`, `read_at`); FileNotFoundError if there is none."""
+        with reaching():
+            fs = self.filesystem()
+            return (fs.open_input_file if seekable else fs.open_input_stream)(f"{self.name}/{key}")
+
+    def size(self, key: str) -> int | None:
+        """The object's size, or None if there is none."""
+        from pyarrow.fs import FileType
+
+        with reaching():
+            info = self.filesystem().get_file_info(f"{self.name}/{key}")
+        return info.size if info.type == FileType.File else None
 
     def delete(self, key: str) -> None:
         """Remove one object; nothing to do if it is not there."""
-        self.client().delete_object(Bucket=self.name, Key=key)
+        with reaching():
+            self.client().delete_object(Bucket=self.name, Key=key)
 
     def delete_prefix(self, prefix: str) -> None:
         """Remove every object under `prefix/`."""
-        paginator = self.client().get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.name, Prefix=prefix.rstrip("/") + "/"):
-            keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
-            if keys:
-                self.client().delete_objects(Bucket=self.name, Delete={"Objects": keys, "Quiet": True})
+        with reaching():
+            paginator = self.client().get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.name, Prefix=prefix.rstrip("/") + "/"):
+                keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
+                if keys:
+                    self.client().delete_objects(Bucket=self.name, Delete={"Objects": keys, "Quiet": True})
 
 
 def parse_storage_url(url: str, *, timeout: float = 30.0) -> Bucket | None:

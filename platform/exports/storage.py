@@ -39,9 +39,7 @@ def open_local(name: str, *, seekable: bool = False) -> BinaryIO:
     bucket = objectstore.configured()
     if bucket is None:
         return open(local_path(name), "rb")  # noqa: SIM115 - the caller closes it
-    path = f"{bucket.name}/{_bucket_key(bucket, name)}"
-    fs = bucket.filesystem()
-    return fs.open_input_file(path) if seekable else fs.open_input_stream(path)
+    return bucket.open(_bucket_key(bucket, name), seekable=seekable)
 
 
 def temp_dir() -> Path:

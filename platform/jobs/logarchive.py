@@ -68,8 +68,10 @@ class Archived:
     def read(self, offset: int, length: int) -> bytes:
         """`length` bytes of the copy from `offset` (in the copy), fewer at its end."""
         if self.bucket is not None:
-            with self.bucket.filesystem().open_input_file(self.where) as log:  # a ranged GET
-                return log.read_at(max(min(length, self.length - offset), 0), offset) if offset < self.length else b""
+            if offset >= self.length:
+                return b""
+            with objectstore.reaching(), self.bucket.filesystem().open_input_file(self.where) as log:  # a ranged GET
+                return log.read_at(min(length, self.length - offset), offset)
         with open(self.where, "rb") as log:
             log.seek(offset)
             return log.read(length)
@@ -114,12 +116,11 @@ def archived(run: Run) -> Archived | None:
         except FileNotFoundError:
             return None
     else:
-        from pyarrow.fs import FileType
-
-        info = bucket.filesystem().get_file_info(f"{bucket.name}/{_key(bucket, run.id, '.log')}")
-        if info.type != FileType.File:
+        key = _key(bucket, run.id, ".log")
+        length = bucket.size(key)
+        if length is None:
             return None
-        where, length = info.path, info.size
+        where = f"{bucket.name}/{key}"
     try:
         meta = json.loads(_read_small(run.id, ".json"))
     except (OSError, ValueError):
@@ -145,7 +146,7 @@ def _write_small(run_id: uuid.UUID | str, suffix: str, data: bytes) -> None:
     if bucket is None:
         _write_atomic(_path(run_id, suffix), data)
     else:  # a PUT replaces an object whole
-        bucket.client().put_object(Bucket=bucket.name, Key=_key(bucket, run_id, suffix), Body=data)
+        bucket.put(_key(bucket, run_id, suffix), data)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

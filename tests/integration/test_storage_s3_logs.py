@@ -64,3 +64,13 @@ def test_deleting_a_job_deletes_its_runs_archives(api, user, node, server, stora
     with django_capture_on_commit_callbacks(execute=True):
         assert api.delete(f"/api/v1/jobs/{job.pk}").status_code == 204
     assert _archived(storage_url) == {}
+
+
+def test_an_unreachable_bucket_is_503_not_500(api, user, node, server, settings):  # noqa: F811
+    from tests.support import free_port
+
+    run = make_run(user, node, status=RunStatus.SUCCEEDED, content=b"x\n", server=server)
+    settings.STORAGE_URL = f"s3://nowhere/p?endpoint_url=http://127.0.0.1:{free_port()}&region=us-east-1"
+    settings.STORAGE_TIMEOUT = 2.0
+    response = get_log(api, run)
+    assert response.status_code == 503 and response.json()["error"] == "storage_unavailable"
