@@ -7,6 +7,7 @@ gives once it is gone, without a network.
 from __future__ import annotations
 
 import json
+import re
 from datetime import timedelta
 
 import pytest
@@ -273,3 +274,18 @@ def test_a_node_enabled_again_is_synced_for_the_deploys_it_missed(settings_):
     set_node_state(node=node, state="draining")
     set_node_state(node=node, state="enabled")  # from draining: it had every deploy
     assert OutboxMessage.objects.filter(task="nodes.sync_node", args=[str(node.pk)]).count() == 1
+
+
+def test_the_admin_shows_a_down_node_and_syncs_one_it_adds(client, django_user_model, settings_):
+    from django.urls import reverse
+
+    staff = django_user_model.objects.create_user("ops", is_staff=True, is_superuser=True)
+    client.force_login(staff)
+    dead_node(unreachable_for=600)
+    page = client.get(reverse("admin:nodes_node_changelist")).content.decode()
+    assert re.search(r">\s*down\s*<", page) and "since 10\xa0minutes ago: unreachable" in page
+    added = client.post(reverse("admin:nodes_node_add"), {"name": "fresh", "url": DEAD, "slots": 2, "labels": "",
+                                                          "enabled": "on"})
+    assert added.status_code == 302, added.content.decode()[:2000]
+    fresh = Node.objects.get(name="fresh")
+    assert OutboxMessage.objects.filter(task="nodes.sync_node", args=[str(fresh.pk)]).exists()
