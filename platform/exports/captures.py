@@ -101,15 +101,15 @@ def backup_pending(*, batch: int = BACKUP_BATCH, budget_s: float = 60.0) -> int:
     started, done, after = time.monotonic(), 0, None
     while True:
         page = pending if after is None else pending.filter(Q(created_at__gt=after[0]) | Q(created_at=after[0], pk__gt=after[1]))
-        rows = list(page.order_by("created_at", "pk").values_list("created_at", "pk")[:batch])
-        for _created, file_id in rows:
+        rows = list(page.order_by("created_at", "pk")[:batch])
+        for file in rows:
             try:
-                done += backup_file(str(file_id))
+                done += _backup(file)
             except Exception:  # one capture's failure is not the others'
-                logger.exception("Could not back up capture %s", file_id)
+                logger.exception("Could not back up capture %s", file.pk)
         if len(rows) < batch:
             return done
-        after = rows[-1]
+        after = (rows[-1].created_at, rows[-1].pk)
         if time.monotonic() - started > budget_s:
             request_backups()  # more are waiting
             return done
@@ -119,11 +119,15 @@ def backup_file(file_id: str) -> bool:
     """Copy a live file's local copy to the backup store, once (a redelivered task finds it done); whether
     this call made the copy (failures are logged by storage.upload_backup, and the file waits for a later pass)."""
     file = ResultFile.objects.filter(pk=file_id).first()
-    if file is None or file.remote_name or not file.local_name or file.status not in (FileStatus.ENABLED, FileStatus.OVERUSE):
+    return file is not None and _backup(file)
+
+
+def _backup(file: ResultFile) -> bool:
+    if file.remote_name or not file.local_name or file.status not in (FileStatus.ENABLED, FileStatus.OVERUSE):
         return False
     extension = file.filename.rsplit(".", 1)[-1]
     remote_name = storage.upload_backup(file.local_name, f"captures/{file.id.hex}.{extension}")
-    if remote_name and not file.mark_backed_up(remote_name):
+    if remote_name and not file.mark_backed_up(remote_name, reload=False):
         storage.delete_backup(remote_name)  # deleted or expired meanwhile
         return False
     return bool(remote_name)

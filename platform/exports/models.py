@@ -132,10 +132,12 @@ class ResultFile(GuardedStatus):
         return self.filename.rsplit(".", 1)[-1] if "." in self.filename else "bin"
 
     # --- state machine (as jobs.Run: transitions are the only writers of status) -----------------
-    def _update(self, condition: Q, **fields: Any) -> bool:
-        """Apply `fields` if the row still meets `condition` (one atomic UPDATE), then reload."""
+    def _update(self, condition: Q, *, reload: bool = True, **fields: Any) -> bool:
+        """Apply `fields` if the row still meets `condition` (one atomic UPDATE), then reload (unless the
+        caller is done with this instance)."""
         updated = ResultFile.objects.filter(condition, pk=self.pk).update(**fields)
-        self.refresh_from_db()
+        if reload:
+            self.refresh_from_db()
         return bool(updated)
 
     def _transition(self, to: str, condition: Q | None = None, **fields: Any) -> bool:
@@ -202,10 +204,10 @@ class ResultFile(GuardedStatus):
             )
         self._update(Q(), **fields)
 
-    def mark_backed_up(self, remote_name: str) -> bool:
+    def mark_backed_up(self, remote_name: str, *, reload: bool = True) -> bool:
         """The backup copy of a live file that had none was written (captures are backed up after their response)."""
         live = Q(status__in=[FileStatus.ENABLED, FileStatus.OVERUSE], remote_name="") & ~Q(local_name="")
-        return self._update(live, remote_name=remote_name)
+        return self._update(live, reload=reload, remote_name=remote_name)
 
     def drop_local(self) -> bool:
         """Past its local TTL, backed up and held by no download: forget the local copy (the caller deletes it)."""
