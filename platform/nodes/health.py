@@ -26,14 +26,20 @@ def answered(node: Node) -> bool:
     A node back from unreachable may be a new machine at the same address: its built-in version is
     forgotten so that the next dispatch checks the node itself (nodes.services.ensure_builtin)."""
     now = timezone.now()
+    node.last_seen_at, node.last_error = now, ""
+    # One UPDATE on the usual path (every dispatch probes its node); the guarded one only after a failure.
+    if node.unreachable_since is None and Node.objects.filter(pk=node.pk, unreachable_since__isnull=True).update(
+        last_seen_at=now, last_error=""
+    ):
+        return False
+    node.unreachable_since = None
     back = Node.objects.filter(pk=node.pk, unreachable_since__isnull=False).update(
         last_seen_at=now, last_error="", unreachable_since=None, builtin_version=""
     )
     if back:
         node.builtin_version = ""
-    else:
+    else:  # another process saw it answer first
         Node.objects.filter(pk=node.pk).update(last_seen_at=now, last_error="")
-    node.last_seen_at, node.last_error, node.unreachable_since = now, "", None
     return bool(back)
 
 
