@@ -155,7 +155,7 @@ def test_an_interrupted_upload_leaves_no_object(storage_url):  # noqa: F811 - fi
     assert store.append(0, [{"a": 1}]) and store.count() == 1
 
 
-def test_an_unreachable_bucket_is_a_503_for_the_crawl_to_retry(settings):
+def test_an_unreachable_bucket_is_a_503_for_the_crawl_to_retry(moto_s3, settings):  # noqa: F811 - moto_s3: its credentials, no IMDS probe
     from exports.errors import StorageUnavailable
     from tests.support import free_port
 

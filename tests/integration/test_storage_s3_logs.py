@@ -66,7 +66,7 @@ def test_deleting_a_job_deletes_its_runs_archives(api, user, node, server, stora
     assert _archived(storage_url) == {}
 
 
-def test_an_unreachable_bucket_is_503_not_500(api, user, node, server, settings):  # noqa: F811
+def test_an_unreachable_bucket_is_503_not_500(api, user, node, server, moto_s3, settings):  # noqa: F811 - moto_s3: credentials
     from tests.support import free_port
 
     run = make_run(user, node, status=RunStatus.SUCCEEDED, content=b"x\n", server=server)
