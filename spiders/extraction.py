@@ -379,10 +379,15 @@ def _matches(selector: Selector, query: dict[str, Any], text: str | None, timeou
         return _regex_matches(expression, selector.get() if text is None else text, timeout)
     if not _exslt_bounded() and type_ == "xpath" and _EXSLT_CALL.search(expression):
         raise ExtractionError(f"Query {query['name']!r}: {_EXSLT_REFUSED}", query=query["name"])
-    with _regex_budget(timeout):
+    # _regex_budget, inline: this runs for every query on every page of a crawl.
+    previous = getattr(_budget, "deadline", None)
+    _budget.deadline = time.monotonic() + timeout
+    try:
         if type_ == "xpath":
             return selector.xpath(expression).getall()
         return selector.css(expression).getall()
+    finally:
+        _budget.deadline = previous
 
 
 def extract(

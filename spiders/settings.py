@@ -20,7 +20,14 @@ EXTENSIONS = {
     "spiders.reporting.PlatformReporter": 100,
     "spiders.jobdir.JobdirCleanup": 110,
     "spiders.stopping.PromptStop": 120,
+    # Off anyway (REMOTE_CONTROL_ENABLED), but listed, its module is imported with aiohttp's client and
+    # server before it says so: ~0.15 CPU-s of every crawl's start (bench/crawl.py).
+    "scrapy.extensions.remote_control.RemoteControl": None,
 }
+# Scrapy's stats collector checks every attribute access, its own included, for a deprecated
+# `spider` argument (a raised and caught AttributeError each time); a crawl makes ~20 stats calls
+# per page. This one is the same collector without that check.
+STATS_CLASS = "spiders.stats.PlatformStatsCollector"
 # Every run has a JOBDIR (to be paused and resumed): pending requests are written to it when the
 # crawl stops rather than one by one as they come.
 SCHEDULER = "spiders.jobdir.JobdirScheduler"

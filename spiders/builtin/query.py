@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -153,8 +154,9 @@ class QuerySpider(scrapy.Spider):
         self.proxies = ProxyRotation.from_argument(proxies)
         self.render: dict[str, Any] | None = self.config.get("render") or None
 
-    @property
+    @functools.cached_property
     def regex_timeout(self) -> float:
+        """REGEX_TIMEOUT_SECONDS, read once (settings are frozen while the crawl runs)."""
         return self.settings.getfloat("REGEX_TIMEOUT_SECONDS", REGEX_TIMEOUT_SECONDS)
 
     async def start(self) -> AsyncIterator[scrapy.Request]:

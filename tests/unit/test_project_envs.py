@@ -93,3 +93,40 @@ def test_pip_configuration_keeps_pips_meaning_for_extra_indexes(tmp_path, monkey
     flags = Options(envs_dir=tmp_path).index_args()
     assert flags[:2] == ["--index-strategy", "unsafe-best-match"]
     assert flags[2:4] == ["--default-index", "https://i/simple"] and flags[4:6] == ["--index", "file:///x"]
+
+
+def test_an_egg_without_a_lock_runs_on_the_nodes_packages_without_pkg_resources(tmp_path):
+    """crawlenv.runner does what scrapyd.runner does for such an egg (on sys.path, its settings), more cheaply."""
+    import subprocess
+    import sys
+
+    from django.conf import settings
+
+    from crawlenv.runner import plain_egg_settings
+
+    spider = "import scrapy\n\nclass One(scrapy.Spider):\n    name = 'one'\n"
+    members = {
+        "demo/__init__.py": "", "demo/settings.py": "SPIDER_MODULES = ['demo.spiders']\n",
+        "demo/spiders/__init__.py": "", "demo/spiders/one.py": spider,
+        "EGG-INFO/PKG-INFO": "Metadata-Version: 1.0\nName: demo\nVersion: 1\n",
+        "EGG-INFO/entry_points.txt": "[scrapy]\nsettings = demo.settings\n",
+    }
+    (tmp_path / "eggs" / "demo").mkdir(parents=True)
+    path = tmp_path / "eggs" / "demo" / "v1.egg"
+    path.write_bytes(egg(members))
+    assert plain_egg_settings(path) == "demo.settings"
+    namespaced = tmp_path / "ns.egg"
+    namespaced.write_bytes(egg({**members, "EGG-INFO/namespace_packages.txt": "demo\n"}))
+    assert plain_egg_settings(namespaced) is None  # left to Scrapyd's runner (pkg_resources declares them)
+    (tmp_path / "bad.egg").write_bytes(b"not a zip")
+    assert plain_egg_settings(tmp_path / "bad.egg") is None
+
+    (tmp_path / "scrapyd.conf").write_text(f"[scrapyd]\neggs_dir = {tmp_path / 'eggs'}\nlogs_dir =\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("SCRAPY_SETTINGS_MODULE", "VIRTUAL_ENV")}
+    env.update(PYTHONPATH=str(settings.REPO_DIR / "deploy" / "node"), SCRAPY_PROJECT="demo", SCRAPYD_EGG_VERSION="v1")
+    code = "import runpy, sys; sys.argv = ['runner', 'list']; runpy.run_module('crawlenv.runner', run_name='__main__')"
+    probe = f"import atexit, sys; atexit.register(lambda: print('pkg_resources' in sys.modules, file=sys.stderr)); {code}"
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["one"]
+    assert proc.stderr.strip().splitlines()[-1] == "False"

@@ -1,7 +1,9 @@
 """The platform's Scrapyd runner (`runner = crawlenv.runner` in scrapyd.conf).
 
 Scrapyd starts every crawl and every spider listing (addversion.json, listspiders.json) as
-`python -m <runner> crawl|list ...`. For an egg without a lock this hands over to `scrapyd.runner`,
+`python -m <runner> crawl|list ...`. For an egg without a lock this runs Scrapy as `scrapyd.runner`
+does (the egg on sys.path; its settings module), without importing pkg_resources, or hands over to
+`scrapyd.runner` for an egg that needs more (namespace packages, an egg storage that is not files),
 so such projects run exactly as with Scrapyd's own runner. For an egg with a lock it builds the
 environment if the node has none for it (under a file lock: once, however many crawls start), then
 replaces itself (exec, so Scrapyd's cancel signals reach the crawl) with
@@ -61,9 +63,42 @@ def node_options(config) -> Options:
 
 def settings_module(egg: Path) -> str:
     with zipfile.ZipFile(egg) as zf:
-        parser = configparser.ConfigParser(interpolation=None)
-        parser.read_string(zf.read("EGG-INFO/entry_points.txt").decode("utf-8", errors="replace"))
+        return _settings_module(zf)
+
+
+def _settings_module(zf: zipfile.ZipFile) -> str:
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read_string(zf.read("EGG-INFO/entry_points.txt").decode("utf-8", errors="replace"))
     return parser.get("scrapy", "settings", fallback="").strip()
+
+
+def plain_egg_settings(egg: Path) -> str | None:
+    """The settings module of an egg Scrapyd's runner would merely put on sys.path, else None.
+
+    That is an egg with its metadata and a Scrapy settings entry point, and no namespace packages
+    (which pkg_resources would also declare): for those the runner is Scrapyd's own.
+    """
+    with contextlib.suppress(OSError, KeyError, zipfile.BadZipFile, configparser.Error), zipfile.ZipFile(egg) as zf:
+        names = set(zf.namelist())
+        if "EGG-INFO/PKG-INFO" in names and "EGG-INFO/namespace_packages.txt" not in names:
+            return _settings_module(zf) or None
+    return None
+
+
+def run_plain_egg(egg: Path, settings: str) -> None:
+    """Run Scrapy with the egg on sys.path, as scrapyd.runner does, in this process.
+
+    Scrapyd's runner activates the egg with pkg_resources, which scans every installed
+    distribution on import: ~0.1 CPU-s of every crawl's start on a node with the platform's packages
+    (bench/crawl.py). For a plain egg, activating it comes down to this: the egg appended to
+    sys.path, and its settings module for Scrapy unless one is set already.
+    """
+    if str(egg) not in sys.path:
+        sys.path.append(str(egg))
+    os.environ.setdefault("SCRAPY_SETTINGS_MODULE", settings)
+    from scrapy.cmdline import execute
+
+    execute()
 
 
 def exec_in_env(env: Path, egg: Path, argv: list[str]) -> None:
@@ -135,6 +170,10 @@ def main() -> None:
                 data = egg_file.read()
                 lock = read_lock(data)
     if lock is None:
+        settings = plain_egg_settings(egg_path) if egg_path is not None else None
+        if settings is not None:
+            run_plain_egg(egg_path, settings)
+            return
         from scrapyd.runner import main as scrapyd_main
 
         scrapyd_main()
