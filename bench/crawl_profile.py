@@ -1,0 +1,204 @@
+"""Where a platform crawl's CPU goes: the node's own command line, profiled, against the tuned spider.
+
+bench/crawl.py measures the whole platform; on a shared machine its CPU figures move with other load.
+This runs the crawl as a Scrapyd node starts it (`python -m crawlenv.runner crawl query -s ... -a ...`,
+Scrapyd's environment, the built-in egg, a JOBDIR, LOG_FILE, the reporting extension posting to a local
+sink, the netguard, the caps) and bench/crawl.py's tuned hand-written spider, on the same fixture site,
+under one of:
+
+* `--profiler callgrind`: instructions executed (valgrind), which repeat within ~1% whatever the
+  machine's load; slow (~50x), so use a few hundred pages. Start-up shows as the difference between
+  two sizes of site.
+* `--profiler py-spy`: samples (250 Hz) of the crawl process, grouped by what the platform adds
+  (runner, imports, reporting, netguard, JOBDIR, logging, the spider's extraction, Scrapy itself);
+  idle threads' samples are left out. py-spy is not a requirement: `pip install py-spy` somewhere.
+* `--profiler none`: CPU seconds (rusage) only.
+
+Usage: .venv/bin/python bench/crawl_profile.py [--pages 200] [--repeat 1] [--profiler callgrind|py-spy|none]
+       [--py-spy PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from crawl_attribution import query_spider_settings
+from crawl_baseline import Baseline, baseline_settings, parse_stats_dump, project_settings
+from crawl_platform import query_config
+from crawl_site import FixtureServer, make_site
+from harness import BenchError
+from record import REPO
+
+# The platform's defaults (platform/config/settings.py), as platform/jobs/crawl.py passes them.
+VALUES = {
+    "CRAWL_MAX_PAGE_BYTES": 10 * 1024 * 1024, "CRAWL_DOWNLOAD_TIMEOUT": 30.0, "CRAWL_MAX_PAGES": 100_000,
+    "CRAWL_MAX_ITEMS": 100_000, "RENDER_MAX_PAGES": 4, "REPORT_BATCH_SIZE": 1000,
+}
+NODE_SETTINGS = {
+    "PLATFORM_REPORT_SPOOL_BYTES": 256 * 1024 * 1024, "PLATFORM_REPORT_CLOSE_WAIT": 300.0,
+    "PLATFORM_REPORT_HEARTBEAT": 10.0, "REGEX_TIMEOUT_SECONDS": 1.0,
+}
+# First match wins; stacks are read from Scrapy's command on (the runner's own frames sit above it).
+CATEGORIES = [
+    ("start-up: the node's runner (crawlenv, scrapyd, pkg_resources)", r"crawlenv/|scrapyd/|pkg_resources"),
+    ("start-up: imports", r"_find_and_load|<frozen importlib"),
+    ("reporting extension", r"spiders/reporting\.py"),
+    ("netguard / netpolicy", r"netguard\.py|netpolicy\.py"),
+    ("JOBDIR (scheduler, cleanup)", r"spiders/jobdir\.py|squeues|pickle"),
+    ("CLOSESPIDER caps", r"closespider\.py"),
+    ("stats collector", r"statscollectors\.py|spiders/stats\.py"),
+    ("logging", r"logging/__init__|scrapy/utils/log\.py|logformatter"),
+    ("the spider's callback (extraction)", r"extraction\.py|builtin/query\.py|bench_spider\.py"),
+]
+IDLE = ("Condition.wait (threading.py", "concurrent/futures/thread.py:81", "select (selectors.py", "_wait_for_tstate_lock")
+
+
+def build_node(root: Path) -> tuple[Path, str]:
+    """A Scrapyd node's folder with the built-in egg as the platform deploys it; (folder, version)."""
+    sys.path.insert(0, str(REPO / "platform"))
+    from projects.eggs import build_egg  # noqa: PLC0415 - needs platform/ on sys.path
+
+    egg = build_egg(REPO / "spiders", name="builtin", settings_module="spiders.settings")
+    node = root / "node"
+    (node / "eggs" / "builtin").mkdir(parents=True)
+    (node / "eggs" / "builtin" / f"{egg.version}.egg").write_bytes(egg.data)
+    (node / "scrapyd.conf").write_text(
+        f"[scrapyd]\neggs_dir = {node / 'eggs'}\nlogs_dir = {node / 'logs'}\ndbs_dir = {node / 'dbs'}\nitems_dir =\n"
+    )
+    return node, egg.version
+
+
+def node_command(node: Path, version: str, index: str, sink: str, job: str) -> tuple[list[str], dict[str, str], Path]:
+    """What Scrapyd runs for a run of the benchmark's job (its launcher's arguments and environment)."""
+    log = node / "logs" / f"{job}.log"
+    settings = {
+        **query_spider_settings(VALUES, node, sink), **NODE_SETTINGS,
+        "JOBDIR": f"jobdirs/{job}", "LOG_FILE": str(log),
+    }
+    args = [sys.executable, "-m", "crawlenv.runner", "crawl", "query"]
+    for name, value in settings.items():
+        args += ["-s", f"{name}={value}"]
+    config = {**query_config(index, VALUES, None), "max_items": VALUES["CRAWL_MAX_ITEMS"]}
+    args += ["-a", f"_job={job}", "-a", f"config={json.dumps(config)}", "-a", f"_version={version}"]
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "SCRAPY_SETTINGS_MODULE", "VIRTUAL_ENV")}
+    env.update(PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=str(REPO / "deploy" / "node"),
+               SCRAPY_PROJECT="builtin", SCRAPYD_EGG_VERSION=version, SCRAPY_JOB=job)
+    return args, env, log
+
+
+def wrapper(profiler: str, py_spy: str, out: Path) -> list[str]:
+    if profiler == "callgrind":
+        return ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "-q"]
+    if profiler == "py-spy":
+        return [py_spy, "record", "-r", "250", "-f", "raw", "-o", str(out), "--"]
+    return []
+
+
+def run_node(node: Path, version: str, index: str, sink: str, job: str, wrap: list[str], expected: int) -> float:
+    """One node crawl; its CPU seconds (rusage of the process and what it waited for)."""
+    args, env, log = node_command(node, version, index, sink, job)
+    (node / "logs").mkdir(exist_ok=True)
+    proc = subprocess.Popen([*wrap, *args], cwd=node, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    stats = parse_stats_dump(log.read_text(errors="replace")) if log.exists() else {}
+    if os.waitstatus_to_exitcode(status) != 0 or stats.get("item_scraped_count") != expected:
+        raise BenchError(f"The node's crawl ended {status} with {stats.get('item_scraped_count')} items; log {log}")
+    return usage.ru_utime + usage.ru_stime
+
+
+def instructions(path: Path) -> int:
+    """Instructions a callgrind output counts ("summary:" line)."""
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith(("summary:", "totals:")):
+            return int(line.split()[1])
+    raise BenchError(f"No totals in {path}")
+
+
+def categories(path: Path) -> tuple[collections.Counter, int]:
+    """py-spy raw samples of a crawl by category, idle threads left out; (counts, total)."""
+    patterns = [(name, re.compile(rx)) for name, rx in CATEGORIES]
+    counts: collections.Counter = collections.Counter()
+    total = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit() or any(x in stack.rsplit(";", 1)[-1] for x in IDLE):
+            continue
+        frames = stack.split(";")
+        start = next((i for i, f in enumerate(frames) if "scrapy/cmdline.py" in f), None)
+        stack = stack if start is None else ";".join(frames[start:])
+        total += int(count)
+        counts[next((name for name, rx in patterns if rx.search(stack)), "Scrapy, Twisted, parsel (the rest)")] += int(count)
+    return counts, total
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pages", type=int, default=200)
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--profiler", choices=["callgrind", "py-spy", "none"], default="callgrind")
+    parser.add_argument("--py-spy", default=shutil.which("py-spy") or "py-spy")
+    args = parser.parse_args(argv)
+    root = Path(tempfile.mkdtemp(prefix="bench-crawl-profile-"))
+    keep = Path(os.environ.get("CRAWL_PROFILE_DIR") or root / "profiles")
+    keep.mkdir(parents=True, exist_ok=True)
+    make_site(root / "site", args.pages, 0)
+    server = FixtureServer(root / "site")
+    expected = args.pages + 1
+    results: dict[str, list[tuple[float, Path]]] = {"tuned spider": [], "node crawl": []}
+    try:
+        server.start()
+        node, version = build_node(root)
+        index, sink = server.url("static/index.html"), server.url("sink/")
+        work = root / "baseline"
+        work.mkdir()
+        baseline = Baseline(work)
+        tuned = {**baseline_settings(VALUES, render=False), "CONCURRENT_ITEMS": project_settings().CONCURRENT_ITEMS}
+        for i in range(args.repeat):
+            for name in ("tuned spider", "node crawl") if i % 2 == 0 else ("node crawl", "tuned spider"):
+                out = keep / f"{'tuned' if name == 'tuned spider' else 'node'}-{i}.{'out' if args.profiler == 'callgrind' else 'txt'}"
+                wrap = wrapper(args.profiler, args.py_spy, out)
+                started = time.perf_counter()
+                if name == "node crawl":
+                    cpu = run_node(node, version, index, sink, f"job{i}", wrap, expected)
+                else:
+                    script = root / "python"
+                    script.write_text(f"#!/bin/sh\nexec {' '.join(wrap)} {sys.executable} \"$@\"\n")
+                    script.chmod(0o755)
+                    real, sys.executable = sys.executable, str(script)
+                    try:
+                        cpu = baseline.run(index, tuned, expected_items=expected).cpu
+                    finally:
+                        sys.executable = real
+                results[name].append((cpu, out))
+                print(f"{i + 1}/{args.repeat} {name}: {cpu:.2f} CPU-s, {time.perf_counter() - started:.1f} s", flush=True)
+    finally:
+        server.stop()
+    print(f"\n{args.pages} pages, profiler {args.profiler}; profiles in {keep}")
+    for name, samples in results.items():
+        cpu = statistics.median(c for c, _ in samples)
+        line = f"{name}: {cpu:.2f} CPU-s (median)"
+        if args.profiler == "callgrind":
+            line += f", {statistics.median(instructions(p) for _, p in samples) / 1e9:.3f} G instructions"
+        print(line)
+        if args.profiler == "py-spy":
+            counts, total = categories(samples[-1][1])
+            for category, count in counts.most_common():
+                print(f"  {100 * count / total:5.1f}%  {category}")
+    shutil.rmtree(root / "site", ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
