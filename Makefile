@@ -43,6 +43,7 @@ bench: install
 	$(BIN)/python bench/crawl.py
 	$(BIN)/python bench/export.py
 	$(BIN)/python bench/admin_pages.py
+	$(BIN)/python bench/scale.py
 
 docs: install
 	$(BIN)/python manage.py apireference --output docs/api.md

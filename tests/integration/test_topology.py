@@ -28,7 +28,7 @@ from tests.integration.topology import Topology
 from tests.support import FixtureSite, wait_until
 
 # The module's topology starts in the first test's setup; the 300 crawls make it the longest.
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
 PAGES = 20
 RUNS = 300

@@ -123,7 +123,7 @@ class Topology:
     workers: int = 2
     node_slots: tuple[int, ...] = (2, 3, 4)
     # Seconds between reconciler passes (beat): how soon a dead node's runs are settled `lost`.
-    reconcile_interval: float = 2.0
+    reconcile_interval: float = 5.0
     extra_env: dict[str, str] = field(default_factory=dict)
     processes: dict[str, Process] = field(default_factory=dict)
     web_ports: list[int] = field(default_factory=list)
@@ -179,7 +179,7 @@ class Topology:
             CRAWL_ALLOWED_NETWORKS="127.0.0.0/8",
             API_RATE_LIMIT="1000000/min",
             RECONCILE_INTERVAL=str(self.reconcile_interval),
-            RUN_POLICY_INTERVAL="1",
+            RUN_POLICY_INTERVAL="2",
             RUN_REPORT_GRACE="5",
             CELERY_WORKER_CONCURRENCY="2",
             LOG_LEVEL="WARNING",
