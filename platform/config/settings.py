@@ -573,9 +573,9 @@ if BEHIND_PROXY:
 
 # --- Storage (docs/configuration.md, "Storage"; docs/deployment.md, "Object storage") --------------
 # STORAGE_URL=s3://<bucket>/<prefix>?endpoint_url=...&region=... puts runs' items, result files and
-# archived run logs in an S3-compatible bucket every web process and worker reads (exports.objectstore);
+# archived run logs in an S3-compatible bucket every web process and worker reads (core.objectstore);
 # unset, they stay under DATA_DIR on this machine. Credentials come from the standard AWS chain.
-from exports.objectstore import StorageUrlError, parse_storage_url  # noqa: E402
+from core.objectstore import StorageUrlError, parse_storage_url  # noqa: E402
 
 STORAGE_URL = env_str("STORAGE_URL", "").strip()
 STORAGE_TIMEOUT = env_float("STORAGE_TIMEOUT", 30.0)  # seconds per request to the bucket

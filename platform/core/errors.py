@@ -153,3 +153,10 @@ def json_500(request):
     if request.path.startswith("/api/"):
         return JsonResponse(error_body("internal_error", "Internal server error"), status=500)
     return defaults.server_error(request)
+
+
+class StorageUnavailable(PlatformError):
+    """A store could not be reached (the STORAGE_URL bucket, or the result files' backup store); try again later."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    code = "storage_unavailable"

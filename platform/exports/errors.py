@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rest_framework import status
 
-from core.errors import Conflict, PlatformError
+from core.errors import Conflict, PlatformError, StorageUnavailable  # noqa: F401 - StorageUnavailable: raised by downloads too
 
 
 class FileNotReady(Conflict):
@@ -32,10 +32,3 @@ class FileOveruse(PlatformError):
 
     status_code = status.HTTP_403_FORBIDDEN
     code = "overuse"
-
-
-class StorageUnavailable(PlatformError):
-    """The backup store holding the result file could not be read; try again later."""
-
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    code = "storage_unavailable"

@@ -1,5 +1,5 @@
 """Per-run columnar item store: one Parquet segment per delivered batch, under DATA_DIR/items/<run>/, or
-under <prefix>/items/<run>/ in the bucket STORAGE_URL names (exports.objectstore).
+under <prefix>/items/<run>/ in the bucket STORAGE_URL names (core.objectstore).
 
 Items are schemaless. Each segment stores a column per key (first-seen order) with the type Arrow
 infers; a column whose values Arrow cannot type together (an int beside a string, a huge int, an
@@ -28,7 +28,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from django.conf import settings
 
-from . import objectstore
+from core import objectstore
+
 from .errors import StorageUnavailable
 
 logger = logging.getLogger(__name__)

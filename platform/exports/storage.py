@@ -19,7 +19,7 @@ from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import Storage, storages
 
-from . import objectstore
+from core import objectstore
 
 logger = logging.getLogger(__name__)
 

@@ -33,8 +33,8 @@ from django.db.models.signals import post_delete
 from django.dispatch import receiver
 from django.utils import timezone
 
+from core import objectstore
 from core.errors import NodeUnavailable
-from exports import objectstore
 from nodes.client import LogNotFound, ScrapydClient
 
 from .models import Run

@@ -39,7 +39,7 @@ from .gitclient import GitClient, GitCredentials, GitError
 from .models import Deploy, Project, ProjectVersion, Source, Spider, Trigger
 from .scrapyproject import egg_settings_module, find_project, list_spiders, spider_paths
 from .validation import git_url_error, ref_error, version_error
-from .versions import egg_path, publish, sha256, store_egg
+from .versions import delete_egg, egg_path, publish, sha256, store_egg
 
 logger = logging.getLogger(__name__)
 
@@ -203,7 +203,7 @@ def install_egg(
         publication = publish(project=project, version=version, egg=egg, log=log, lock=lock)
     except DeployFailed:
         if not had_file:
-            target.unlink(missing_ok=True)
+            delete_egg(target)
         raise
     with transaction.atomic():
         Project.objects.select_for_update().filter(pk=project.pk).first()  # one deploy of a project settles at a time

@@ -14,6 +14,7 @@ from core.errors import Conflict, NotFound
 
 from .models import Project, ProjectVersion, Spider
 from .validation import VERSION_RE
+from .versions import egg_available
 
 
 def get_version(project: Project, version: str) -> ProjectVersion:
@@ -33,7 +34,7 @@ def make_current(*, version: ProjectVersion) -> ProjectVersion:
     takes a run (jobs dispatch) or when it is next synced. Runs already started keep their version.
     """
     project = version.project
-    if not version.egg_path.is_file():
+    if not egg_available(version.egg_path):
         raise Conflict(f"The egg of version {version.version} is not in EGGS_DIR on this machine: deploy its ref again")
     with transaction.atomic():
         Project.objects.select_for_update().filter(pk=project.pk).first()  # as a deploy settling: one at a time

@@ -33,7 +33,7 @@ from .models import DeployStatus, Project, ProjectVersion
 from .runnable import argument_errors, find_runnable_spider
 from .services import create_project, current_version
 from .validation import name_error
-from .versions import egg_path, withdraw
+from .versions import delete_egg, egg_path, withdraw
 
 NODE_NAME = "platform"
 
@@ -207,7 +207,7 @@ def delversion(request, user, params) -> dict:
     if version.is_current:
         raise ScrapydApiError("This is the project's current version: deploy another one first")
     withdraw(project=project, version=version.version, nodes=list(version.nodes.all()), log=lambda message: None)
-    egg_path(project, version.version).unlink(missing_ok=True)
+    delete_egg(egg_path(project, version.version))
     version.delete()
     return {}
 

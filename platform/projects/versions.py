@@ -1,7 +1,9 @@
 """Project versions on disk and on the nodes: eggs kept under EGGS_DIR, uploaded to every enabled node.
 
 The platform keeps every version's egg so that a node added later (or one that lost its eggs) can be
-given the current versions before it takes runs.
+given the current versions before it takes runs. With STORAGE_URL each egg is also kept in the bucket
+(<prefix>/eggs/<project>/<version>.egg), and a process whose EGGS_DIR lacks one fetches it from there:
+the worker or web process that deployed a version need not be the one that gives it to a node.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from django.conf import settings
 
+from core import objectstore
 from core.errors import Conflict, NodeUnavailable
 from nodes.client import LogNotFound, ScrapydClient, ScrapydError
 from nodes.models import Node
@@ -31,8 +34,43 @@ def egg_path(project: Project, version: str) -> Path:
     return project.eggs_dir / f"{version}.egg"
 
 
+def _egg_key(bucket: objectstore.Bucket, path: Path) -> str:
+    return bucket.key("eggs", path.relative_to(Path(settings.EGGS_DIR)).as_posix())
+
+
 def store_egg(path: Path, egg: bytes) -> None:
-    """Write an egg atomically (a reader never sees half a file)."""
+    """Keep an egg: written atomically under EGGS_DIR (a reader never sees half a file), and in the bucket."""
+    _write_egg(path, egg)
+    bucket = objectstore.configured()
+    if bucket is not None:
+        bucket.put(_egg_key(bucket, path), egg)
+
+
+def egg_available(path: Path) -> bool:
+    """Whether the egg at `path` is here, fetched from the bucket first if this machine has no copy."""
+    if path.is_file():
+        return True
+    bucket = objectstore.configured()
+    if bucket is None:
+        return False
+    try:
+        with bucket.open(_egg_key(bucket, path)) as stream:
+            egg = stream.read()
+    except FileNotFoundError:
+        return False
+    _write_egg(path, egg)
+    return True
+
+
+def delete_egg(path: Path) -> None:
+    """Remove a kept egg (here, and from the bucket)."""
+    path.unlink(missing_ok=True)
+    bucket = objectstore.configured()
+    if bucket is not None:
+        bucket.delete(_egg_key(bucket, path))
+
+
+def _write_egg(path: Path, egg: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".egg")
     try:
@@ -160,7 +198,7 @@ def ensure_version(*, node: Node, version: ProjectVersion) -> bool:
         version.nodes.add(node)
         return False
     path = version.egg_path
-    if not path.is_file():
+    if not egg_available(path):
         raise Conflict(f"The egg of {project.name} {version.version} is not in EGGS_DIR on this machine: deploy it again")
     client.add_version(project.scrapyd_name, version.version, path.read_bytes())
     version.nodes.add(node)

@@ -16,7 +16,8 @@ from urllib.parse import urlsplit
 import pytest
 from django.utils import timezone
 
-from exports import captures, downloads, objectstore, services
+from core import objectstore
+from exports import captures, downloads, services
 from exports.exporters import EXPORTERS
 from exports.itemstore import ItemStore
 from exports.models import FileStatus, ResultFile
@@ -267,3 +268,18 @@ def test_an_unreachable_bucket_is_503_and_the_backup_serves_if_there_is_one(api,
                                       "OPTIONS": {"location": str(settings.EXPORT_DIR.parent / "backup")}}
     got = download(api, with_backup)
     assert got.status_code == 200 and got["X-Source"] == "remote"
+
+
+# --- eggs ---------------------------------------------------------------------------------------------
+def test_an_egg_deployed_on_one_machine_is_fetched_on_another(storage_url, settings, tmp_path):  # noqa: F811 - fixture
+    from projects.versions import delete_egg, egg_available, store_egg
+
+    settings.EGGS_DIR = tmp_path / "eggs-a"
+    store_egg(settings.EGGS_DIR / "proj" / "v1.egg", b"PK egg bytes")
+    bucket = objectstore.configured()
+    assert _objects(bucket, "eggs") == {"proj/v1.egg": 12}
+    settings.EGGS_DIR = tmp_path / "eggs-b"  # another worker: its EGGS_DIR has no copy
+    path = settings.EGGS_DIR / "proj" / "v1.egg"
+    assert egg_available(path) and path.read_bytes() == b"PK egg bytes"
+    delete_egg(path)
+    assert not path.exists() and _objects(bucket, "eggs") == {} and not egg_available(path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.utils import timezone
 
-from exports import objectstore
+from core import objectstore
 from jobs import logarchive
 from jobs.models import Job, Run, RunStatus
 from nodes.models import Node

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from exports.objectstore import Bucket, StorageUrlError, parse_storage_url
+from core.objectstore import Bucket, StorageUrlError, parse_storage_url
 from tests.unit.test_result_files_s3 import settings_with
 
 

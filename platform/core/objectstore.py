@@ -36,7 +36,7 @@ class StorageUrlError(ValueError):
 def unavailable(exc: BaseException) -> Exception:
     """The error a request gets when the bucket cannot be reached: 503 storage_unavailable (a crawl's
     report is then retried), never a 500."""
-    from .errors import StorageUnavailable  # exports.errors needs DRF, which settings (importing this) must not
+    from core.errors import StorageUnavailable  # it needs DRF, which settings (importing this module) must not
 
     return StorageUnavailable(f"The object store (STORAGE_URL) could not be reached ({type(exc).__name__}); try again later")
 
