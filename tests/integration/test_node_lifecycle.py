@@ -88,13 +88,12 @@ def crawl_pids(job_id: str) -> list[int]:
 def test_a_drained_node_finishes_its_run_and_the_next_run_goes_elsewhere(platform, user, site, scrapyd_pair):
     a = Node.objects.create(name="a", url=scrapyd_pair[0], slots=4)
     b = Node.objects.create(name="b", url=scrapyd_pair[1], slots=4)
-    job = slow_job(user, site, seconds=3)
-    first = services.start_run(job=job)
+    first = services.start_run(job=slow_job(user, site, seconds=5))
     first = wait_for(first, lambda r: r.status == RunStatus.RUNNING, "the first crawl to start")
     assert first.node == a  # both idle: the first by name
     set_node_state(node=a, state="draining")
-    second = services.start_run(job=job)
     assert Run.objects.get(pk=first.pk).status == RunStatus.RUNNING  # drained mid-crawl
+    second = services.start_run(job=slow_job(user, site, seconds=0))
     first, second = settled(first), settled(second)
     assert (first.status, first.node) == (RunStatus.SUCCEEDED, a)  # the drained node's run finished there
     assert (second.status, second.node) == (RunStatus.SUCCEEDED, b)
@@ -108,7 +107,7 @@ def test_a_node_killed_mid_crawl_has_its_run_lost_and_retried_on_the_other(
     try:
         victim = Node.objects.create(name="a-victim", url=url, slots=4)
         Node.objects.create(name="b-survivor", url=scrapyd_pair[1], slots=4)
-        job = slow_job(user, site, seconds=3, retries={"max": 1, "backoff_s": 0, "on": ["lost"]})
+        job = slow_job(user, site, seconds=5, retries={"max": 1, "backoff_s": 0, "on": ["lost"]})
         run = wait_for(services.start_run(job=job), lambda r: r.status == RunStatus.RUNNING, "the crawl to start")
         assert run.node == victim
         crawl = crawl_pids(run.scrapyd_job_id)
@@ -131,7 +130,7 @@ def test_a_node_killed_mid_crawl_has_its_run_lost_and_retried_on_the_other(
         assert lost.error.startswith("Node a-victim has not answered since ") and "stopped reporting" in lost.error
         # Not before the node was down and the crawl quiet, and in the round after both.
         assert took >= LOST_AFTER
-        assert took <= max(LOST_AFTER, short_intervals.RUN_REPORT_GRACE) + 2 * RECONCILE + 3
+        assert took <= max(LOST_AFTER, short_intervals.RUN_REPORT_GRACE) + 2 * RECONCILE + 8  # slack for a busy machine
         victim.refresh_from_db()
         assert victim.health(lost.finished_at) == "down"
 
