@@ -6,8 +6,7 @@ leaves the queue: enabled and not draining, answering (a node whose last call go
 nodes.health, takes nothing until it answers again), carrying every label the run asks for
 (`node_labels`), with a free slot (`Node.slots` minus its runs that hold one, counted in the database,
 not asked of Scrapyd), preferring a node without an error on its last call, then the most free slots,
-then the name. A resumed
-crawl waits for the node that holds its JOBDIR.
+then the name. A resumed crawl waits for the node that holds its JOBDIR.
 
 A run that holds a slot: pending or running on the node, or queued with `dequeued_at` set (taken off the
 queue, being sent to its node by `services.dispatch`).
