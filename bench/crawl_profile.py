@@ -15,7 +15,7 @@ under one of:
 * `--profiler none`: CPU seconds (rusage) only.
 
 Usage: .venv/bin/python bench/crawl_profile.py [--pages 200] [--repeat 1] [--profiler callgrind|py-spy|none]
-       [--py-spy PATH]
+       [--py-spy PATH] [--write]   (--write: record the table in docs/benchmarks.md, its own section)
 """
 
 from __future__ import annotations
@@ -38,7 +38,9 @@ from crawl_baseline import Baseline, baseline_settings, parse_stats_dump, projec
 from crawl_platform import query_config
 from crawl_site import FixtureServer, make_site
 from harness import BenchError
-from record import REPO
+from record import DOC, REPO, machine, now, write_section
+
+SECTION = "## Crawl profile (bench/crawl_profile.py)"
 
 # The platform's defaults (platform/config/settings.py), as platform/jobs/crawl.py passes them.
 VALUES = {
@@ -149,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--profiler", choices=["callgrind", "py-spy", "none"], default="callgrind")
     parser.add_argument("--py-spy", default=shutil.which("py-spy") or "py-spy")
+    parser.add_argument("--write", action="store_true", help=f"record the section in {DOC.relative_to(REPO)}")
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="bench-crawl-profile-"))
     keep = Path(os.environ.get("CRAWL_PROFILE_DIR") or root / "profiles")
@@ -186,18 +189,43 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.stop()
     print(f"\n{args.pages} pages, profiler {args.profiler}; profiles in {keep}")
-    for name, samples in results.items():
-        cpu = statistics.median(c for c, _ in samples)
-        line = f"{name}: {cpu:.2f} CPU-s (median)"
-        if args.profiler == "callgrind":
-            line += f", {statistics.median(instructions(p) for _, p in samples) / 1e9:.3f} G instructions"
-        print(line)
-        if args.profiler == "py-spy":
-            counts, total = categories(samples[-1][1])
-            for category, count in counts.most_common():
-                print(f"  {100 * count / total:5.1f}%  {category}")
+    section = report(args, results)
+    print(section)
+    if args.write:
+        write_section(section, SECTION)
+        print(f"Recorded in {DOC.relative_to(REPO)}")
     shutil.rmtree(root / "site", ignore_errors=True)
     return 0
+
+
+def report(args: argparse.Namespace, results: dict[str, list[tuple[float, Path]]]) -> str:
+    """The Markdown section: CPU (and instructions) of each crawl, and the node crawl's profile by category."""
+    lines = [
+        SECTION, "",
+        "The node's crawl command line (what Scrapyd runs for a query job: `python -m crawlenv.runner crawl query`,",
+        "the built-in egg, JOBDIR, LOG_FILE, the reporting extension posting to a local sink, netguard, the caps)",
+        f"against bench/crawl.py's tuned hand-written spider, {args.pages:,}-page fixture site, profiler {args.profiler},",
+        f"{args.repeat} run(s) of each. CPU from rusage (start-up included).", "",
+        f"- Date: {now()}", f"- Machine: {machine(('scrapy', 'scrapyd'), '')}", "",
+        "| crawl | CPU-s (median) | instructions (median) |", "|---|---:|---:|",
+    ]
+    cpus = {}
+    for name, samples in results.items():
+        cpus[name] = statistics.median(c for c, _ in samples)
+        count = (f"{statistics.median(instructions(p) for _, p in samples) / 1e9:.3f} G"
+                 if args.profiler == "callgrind" else "–")
+        lines.append(f"| {name} | {cpus[name]:.2f} | {count} |")
+    lines.append("")
+    if args.profiler == "callgrind":
+        node, tuned = (statistics.median(instructions(p) for _, p in results[k]) for k in ("node crawl", "tuned spider"))
+        lines.append(f"Instructions: the node's crawl executes {node / tuned:.3f}× the tuned spider's.")
+    if args.profiler == "py-spy":
+        for name, samples in results.items():
+            counts, total = categories(samples[-1][1])
+            lines += ["", f"Samples of the {name} by category (idle threads left out; {total:,} samples):", "",
+                      "| category | share |", "|---|---:|"]
+            lines += [f"| {category} | {100 * count / total:.1f}% |" for category, count in counts.most_common()]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
