@@ -318,6 +318,14 @@ it has cores of its own.
 The target of {TARGET}× is not met: the machine had CPU to spare ({m2:.2f} of {cores} cores busy with
 two web processes), so the limit is elsewhere (the load generator's {THREADS * LOADERS} connections, moto, PostgreSQL).
 """
+    autogroup = Path("/proc/sys/kernel/sched_autogroup_enabled")
+    if autogroup.exists() and autogroup.read_text().strip() == "1":
+        section += """
+Linux shares a busy CPU between sessions (sched_autogroup is on here) and each process of the
+topology is started in a session of its own: on a machine busy with other work, two web processes
+get two sessions' shares where one gets one, which favours "two" beyond what the second process
+itself brings. On a machine the topology has to itself this does not apply.
+"""
     print(section)
     if not opts.no_write:
         write_section(section, SECTION, DOC)

@@ -1,7 +1,7 @@
 """Issue 15, shown in CI: the scale-out topology as processes on loopback (tests/integration/topology.py).
 
 Two web processes behind nginx (deploy/nginx), two Celery workers and a beat (deploy/systemd's
-command lines), three Scrapyd nodes of 2, 3 and 4 slots, PostgreSQL, Redis and moto's S3 server;
+command lines), three Scrapyd nodes of 3 slots each, PostgreSQL, Redis and moto's S3 server;
 nothing else is shared. One topology serves the whole module, in this order:
 
 1. 300 runs of a 20-page query job spread over the nodes by their slots; every run succeeds with its

@@ -121,7 +121,10 @@ class Topology:
     base: Path
     webs: int = 2
     workers: int = 2
-    node_slots: tuple[int, ...] = (2, 3, 4)
+    # Equal nodes: each node runs in a session of its own, and Linux (sched_autogroup) shares the CPU
+    # equally between sessions, so on one machine every node has the same CPU whatever its slots, as
+    # nodes on machines of one size do. A node given more slots than its CPU would not get more done.
+    node_slots: tuple[int, ...] = (3, 3, 3)
     # Seconds between reconciler passes (beat): how soon a dead node's runs are settled `lost`.
     reconcile_interval: float = 5.0
     extra_env: dict[str, str] = field(default_factory=dict)
