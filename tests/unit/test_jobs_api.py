@@ -186,3 +186,21 @@ def test_preview_validates_like_a_job(api):
     response = api.post("/api/v1/jobs/preview", {"queries": [{"name": "x", "type": "nope", "query": "x"}]}, format="json")
     assert response.status_code == 400
     assert set(response.json()["details"]) == {"queries[0].type", "url"}
+
+
+def test_throttling_counts_a_sliding_window(api, settings, monkeypatch):
+    from core.throttling import ApiKeyRateThrottle
+
+    cache.clear()
+    settings.API_RATE_LIMIT = "10/min"
+    clock = [600.0]  # the start of a window
+    monkeypatch.setattr(ApiKeyRateThrottle, "timer", lambda self: clock[0])
+    assert [api.get("/api/v1/jobs").status_code for _ in range(11)] == [200] * 10 + [429]
+    clock[0] += 60  # the next window: the last one's 10 still count in full
+    refused = api.get("/api/v1/jobs")
+    assert refused.status_code == 429 and 1 <= int(refused["Retry-After"]) <= 60
+    clock[0] += 30  # half-way: the last window weighs 5, so 5 more pass
+    assert [api.get("/api/v1/jobs").status_code for _ in range(6)] == [200] * 5 + [429]
+    clock[0] += 120  # two windows on: a fresh budget
+    assert api.get("/api/v1/jobs").status_code == 200
+    cache.clear()
