@@ -42,6 +42,7 @@ bench: install
 	$(BIN)/python bench/dispatch.py
 	$(BIN)/python bench/crawl.py
 	$(BIN)/python bench/export.py
+	$(BIN)/python bench/sync.py
 	$(BIN)/python bench/admin_pages.py
 	$(BIN)/python bench/scale.py
 
