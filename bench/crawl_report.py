@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import statistics
 import subprocess
 from dataclasses import dataclass, field
@@ -126,7 +127,8 @@ def report(results: Results) -> str:
         "less sensitive than pages/s to other load on a shared machine, and where additions to a crawl show.",
         "",
         f"- Date: {now()}",
-        f"- Machine: {machine(PACKAGES, chromium_version())}",
+        f"- Machine: {machine(PACKAGES, chromium_version())}; load average {os.getloadavg()[0]:.1f} (1 min) at the end,"
+        " from every process on it (other agents' too)",
         "- Fixture server: Python `ThreadingHTTPServer` in its own process (HTTP/1.1 keep-alive, pages",
         "  held in memory) on loopback; nginx-light is not installed here. Everything (server, platform,",
         "  crawl) shares the same CPUs.",
@@ -147,12 +149,17 @@ def report(results: Results) -> str:
         "  imports aiohttp: ~0.15 CPU-s of each start), and STATS_CLASS is spiders.stats (Scrapy's collector",
         "  without its per-access deprecation wrapper, ~1.3 µs on each of ~20 stats calls per page). Nodes",
         "  start lock-less eggs without pkg_resources (deploy/node/crawlenv: ~0.15 CPU-s of each start).",
-        f"- Rendered: {results.rendered_pages} pages whose heading, paragraphs and price are inserted by an inline",
-        "  script, with `render_config: {enabled: true, wait_strategy: load}` against a bare",
-        "  scrapy-playwright spider (same Chromium executable and launch options from spiders/settings.py,",
-        "  without the platform's relay that judges every connection Chromium opens,",
-        f"  `wait_until: load`, CONCURRENT_REQUESTS = PLAYWRIGHT_MAX_PAGES_PER_CONTEXT = RENDER_MAX_PAGES ="
-        f" {values['RENDER_MAX_PAGES']}).",
+    ]
+    if results.rendered_pages:
+        lines += [
+            f"- Rendered: {results.rendered_pages} pages whose heading, paragraphs and price are inserted by an inline",
+            "  script, with `render_config: {enabled: true, wait_strategy: load}` against a bare",
+            "  scrapy-playwright spider (same Chromium executable and launch options from spiders/settings.py,",
+            "  without the platform's relay that judges every connection Chromium opens,",
+            f"  `wait_until: load`, CONCURRENT_REQUESTS = PLAYWRIGHT_MAX_PAGES_PER_CONTEXT = RENDER_MAX_PAGES ="
+            f" {values['RENDER_MAX_PAGES']}).",
+        ]
+    lines += [
         f"- Repetitions: {results.repeat} of each, in turn forwards and backwards (P B T T B P ...), after one",
         f"  warm-up of each. The run is polled every {POLL:g} s; its wall time ends at its `finished_at`.",
         "",
