@@ -9,13 +9,20 @@ STAMP := $(VENV)/.installed
 run: install
 	$(BIN)/python manage.py runplatform
 
-# The suite runs on TEST_WORKERS processes (pytest-xdist; `auto`: one per core, 0: in this process), each
-# with its own test database and DATA_DIR. A test file stays on one worker (--dist loadfile), so a module's
-# services start once, and the integration tests, which mostly wait on real processes, overlap the rest.
+# Unit tests run on TEST_WORKERS processes (pytest-xdist; `auto`: one per core, 0: in this process), each
+# with its own test database and DATA_DIR; integration tests then run in one process, as before (run beside
+# unit tests, their workers' and crawls' late writes reached other workers' databases). Both parts always
+# run; either failing fails the target. PYTEST_ARGS given: one plain run of just those.
 TEST_WORKERS ?= auto
 
 test: install
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+ifeq ($(strip $(PYTEST_ARGS)),)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile tests/unit; unit=$$?; \
+	$(BIN)/python -m pytest tests/integration; integration=$$?; \
+	test $$unit = 0 && test $$integration = 0
+else
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+endif
 
 install: apt $(STAMP)
 
