@@ -257,14 +257,25 @@ def enqueue_recent() -> int:
 
     if not enabled():
         return 0
-    recent = Run.objects.filter(status__in=TERMINAL, node__isnull=False, finished_at__gte=timezone.now() - RECENT)
+    recent = list(Run.objects.filter(status__in=TERMINAL, node__isnull=False, finished_at__gte=timezone.now() - RECENT)
+                  .only("id", "finished_at"))
+    # A run whose copy was found final is remembered as done for RECENT: asking the store again on every
+    # tick (a HEAD and a GET per run with STORAGE_URL) cost more than the crawls' own reports.
+    done = cache.get_many([_done_key(run.id) for run in recent])
     sent = 0
-    for run in recent.only("id", "finished_at").iterator():
-        if _settled(run) or not cache.add(f"logarchive:{run.id}", 1, RETRY_EVERY):
+    for run in recent:
+        if _done_key(run.id) in done or not cache.add(f"logarchive:{run.id}", 1, RETRY_EVERY):
+            continue
+        if _settled(run):
+            cache.set(_done_key(run.id), 1, int(RECENT.total_seconds()))
             continue
         transaction.on_commit(lambda run_id=str(run.id): archive_run_log.delay(run_id))
         sent += 1
     return sent
+
+
+def _done_key(run_id) -> str:
+    return f"logarchive:done:{run_id}"
 
 
 @receiver(post_delete, sender=Run, dispatch_uid="jobs.delete_archived_log")

@@ -282,6 +282,20 @@ def test_the_reconciler_enqueues_recently_finished_runs_once(user, node, server,
     assert logarchive.archived(done).current
 
 
+def test_a_run_whose_copy_is_final_is_not_looked_at_again(user, node, server, monkeypatch):
+    from django.core.cache import cache
+
+    archived = make_run(user, node, status=RunStatus.SUCCEEDED, content=b"y\n", server=server)
+    assert logarchive.archive_log(archived)
+    looked = []
+    real = logarchive._settled
+    monkeypatch.setattr(logarchive, "_settled", lambda run: looked.append(run.pk) or real(run))
+    logarchive.enqueue_recent()
+    cache.delete(f"logarchive:{archived.pk}")  # past RETRY_EVERY
+    logarchive.enqueue_recent()
+    assert looked == [archived.pk]  # once, then remembered as done
+
+
 def test_the_admin_shows_a_short_log_and_follows_a_running_one(client, django_user_model, user, node, server):
     client.force_login(django_user_model.objects.create_superuser("root", "root@example.com", "pw"))
     finished = make_run(user, node, status=RunStatus.SUCCEEDED, content=LOGS["short"], server=server)
