@@ -11,6 +11,7 @@ class CoreConfig(AppConfig):
         from django.contrib.auth import get_user_model
         from django.db.models.signals import post_delete, post_save
 
+        from . import checks  # noqa: F401  (registers the system checks)
         from .models import ApiKey, forget_keys
 
         # Keys remembered by ApiKey.lookup are looked up again once a key or a user (is_active) changes.

@@ -85,3 +85,18 @@ def test_no_memory_with_a_ttl_of_zero(issued, settings):
     with CaptureQueriesContext(connection) as queries:
         ApiKey.lookup(raw)
     assert len(queries) == 1
+
+
+@pytest.mark.parametrize(("generated", "engine", "storage", "warned"), [
+    (True, "django.db.backends.postgresql", "", True),
+    (True, "django.db.backends.sqlite3", "s3://bucket/p", True),
+    (True, "django.db.backends.sqlite3", "", False),  # one machine: its own key is fine
+    (False, "django.db.backends.postgresql", "s3://bucket/p", False),
+])
+def test_a_generated_secret_key_is_warned_of_where_machines_share_a_database(settings, generated, engine, storage, warned):
+    from core.checks import secret_key_shared
+
+    settings.SECRET_KEY_GENERATED = generated
+    settings.DATABASES = {"default": {**settings.DATABASES["default"], "ENGINE": engine}}
+    settings.STORAGE_URL = storage
+    assert [m.id for m in secret_key_shared(None)] == (["platform.W001"] if warned else [])
