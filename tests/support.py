@@ -346,3 +346,15 @@ def start_postgres(base_dir: Path) -> tuple[Process, str]:
     wait_until(ready, timeout=60, what="postgres")
     assert process.alive(), process.tail()
     return process, f"postgresql://platform@127.0.0.1:{port}/postgres"
+
+
+def crawl_pids(job_id: str) -> list[int]:
+    """Live processes of one crawl (Scrapyd passes the job id as `_job=`)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and f"_job={job_id}".encode() in (entry / "cmdline").read_bytes():
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support import REPO, FixtureSite, Process, child_env, free_port, wait_until
+from tests.support import REPO, FixtureSite, Process, child_env, crawl_pids, free_port, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -58,18 +58,6 @@ def children_of(pid: int) -> dict[str, int]:
             if all(any(word in arg for arg in args) for word in words):
                 found[role] = int(entry.name)
     return found
-
-
-def crawl_processes(job_id: str) -> list[int]:
-    """Live processes of one crawl (Scrapyd passes the job id as `_job=`)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and f"_job={job_id}".encode() in (entry / "cmdline").read_bytes():
-                pids.append(int(entry.name))
-        except OSError:
-            continue
-    return pids
 
 
 class Platform:
@@ -242,13 +230,13 @@ def test_stopping_the_platform_pauses_its_crawls_even_orphaned_ones_and_they_res
     restarts = platform.log().count("scrapyd restarted (pid")
     platform.kill("scrapyd")
     platform.wait_restarted("scrapyd", restarts + 1)
-    assert crawl_processes(job_id), "the crawl did not outlive Scrapyd"
+    assert crawl_pids(job_id), "the crawl did not outlive Scrapyd"
     platform.wait_for_items(run["run_id"], 4)  # still reporting after the restart
 
     assert platform.stop() == 0, platform.process.tail()
     log = platform.log()
     assert "Stopping 1 crawl(s) on node local (1 paused, 0 cancelled)" in log and "Stopped." in log
-    assert not crawl_processes(job_id)
+    assert not crawl_pids(job_id)
     with sqlite3.connect(platform.data_dir / "db.sqlite3") as db:
         status, scraped = db.execute("SELECT status, items_scraped FROM jobs_run WHERE id = ?", [job_id]).fetchone()
     assert status == "paused" and 4 <= scraped < PAGES

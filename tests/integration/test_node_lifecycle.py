@@ -16,7 +16,6 @@ import contextlib
 import os
 import signal
 import time
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -31,7 +30,7 @@ from projects.eggs import build_egg
 from projects.services import create_project, deploy_egg
 from tests.conftest import make_client
 from tests.projects_support import make_repo
-from tests.support import start_scrapyd, wait_until
+from tests.support import crawl_pids, start_scrapyd, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -71,18 +70,6 @@ def wait_for(run: Run, predicate, what: str, timeout: float = 60) -> Run:
 
 def settled(run: Run, timeout: float = 60) -> Run:
     return wait_for(run, lambda r: r.status in TERMINAL, f"run {run.pk} to settle", timeout)
-
-
-def crawl_pids(job_id: str) -> list[int]:
-    """Live processes of one crawl (Scrapyd passes the job id as `_job=`)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and f"_job={job_id}".encode() in (entry / "cmdline").read_bytes():
-                pids.append(int(entry.name))
-        except OSError:
-            continue
-    return pids
 
 
 def test_a_drained_node_finishes_its_run_and_the_next_run_goes_elsewhere(platform, user, site, scrapyd_pair):
