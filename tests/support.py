@@ -358,3 +358,30 @@ def crawl_pids(job_id: str) -> list[int]:
         except OSError:
             continue
     return pids
+
+
+def nginx_main_config(prefix: Path, includes: list[Path], *, error_log: str = "stderr", connections: int = 64,
+                      workers: int | None = None) -> Path:
+    """An nginx.conf in `prefix` that includes the deploy/nginx files as Debian's nginx.conf does, with
+    its pid, logs and temporary folders under `prefix` (nginx runs unprivileged, in the foreground)."""
+    for sub in ("logs", "tmp"):
+        (prefix / sub).mkdir(exist_ok=True)
+    conf = prefix / "nginx.conf"
+    lines = "".join(f"    include {path};\n" for path in includes)
+    processes = f"worker_processes {workers};\n" if workers else ""
+    conf.write_text(f"""
+daemon off;
+{processes}pid {prefix}/nginx.pid;
+error_log {error_log}{' warn' if error_log != 'stderr' else ''};
+events {{ worker_connections {connections}; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/tmp/body;
+    proxy_temp_path {prefix}/tmp/proxy;
+    fastcgi_temp_path {prefix}/tmp/fastcgi;
+    uwsgi_temp_path {prefix}/tmp/uwsgi;
+    scgi_temp_path {prefix}/tmp/scgi;
+{lines}}}
+""")
+    prefix.chmod(0o755)  # nginx's workers (nobody, when started as root) use the temp folders
+    return conf

@@ -27,7 +27,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.s3 import S3_ENV, create_bucket, start_moto, storage_url_for
-from tests.support import REPO, Process, child_env, free_port, start_postgres, start_redis, start_scrapyd, wait_until
+from tests.support import (
+    REPO,
+    Process,
+    child_env,
+    free_port,
+    nginx_main_config,
+    start_postgres,
+    start_redis,
+    start_scrapyd,
+    wait_until,
+)
 
 DEPLOY = REPO / "deploy"
 SYSTEMD = DEPLOY / "systemd"
@@ -67,30 +77,11 @@ def nginx_config(prefix: Path, *, port: int, backends: list[int], error_log: Pat
     site = site.replace("listen 8080;", f"listen 127.0.0.1:{port};")
     site = site.replace("alias /var/lib/platform/static/;", f"alias {prefix}/static/;")
     (prefix / "platform.conf").write_text(site)
-    for sub in ("logs", "tmp", "static"):
-        (prefix / sub).mkdir(exist_ok=True)
-    conf = prefix / "nginx.conf"
+    (prefix / "static").mkdir(exist_ok=True)
     # As deploy/nginx/platform.conf is included in Debian's nginx.conf; more connections than Debian's
     # 768 are not needed, fewer are (two per proxied request; 50 client threads plus the crawls).
-    conf.write_text(f"""
-daemon off;
-worker_processes 1;
-pid {prefix}/nginx.pid;
-error_log {error_log} warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {prefix}/tmp/body;
-    proxy_temp_path {prefix}/tmp/proxy;
-    fastcgi_temp_path {prefix}/tmp/fastcgi;
-    uwsgi_temp_path {prefix}/tmp/uwsgi;
-    scgi_temp_path {prefix}/tmp/scgi;
-    include {prefix}/upstream.conf;
-    include {prefix}/platform.conf;
-}}
-""")
-    prefix.chmod(0o755)  # nginx's workers (nobody, when started as root) use the temp folders
-    return conf
+    return nginx_main_config(prefix, [prefix / "upstream.conf", prefix / "platform.conf"], error_log=str(error_log),
+                             connections=1024, workers=1)
 
 
 def answers(url: str, timeout: float = 2) -> bool:

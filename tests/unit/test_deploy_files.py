@@ -34,6 +34,8 @@ from django.conf import settings
 from django.core.management import get_commands
 from django.urls import resolve
 
+from tests.support import nginx_main_config
+
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 COMPOSE = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
@@ -443,27 +445,7 @@ def test_nginx_site_matches_the_platform_limits():
 
 
 def main_config(prefix: Path, upstream: Path, site: Path) -> Path:
-    for sub in ("logs", "tmp"):
-        (prefix / sub).mkdir(exist_ok=True)
-    conf = prefix / "nginx.conf"
-    conf.write_text(f"""
-daemon off;
-pid {prefix}/nginx.pid;
-error_log stderr;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {prefix}/tmp/body;
-    proxy_temp_path {prefix}/tmp/proxy;
-    fastcgi_temp_path {prefix}/tmp/fastcgi;
-    uwsgi_temp_path {prefix}/tmp/uwsgi;
-    scgi_temp_path {prefix}/tmp/scgi;
-    include {upstream};
-    include {site};
-}}
-""")
-    prefix.chmod(0o755)  # nginx's workers (nobody, when started as root) use the temp folders
-    return conf
+    return nginx_main_config(prefix, [upstream, site])
 
 
 @needs_nginx
