@@ -24,7 +24,7 @@ def _error(exc: PlatformError) -> JsonResponse:
 
 
 def _authorised_run(request: HttpRequest, run_id) -> Run | None:
-    run = Run.objects.filter(pk=run_id).first()
+    run = Run.objects.select_related("job").filter(pk=run_id).first()  # the job's rules check item batches
     if run is None or not run.check_report_token(request.headers.get("X-Run-Token", "")):
         return None
     return run
