@@ -6,6 +6,14 @@ crawl policy a rendered run gets, redirect hops and subresources included. Each 
 browser context (no cookies, storage or cache shared between users), closed after. A browser that
 crashes or is killed is started again by the next request that needs it; a request that was running
 on it is retried once on the new browser if its time allows.
+
+Making a context and its page took ~40 ms of a ~95 ms PDF of bench/sync.py's pages, and closing it ~9:
+so a context with its blank page is made ahead (SPARE_CONTEXTS, for requests without a proxy, whose
+contexts all have the same options), and a request's answer goes before its context is closed. A spare
+is used once, by one request, and never navigated before it: nothing in it comes from another request.
+A request that finds none ready takes the one being made (it is nearer done than a new one would be),
+else makes its own. Closing and making the next spare happen after the answer: `render` returns them
+as a coroutine for the service to run.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +49,10 @@ _PAGE_HTML = """() => {
 }"""
 # Page work that is not the page's own load (content, screenshot, pdf, closing): bounded too.
 CAPTURE_TIMEOUT_MS = 15_000
+# Contexts made ahead, each with a blank page (a renderer process). One cuts the latency of a quiet
+# service; under load most requests make their own (the CPU is the same, only when it is spent moves).
+SPARE_CONTEXTS = 1
+CLOSE_TIMEOUT_S = 10
 
 
 class BrowserCrashed(Exception):
@@ -49,17 +62,27 @@ class BrowserCrashed(Exception):
 class Renderer:
     """One Chromium (restarted when it dies) and the relays its connections go through."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, spares: int = SPARE_CONTEXTS) -> None:
         self._playwright: Playwright | None = None
         self._browser: Browser | None = None
         self._relays = RelayPool()
         self._lock = asyncio.Lock()
         self.launches = 0
+        self._spare_target = spares
+        # Spares being made or made, each (the browser it is on, the task making (context, page)).
+        self._spares: list[tuple[Browser, asyncio.Future]] = []
 
     async def start(self) -> None:
         await self._ensure()
+        self._replenish()
+        if self._spares:
+            await asyncio.wait({self._spares[0][1]})
 
     async def close(self) -> None:
+        self._spare_target = 0
+        for _browser, making in self._spares:
+            making.cancel()  # made or not, the browser's closing closes its contexts
+        self._spares = []
         with contextlib.suppress(PlaywrightError):
             if self._browser is not None:
                 await self._browser.close()
@@ -101,16 +124,55 @@ class Renderer:
             self.launches += 1
             return self._browser
 
-    async def render(self, spec: FetchSpec, *, started: float, deadline: float, max_bytes: int) -> FetchOutcome:
-        """Render `spec` in a fresh context; retried once on a new browser if this one dies meanwhile."""
+    async def render(
+        self, spec: FetchSpec, *, started: float, deadline: float, max_bytes: int
+    ) -> tuple[FetchOutcome, Coroutine[Any, Any, None] | None]:
+        """Render `spec` in a fresh context; retried once on a new browser if this one dies meanwhile.
+
+        Returns the outcome and what is left to do after answering (closing the context, making the next
+        spare), or None when nothing is: the caller runs it, and its slot lasts until that ends."""
         for attempt in (1, 2):
             browser = await self._ensure()
             try:
                 return await self._render(browser, spec, started=started, deadline=deadline, max_bytes=max_bytes)
             except BrowserCrashed:
                 if attempt == 2 or deadline - time.monotonic() < 1:
-                    return failure(spec, started, 500, "The browser crashed while rendering the page")
+                    return failure(spec, started, 500, "The browser crashed while rendering the page"), None
         raise AssertionError("unreachable")
+
+    async def _spare(self, browser: Browser) -> tuple[Any, Any] | None:
+        """A context made ahead on this browser, with its page, for one request (None if there is none):
+        a ready one, else the one being made."""
+        while self._spares:
+            made_on, making = min(self._spares, key=lambda spare: not spare[1].done())  # a ready one first
+            self._spares.remove((made_on, making))
+            if made_on is not browser or not browser.is_connected():
+                continue  # made on a browser that has died since: it went with it
+            try:
+                return await asyncio.shield(making)
+            except asyncio.CancelledError:
+                making.add_done_callback(_close_when_made)  # this request went away meanwhile
+                raise
+            except PlaywrightError:
+                continue
+        return None
+
+    def _replenish(self) -> None:
+        """Start making spare contexts up to the target."""
+        browser = self._browser
+        if browser is None or not browser.is_connected():
+            return
+        self._spares = [(made_on, making) for made_on, making in self._spares if made_on is browser]
+        while len(self._spares) < self._spare_target:
+            making = asyncio.ensure_future(_new_page(browser))
+            making.add_done_callback(lambda task: task.cancelled() or task.exception())  # a request's, if taken
+            self._spares.append((browser, making))
+
+    async def _after(self, context: Any) -> None:
+        """After the answer: close the request's context (its renderer too), then make the next spare."""
+        with contextlib.suppress(PlaywrightError, TimeoutError):
+            await asyncio.wait_for(context.close(), CLOSE_TIMEOUT_S)
+        self._replenish()
 
     async def _context(self, browser: Browser, spec: FetchSpec) -> Any:
         options: dict[str, Any] = {"extra_http_headers": spec.headers} if spec.headers else {}
@@ -121,21 +183,46 @@ class Renderer:
 
     async def _render(
         self, browser: Browser, spec: FetchSpec, *, started: float, deadline: float, max_bytes: int
-    ) -> FetchOutcome:
+    ) -> tuple[FetchOutcome, Coroutine[Any, Any, None] | None]:
         since = time.monotonic()
-        creating = asyncio.ensure_future(self._context(browser, spec))
+        spare = None if spec.proxy_urls else await self._spare(browser)
+        page = None
+        if spare is not None:
+            context, page = spare
+        else:
+            creating = asyncio.ensure_future(self._context(browser, spec))
+            try:
+                context = await asyncio.shield(creating)
+            except asyncio.CancelledError:
+                creating.add_done_callback(_close_when_made)  # timed out while the context was being made
+                raise
+            except PlaywrightError as exc:
+                if not browser.is_connected():
+                    raise BrowserCrashed from exc
+                raise
+        answered = False
         try:
-            context = await asyncio.shield(creating)
-        except asyncio.CancelledError:
-            creating.add_done_callback(_close_when_made)  # timed out while the context was being made
-            raise
-        except PlaywrightError as exc:
-            if not browser.is_connected():
-                raise BrowserCrashed from exc
-            raise
+            outcome = await self._page(browser, context, page, spec, started=started, deadline=deadline,
+                                       max_bytes=max_bytes, since=since, spare=spare is not None)
+            answered = True
+            return outcome, self._after(context)
+        finally:
+            if not answered:
+                # Cancelled or crashed: closing the context ends its renderer too, even one stuck in an
+                # endless script.
+                with contextlib.suppress(PlaywrightError, TimeoutError):
+                    await asyncio.wait_for(context.close(), CLOSE_TIMEOUT_S)
+
+    async def _page(
+        self, browser: Browser, context: Any, page: Any, spec: FetchSpec, *, started: float, deadline: float,
+        max_bytes: int, since: float, spare: bool,
+    ) -> FetchOutcome:
         too_large = asyncio.Event()
         try:
-            page = await context.new_page()
+            if spare and spec.headers:
+                await context.set_extra_http_headers(spec.headers)  # what _context gives a context it makes
+            if page is None:
+                page = await context.new_page()
 
             def on_response(response: Any) -> None:
                 # A main document announced past the limit is not waited for (its context is closed).
@@ -160,14 +247,22 @@ class Renderer:
                 return self._navigation_failure(browser, spec, started, since, exc, wait_ms)
             capture_ms = max(1, min(CAPTURE_TIMEOUT_MS, int((deadline - time.monotonic()) * 1000)))
             page.set_default_timeout(capture_ms)
+            # What page.content() returns, read in the page's own world: content()'s isolated world added
+            # ~25 ms to a PDF of bench/sync.py's pages, this nothing measurable. Asked for first and
+            # awaited with the capture, so its round trip overlaps the capture's (the HTML is the page's
+            # DOM before printing, not print media's).
+            reading = asyncio.ensure_future(page.evaluate(_PAGE_HTML))
             capture = None
-            if spec.format == "screenshot":
-                capture = await page.screenshot(full_page=spec.full_page, type="png")
-            elif spec.format == "pdf":
-                capture = await page.pdf(print_background=True)
-            # What page.content() returns, read in the page's own world (after a capture): content()'s
-            # isolated world added ~25 ms to a PDF of bench/sync.py's pages, this nothing measurable.
-            html = await page.evaluate(_PAGE_HTML)
+            try:
+                if spec.format == "screenshot":
+                    capture = await page.screenshot(full_page=spec.full_page, type="png")
+                elif spec.format == "pdf":
+                    capture = await page.pdf(print_background=True)
+                html = await reading
+            except BaseException:
+                reading.cancel()
+                reading.add_done_callback(lambda t: t.cancelled() or t.exception())  # the capture's error says it
+                raise
             if len(html.encode()) > max_bytes:
                 return failure(spec, started, 500, f"Page larger than the limit of {max_bytes} bytes", too_large=True)
             status = response.status if response is not None else 200
@@ -176,10 +271,6 @@ class Renderer:
             if not browser.is_connected():
                 raise BrowserCrashed from exc
             return failure(spec, started, 500, f"Rendering {spec.url} failed: {_first_line(exc)}")
-        finally:
-            # Closing the context ends its renderer too, even one stuck in an endless script.
-            with contextlib.suppress(PlaywrightError, TimeoutError):
-                await asyncio.wait_for(context.close(), 10)
 
     def _navigation_failure(
         self, browser: Browser, spec: FetchSpec, started: float, since: float, exc: Exception, wait_ms: int
@@ -203,14 +294,27 @@ class Renderer:
         return failure(spec, started, 500, f"Rendering {spec.url} failed: {text}")
 
 
+async def _new_page(browser: Browser) -> tuple[Any, Any]:
+    """A new context with the default options and a blank page in it (a spare)."""
+    context = await browser.new_context()
+    try:
+        return context, await context.new_page()
+    except BaseException:
+        with contextlib.suppress(PlaywrightError, TimeoutError):
+            await asyncio.wait_for(context.close(), CLOSE_TIMEOUT_S)
+        raise
+
+
 def _close_when_made(creating: asyncio.Future) -> None:
-    """Close a browser context whose request went away while it was being made."""
+    """Close a browser context (or a spare: context and page) whose request went away while it was made."""
     if creating.cancelled() or creating.exception() is not None:
         return
+    made = creating.result()
+    context = made[0] if isinstance(made, tuple) else made
 
     async def close() -> None:
         with contextlib.suppress(PlaywrightError, TimeoutError):
-            await asyncio.wait_for(creating.result().close(), 10)
+            await asyncio.wait_for(context.close(), CLOSE_TIMEOUT_S)
 
     asyncio.ensure_future(close())
 

@@ -64,11 +64,14 @@ class Fetcher:
         # A static fetch whose request timed out still runs until its own deadline: room for those.
         self.threads = concurrent.futures.ThreadPoolExecutor(concurrency * 2, thread_name_prefix="fetch")
         self.renderer = Renderer()
+        self._cleanups: set[asyncio.Task] = set()  # what rendered requests do after answering
 
     async def start(self) -> None:
         await self.renderer.start()
 
     async def close(self) -> None:
+        if self._cleanups:
+            await asyncio.wait(self._cleanups, timeout=15)
         await self.renderer.close()
         self.threads.shutdown(wait=False, cancel_futures=True)
 
@@ -97,7 +100,15 @@ class Fetcher:
         self.running += 1
         try:
             if browser:
-                return await self.renderer.render(spec, started=started, deadline=deadline, max_bytes=max_bytes(spec))
+                outcome, after = await self.renderer.render(
+                    spec, started=started, deadline=deadline, max_bytes=max_bytes(spec)
+                )
+                if after is not None:
+                    # The answer goes now; closing the page's context (and making the next spare) after.
+                    task = asyncio.ensure_future(after)
+                    self._cleanups.add(task)
+                    task.add_done_callback(self._cleanups.discard)
+                return outcome
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(
                 self.threads, lambda: fetch_static(spec, policy=self.policy, started=started, deadline=deadline)

@@ -139,6 +139,16 @@ def test_headers_are_sent(fetcher, pages):
         assert outcome.extracted_data["lang"] == "fr-CH"
 
 
+def test_headers_stay_with_their_request(fetcher, pages):
+    """Rendered requests in turn (contexts made ahead of them): one's headers never reach the next's."""
+    lang = ({"name": "lang", "type": "css", "query": "#lang::text"},)
+    for value in ("fr-CH", None, "de-AT", None):
+        outcome = fetch(FetchSpec(url=f"{pages.url}/headers", render=True, queries=lang,
+                                  headers={"Accept-Language": value} if value else {}))
+        assert (outcome.extracted_data["lang"] == value) if value else outcome.extracted_data["lang"] not in (
+            "fr-CH", "de-AT")
+
+
 @pytest.mark.parametrize("render", [False, True], ids=["static", "rendered"])
 @pytest.mark.parametrize("credentials", [False, True])
 def test_through_a_proxy(fetcher, pages, proxy, render, credentials):
