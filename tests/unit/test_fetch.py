@@ -17,6 +17,7 @@ from urllib.parse import quote
 import pytest
 
 from core.errors import ValidationFailed
+from jobs import connections
 from jobs import fetch as fetch_module
 from jobs.fetch import FetchFailed, FetchResult, fetch
 from spiders.netpolicy import NetPolicy, parse_networks
@@ -47,6 +48,14 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[object]]:
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     yield attempts
     assert all(address[0] == "127.0.0.1" for address in attempts)  # type: ignore[index]
+
+
+@pytest.fixture(autouse=True)
+def no_kept_connections() -> Iterator[None]:
+    """Each test starts without connections kept by another."""
+    connections.kept.clear()
+    yield
+    connections.kept.clear()
 
 
 def page(handler: Handler, query: dict[str, str]) -> None:
@@ -276,3 +285,48 @@ def test_environment_proxies_are_ignored(site: ScriptedSite, monkeypatch: pytest
     for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "ALL_PROXY"):
         monkeypatch.setenv(name, "http://127.0.0.1:9/")
     assert fetch(f"{site.url}/page", policy=SITE_ONLY).status == 200
+
+
+def test_kept_connections_serve_only_what_they_were_judged_for(site: ScriptedSite, loopback_only: list[object]) -> None:
+    """GETs reuse a connection to the same scheme, host, port, policy and Authorization; nothing else does."""
+    for _ in range(3):
+        assert fetch(f"{site.url}/page", policy=SITE_ONLY).status == 200
+    assert len(loopback_only) == 1
+    other = NetPolicy(parse_networks("127.0.0.1/32"), resolver=lambda host, port, timeout: ["127.0.0.1"])
+    fetch(f"{site.url}/page", policy=other)  # another policy: its own connection
+    fetch(f"{site.url}/page", policy=SITE_ONLY, headers={"Authorization": "Basic YTpi"})  # its own too
+    fetch(f"{site.url}/page", policy=SITE_ONLY, headers={"Authorization": "Basic YTpi"})
+    fetch(f"http://localhost.test:{site.port}/page", policy=other)  # another host name
+    assert len(loopback_only) == 4
+    # A page not read to its end (too large, a redirect's body) does not leave its connection to another.
+    with pytest.raises(FetchFailed):
+        fetch(f"{site.url}/big?n=200000", policy=SITE_ONLY, max_bytes=1000)
+    assert fetch(f"{site.url}/page", policy=SITE_ONLY).text == "<html><title>Café</title></html>"
+
+
+def test_kept_connection_keeps_the_address_it_was_judged_for(site: ScriptedSite) -> None:
+    """A name that resolves elsewhere later (DNS rebinding) is not followed by a kept connection; a new
+    connection is judged again."""
+    answers = iter([["127.0.0.1"], ["10.1.2.3"]])
+    policy = NetPolicy(parse_networks("127.0.0.1/32"), resolver=lambda host, port, timeout: next(answers))
+    assert fetch(f"http://rebind.test:{site.port}/page", policy=policy).status == 200
+    assert fetch(f"http://rebind.test:{site.port}/page", policy=policy).status == 200  # to 127.0.0.1 still
+    connections.kept.clear()
+    with pytest.raises(ValidationFailed) as info:
+        fetch(f"http://rebind.test:{site.port}/page", policy=policy)
+    assert refusal(info) == "rebind.test resolves to 10.1.2.3, which is in a private network"
+
+
+def test_kept_connection_closed_by_the_server_is_replaced(
+    site: ScriptedSite, loopback_only: list[object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kept connection the server closed just as it was reused: the GET goes again on a new one."""
+    assert fetch(f"{site.url}/page", policy=SITE_ONLY).status == 200
+    (pool,) = connections.kept._pools.values()
+    for conn in pool.pool.queue:
+        if conn is not None and conn.sock is not None:
+            conn.sock.shutdown(socket.SHUT_WR)  # the connection ends (the server closes its side too)...
+    # ...and the check before reuse misses it, as it does when the server closes just then.
+    monkeypatch.setattr("urllib3.connectionpool.is_connection_dropped", lambda conn: False)
+    assert fetch(f"{site.url}/page", policy=SITE_ONLY).status == 200
+    assert len(loopback_only) == 2

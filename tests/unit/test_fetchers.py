@@ -12,7 +12,7 @@ from fetchers import client
 from fetchers.captures import extracted, markdown
 from fetchers.client import FetchersBusy, FetchersUnavailable, FetchOutcome, FetchSpec
 from fetchers.service import needs_browser, spec_error
-from jobs.fetch import _Deadline
+from jobs.connections import Deadline as _Deadline
 from spiders.extraction import ExtractionError
 from spiders.proxying import Proxy
 
