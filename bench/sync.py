@@ -108,6 +108,21 @@ def fetcher_pid(platform: Platform) -> int:
     raise BenchError("No fetcher process under runplatform")
 
 
+def fetcher_idle(base: str) -> Callable[[], None]:
+    """A call that returns once the fetcher has nothing running or left to clean up: its answer goes before
+    a page's context is closed, and that closing must not fall into the next (bare) call's time."""
+    session = requests.Session()
+
+    def wait() -> None:
+        for _ in range(500):
+            body = session.get(f"{base}/health", timeout=5).json()
+            if body["running"] == 0 and body.get("cleaning", 0) == 0:
+                return
+            time.sleep(0.002)
+
+    return wait
+
+
 def wait_for_fetcher(platform: Platform, timeout: float = 60) -> None:
     """Until the fetcher `make run` started answers (its browser is started by then)."""
     deadline = time.monotonic() + timeout
@@ -216,8 +231,10 @@ def timed(call: Callable[[], Any]) -> float:
     return time.perf_counter() - started
 
 
-def alternate(count: int, platform: Callable[[int], Any], bare: Callable[[int], Any], warmup: int = 3) -> dict:
-    """Latencies of `count` calls of each, alternating (and which goes first too), after a warm-up."""
+def alternate(count: int, platform: Callable[[int], Any], bare: Callable[[int], Any], warmup: int = 3,
+              quiet: Callable[[], None] | None = None) -> dict:
+    """Latencies of `count` calls of each, alternating (and which goes first too), after a warm-up; with
+    `quiet`, each call starts once it returns (the platform's work left after an answer is not the next's)."""
     for n in range(1, warmup + 1):
         platform(n), bare(n)
     samples: dict[str, list[float]] = {"platform": [], "bare": []}
@@ -225,6 +242,8 @@ def alternate(count: int, platform: Callable[[int], Any], bare: Callable[[int], 
         n = i + 1
         pair = [("platform", platform), ("bare", bare)]
         for name, call in pair if i % 2 == 0 else reversed(pair):
+            if quiet is not None:
+                quiet()
             samples[name].append(timed(lambda call=call, n=n: call(n)))
     return samples
 
@@ -310,6 +329,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         direct = Direct(f"http://127.0.0.1:{platform.fetcher_port}")
         wait_for_fetcher(platform)
         memory = Memory(fetcher_pid(platform))
+        quiet = fetcher_idle(f"http://127.0.0.1:{platform.fetcher_port}")
         bare = Bare()
 
         def static_url(n: int) -> str:
@@ -362,13 +382,14 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             settle(pid)
             results["latency"]["static, 3 queries: fetcher alone"] = alternate(args.static, direct_static, bare_static)
             results["latency"]["rendered html: fetcher alone"] = alternate(args.rendered, direct_rendered,
-                                                                           bare_page("html"))
-            results["latency"]["rendered pdf: fetcher alone"] = alternate(args.rendered, direct_pdf, bare_page("pdf"))
+                                                                           bare_page("html"), quiet=quiet)
+            results["latency"]["rendered pdf: fetcher alone"] = alternate(args.rendered, direct_pdf, bare_page("pdf"),
+                                                                          quiet=quiet)
             results["literal httpx.get"] = alternate(20, literal_httpx_get, bare_static)["platform"]
             for capture in ("html", "screenshot", "pdf"):
                 settle(pid)
                 results["latency"][f"rendered {capture}"] = alternate(
-                    args.rendered, platform_page(capture), bare_page(capture)
+                    args.rendered, platform_page(capture), bare_page(capture), quiet=quiet
                 )
             for name, concurrency, total, ours_call, bare_call in (
                 ("static", 16, args.static_total, platform_static, bare_static),
@@ -407,7 +428,11 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
         "does, but in the page's own world, which costs less). Platform scrapes are full API calls: key",
         "authentication, validation, the fetcher round trip, and the capture stored as a result file. Pages are",
         "bench/crawl_site.py's product pages (static, and script-rendered for the browser rows) from a server in",
-        "its own process. Calls alternate between platform and bare after a warm-up of 3 each. Rows \"fetcher",
+        "its own process. Calls alternate between platform and bare (which goes first alternates too) after a",
+        "warm-up of 3 each; in the rendered rows each call starts once the fetcher has nothing running or closing",
+        "(it answers before it closes a page's context: that closing does not fall into the next call's time).",
+        "\"paired\" is the median of the ratios of the calls made one after the other, less moved by the",
+        "machine's load changing during a row than the ratio of p50s. Rows \"fetcher",
         "alone\" post the same work to the fetcher service's own `POST /fetch` (no API in front): the",
         "difference to the API's row is the web side's share (Django, the API key, validation, storing the",
         "capture as a result file). Each phase starts once the platform is idle; in the throughput rows a",
@@ -420,8 +445,8 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
         f"- Load average (1 min) at the start and the end: {results['load'][0]:.1f}, {results['load'][1]:.1f} "
         "(the machine is shared: other work ran at the same time)",
         "",
-        "| latency | platform p50 | platform p95 | bare p50 | bare p95 | p50 overhead | ratio of p50s |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| latency | platform p50 | platform p95 | bare p50 | bare p95 | p50 overhead | ratio of p50s | paired |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     checks = []
     for name, samples in results["latency"].items():
@@ -429,7 +454,8 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
         p50, b50 = statistics.median(ours), statistics.median(bare)
         lines.append(
             f"| {name} | {p50 * 1000:.1f} ms | {percentile(ours, 0.95) * 1000:.1f} ms | {b50 * 1000:.1f} ms | "
-            f"{percentile(bare, 0.95) * 1000:.1f} ms | {(p50 - b50) * 1000:+.1f} ms | {p50 / b50:.2f} |"
+            f"{percentile(bare, 0.95) * 1000:.1f} ms | {(p50 - b50) * 1000:+.1f} ms | {p50 / b50:.2f} | "
+            f"{statistics.median([a / b for a, b in zip(ours, bare, strict=True)]):.2f} |"
         )
         if "alone" in name:
             continue
@@ -494,7 +520,7 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--static", type=int, default=100, help="static latency samples of each")
-    parser.add_argument("--rendered", type=int, default=30, help="latency samples of each rendered kind")
+    parser.add_argument("--rendered", type=int, default=80, help="latency samples of each rendered kind")
     parser.add_argument("--static-total", type=int, default=640, help="requests of the static throughput run")
     parser.add_argument("--rendered-total", type=int, default=80, help="requests of the rendered throughput run")
     parser.add_argument("--no-write", action="store_true", help="print the table only")

@@ -143,6 +143,7 @@ async def handle_health(request: web.Request) -> web.Response:
     renderer = fetcher.renderer
     return web.json_response({
         "status": "ok", "waiting": fetcher.waiting, "running": fetcher.running, "served": fetcher.served,
+        "cleaning": len(fetcher._cleanups),  # answered rendered requests whose contexts are still closing
         "queue": fetcher.queue, "browser_pid": renderer.pid, "browser_launches": renderer.launches,
     })
 
