@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
+from http.client import RemoteDisconnected
 
 import pytest
-import requests
+import urllib3
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ProtocolError, ReadTimeoutError
 
 from fetchers import client
 from fetchers.captures import extracted, markdown
@@ -78,12 +81,11 @@ def test_spec_errors(changes, error):
 
 
 class FakeResponse:
-    def __init__(self, status_code: int, body: dict | None = None, headers: dict | None = None) -> None:
-        self.status_code, self._body, self.headers = status_code, body or {}, headers or {}
-        self.text = str(body)
+    """What urllib3 answers: status, headers and the body's bytes."""
 
-    def json(self) -> dict:
-        return self._body
+    def __init__(self, status: int, body: dict | None = None, headers: dict | None = None) -> None:
+        self.status, self.headers = status, headers or {}
+        self.data = json.dumps(body or {}).encode()
 
 
 @pytest.fixture
@@ -92,7 +94,7 @@ def answers(monkeypatch):
     script: dict[str, object] = {}
     calls: list[str] = []
 
-    def post(session, url, *, data, timeout):
+    def post(pools, method, url, *, body, timeout):
         base = url.removesuffix("/fetch")
         calls.append(base)
         answer = script[base]
@@ -100,13 +102,13 @@ def answers(monkeypatch):
             raise answer
         return answer
 
-    monkeypatch.setattr(requests.Session, "post", post)
+    monkeypatch.setattr(urllib3.PoolManager, "request", post)
     return script, calls
 
 
 OK = FakeResponse(200, outcome().to_json())
 BUSY = FakeResponse(503, {"error": "service_unavailable"}, {"Retry-After": "3"})
-DOWN = requests.ConnectionError("refused")
+DOWN = NewConnectionError(None, "refused")
 
 
 def test_client_spreads_requests_over_fetchers(answers):
@@ -147,39 +149,39 @@ def test_client_waits_for_the_spec_timeout_and_some_grace(answers, monkeypatch, 
     seen = {}
     settings.FETCHER_CLIENT_GRACE = 2.0
 
-    def post(session, url, *, data, timeout):
+    def post(pools, method, url, *, body, timeout):
         seen["timeout"] = timeout
         return OK
 
-    monkeypatch.setattr(requests.Session, "post", post)
+    monkeypatch.setattr(urllib3.PoolManager, "request", post)
     client.fetch(FetchSpec(url="u", timeout_ms=7_500), urls=["http://a"])
-    assert seen["timeout"] == (2.0, 9.5)
+    assert (seen["timeout"].connect_timeout, seen["timeout"].read_timeout) == (2.0, 9.5)
 
 
 def test_client_keeps_its_connection_and_makes_a_new_one_if_the_fetcher_closed_it(answers, monkeypatch):
     script, calls = answers
     script["http://a"] = OK
     client.fetch(FetchSpec(url="u"), urls=["http://a"])
-    first = client._session()
+    first = client._pools()
     client.fetch(FetchSpec(url="u"), urls=["http://a"])
-    assert client._session() is first  # one kept-alive session per thread
-    closed = requests.ConnectionError("('Connection aborted.', RemoteDisconnected('Remote end closed connection'))")
+    assert client._pools() is first  # one set of kept-alive connections per thread
+    closed = ProtocolError("Connection aborted.", RemoteDisconnected("Remote end closed connection"))
     turns = iter([closed, OK])
 
-    def post(session, url, *, data, timeout):
-        calls.append(session)
+    def post(pools, method, url, *, body, timeout):
+        calls.append(pools)
         answer = next(turns)
         if isinstance(answer, Exception):
             raise answer
         return answer
 
-    monkeypatch.setattr(requests.Session, "post", post)
+    monkeypatch.setattr(urllib3.PoolManager, "request", post)
     assert client.fetch(FetchSpec(url="u"), urls=["http://a"]) == outcome()
-    assert calls[-2] is first and calls[-1] is client._session() is not first  # again, on a new connection
+    assert calls[-2] is first and calls[-1] is client._pools() is not first  # again, on a new connection
 
 
-@pytest.mark.parametrize("error", [requests.ConnectionError("refused"), requests.ReadTimeout("slow"),
-                                   requests.ConnectTimeout("no answer")])
+@pytest.mark.parametrize("error", [NewConnectionError(None, "refused"), ReadTimeoutError(None, "u", "slow"),
+                                   ConnectTimeoutError("no answer")])
 def test_client_does_not_repeat_a_fetch_that_timed_out_or_was_refused(answers, error):
     script, calls = answers
     script["http://a"] = error
