@@ -118,8 +118,9 @@ class ScrapeRequestSerializer(_SyncRequest):
                 found[f"headers.{name}"] = "Not allowed; one of: " + ", ".join(_CANONICAL.values())
             elif isinstance(header, str) and not _HEADER_VALUE.match(header):
                 found[f"headers.{name}"] = "Only printable ASCII characters"
-        if not any(name in errors for name in _WAITING):
-            # The waiting rules of render_config, applied by its own serializer.
+        if any(name in data for name in _WAITING) and not any(name in errors for name in _WAITING):
+            # The waiting rules of render_config, applied by its own serializer (its defaults alone pass
+            # them: not checked again on every request that gives none).
             render = RenderConfigSerializer(data={"enabled": True, **{k: data[k] for k in _WAITING if k in data}})
             if not render.is_valid():
                 found.update(flatten_details(render.errors))
