@@ -4,21 +4,27 @@ The topology is issue 15's, as processes on this machine (tests/integration/topo
 front of two web processes (gunicorn, deploy/systemd's command line), two Celery workers, beat,
 PostgreSQL, Redis, moto's S3 server as the item store (STORAGE_URL) and one Scrapyd node.
 
-* Ingest: what the report endpoint accepts, in items/s. A load generator (LOADERS processes of
-  THREADS threads, each with a keep-alive connection) posts item batches the way a crawl's reporting
-  extension does (`POST /api/v1/internal/runs/{id}/items?seq=N`, NDJSON, the run's token) through
-  nginx, for queued runs (no crawl runs: the node is disabled), BATCH items of ~300 bytes per batch.
+* Ingest: what the report endpoint accepts, in items/s. A load generator (THREADS threads of this
+  process, each with one kept-alive connection, as each crawl's sender thread has) posts item batches
+  the way a crawl's reporting extension does (`POST /api/v1/internal/runs/{id}/items?seq=N`, NDJSON,
+  the run's token, a 5xx sent again) through nginx, for queued runs (no crawl runs: the node is
+  disabled): BATCH items of ~300 bytes per batch, the reporter's batch size, bodies encoded beforehand.
   "One web process" is nginx's upstream with web-1 only (`nginx -s reload`), "two" with both; the
   rest of the topology is the same. After a warm-up, repetitions alternate 1, 2, 1, 2, ...; medians.
-  The CPU seconds each part of the topology used during the runs are reported beside it: on a shared
-  2-core machine the load generator, moto and PostgreSQL take their share of the same two cores.
+* Sizing: each web process is one gunicorn worker (WEB_WORKERS) capped at WEB_CPU cores (a cgroup
+  quota, bench/cpucap.py), a web machine of that size; the services and the load generator have caps
+  of their own. On a shared 2-core machine one uncapped web process can already take both cores, so
+  "two" could only take CPU from "one": capped, two web processes have twice one's CPU and the ratio
+  says what the rest of the topology lets the second add. The same is then run with no caps. The CPU
+  each part used, per item and in cores, and how much of each cap it used, are reported beside.
 * Dispatch: runs/s from queued to pending. RUNS runs wait while the node is disabled; enabling it
   (PATCH /nodes/{id}) lets the queue move, and the time until no run is queued is measured. The node
   has more platform slots than runs and its job's page answers after minutes, so the few crawls that
   start stay idle: what is measured is the platform's dispatch (queue, Celery, Scrapyd's schedule.json).
   "One worker" is worker-2 stopped (SIGTERM), "two" with it started again.
 
-Usage: .venv/bin/python bench/scale.py [--repeat 2] [--items 40000] [--runs 200] [--no-write]
+Usage: .venv/bin/python bench/scale.py [--repeat 3] [--dispatch-repeat 2] [--items 200000] [--batch 1000] [--runs 200]
+       [--web-cpu 0.4 (0: no caps)] [--no-write] [--no-dispatch] [--py-spy FILE]
 """
 
 from __future__ import annotations
@@ -26,17 +32,23 @@ from __future__ import annotations
 import argparse
 import hashlib
 import hmac
+import http.client
 import json
-import multiprocessing
 import os
+import resource
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import cpucap
 from accounting import children, reaped_cpu, tree_cpu
+from cpucap import CpuCap
 from record import DOC, REPO, machine, now, write_section
 
 sys.path[:0] = [str(REPO / "platform"), str(REPO)]
@@ -45,25 +57,62 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 SECTION = "## Scale-out (bench/scale.py)"
 TARGET = 1.6
-LOADERS = 2
-THREADS = 8
-BATCH = 100
+THREADS = 16
+BATCH = 1000  # the reporter's PLATFORM_REPORT_BATCH_SIZE: a crawl scraping 1,000+ items/s fills each batch
+WEB_WORKERS = 1
+# Cores each part may use (bench/cpucap.py), as machines of their own would have: each web process; the
+# shared services (nginx, PostgreSQL, Redis, the S3 store) together; the load generator (the crawls).
+# 0.4 + 0.4 + 0.6 + 0.3 fit in this machine's 2 cores beside other work; services and load take well
+# under their caps (the report says how much of each cap was used).
+WEB_CPU, SERVICES_CPU, LOADER_CPU = 0.4, 0.6, 0.3
+SERVICES = ("proxy", "postgres", "redis", "s3")
 RUNS_FOR_INGEST = 32
 
 
-def batch_body(run: int, seq: int) -> bytes:
-    lines = (json.dumps({"url": f"http://shop.example/p/{run}/{seq}/{n}", "title": f"Widget {n}", "price": f"{n}.50",
-                         "description": "Made of steel. " * 8, "tags": ["a", "b"], "stock": n, "seq": seq})
-             for n in range(BATCH))
+def batch_body(run: int, batch: int) -> bytes:
+    """One NDJSON batch of `batch` items of ~300 bytes, as the reporter encodes them."""
+    lines = (json.dumps({"url": f"http://shop.example/p/{run}/{n}", "title": f"Widget {n}", "price": f"{n}.50",
+                         "description": "Made of steel. " * 8, "tags": ["a", "b"], "stock": n})
+             for n in range(batch))
     return ("\n".join(lines) + "\n").encode()
 
 
-def loader(args: tuple[str, list[tuple[str, str]], int, int, int]) -> tuple[int, int, float, float]:
-    """One load-generating process: THREADS threads, each posting its share of `batches` batches."""
-    import requests
+def load(proxy_url: str, runs: list[tuple[str, str]], bodies: list[bytes], *, first_seq: int, batches: int,
+         threads: int) -> tuple[int, int, float, float]:
+    """Post `batches` batches from `threads` threads, each on one kept-alive connection as a crawl's
+    sender thread is: (items stored, batches sent again, start, end).
 
-    base, runs, first_seq, batches, threads = args
+    Bodies are encoded beforehand (a crawl encodes its items as it scrapes them, not in its sender),
+    and http.client sends them as they are, so the generator's own CPU per batch is small."""
+    host, port = proxy_url.removeprefix("http://").split(":")
     done, retried, failed = [0] * threads, [0] * threads, []
+
+    def send(index: int) -> None:
+        connection = http.client.HTTPConnection(host, int(port), timeout=120)
+        for k in range(index, batches, threads):
+            run_id, token = runs[k % len(runs)]
+            seq = first_seq + k // len(runs)
+            body = bodies[k % len(runs)]
+            headers = {"X-Run-Token": token, "Content-Type": "application/x-ndjson", "Content-Length": str(len(body))}
+            # As the crawls' reporter does: a 5xx (nginx's 502 when a kept-alive connection was reset), or
+            # a connection that broke, is sent again; the platform stores a batch once (`stored` is what was new).
+            for attempt in range(4):
+                try:
+                    connection.request("POST", f"/api/v1/internal/runs/{run_id}/items?seq={seq}", body, headers)
+                    response = connection.getresponse()
+                    status, text = response.status, response.read()
+                except (OSError, http.client.HTTPException):
+                    if attempt == 3:
+                        raise
+                    connection.close()
+                    status, text = 599, b""
+                if status < 500 or attempt == 3:
+                    break
+                retried[index] += 1
+            if status != 200:
+                raise RuntimeError(f"HTTP {status}: {text[:300]!r}")
+            done[index] += json.loads(text)["stored"]
+        connection.close()
 
     def work(index: int) -> None:
         try:
@@ -71,27 +120,8 @@ def loader(args: tuple[str, list[tuple[str, str]], int, int, int]) -> tuple[int,
         except Exception as exc:  # noqa: BLE001 - reported by the caller, with the others' counts
             failed.append(repr(exc))
 
-    def send(index: int) -> None:
-        session = requests.Session()
-        for k in range(index, batches, threads):
-            run_id, token = runs[k % len(runs)]
-            seq = first_seq + k // len(runs)
-            body = batch_body(k % len(runs), seq)
-            # As the crawls' reporter does: a 5xx (nginx's 502 when a kept-alive connection was reset) is
-            # sent again, and the platform stores a batch once (`stored` says how many items were new).
-            for attempt in range(4):
-                response = session.post(f"{base}/api/v1/internal/runs/{run_id}/items", params={"seq": seq}, data=body,
-                                        headers={"X-Run-Token": token, "Content-Type": "application/x-ndjson"},
-                                        timeout=120)
-                if response.status_code < 500 or attempt == 3:
-                    break
-                retried[index] += 1
-            if response.status_code != 200:
-                raise RuntimeError(f"HTTP {response.status_code}: {response.text[:300]}")
-            done[index] += response.json()["stored"]
-
     pool = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
-    started = time.time()  # the load only: the process's own start (spawn, imports) is not counted
+    started = time.time()
     for thread in pool:
         thread.start()
     for thread in pool:
@@ -128,28 +158,41 @@ def _reaped(pid: int) -> float:
         return 0.0
 
 
-def measure_ingest(topology, runs, webs: int, items: int, seq_base: int) -> dict:
+def measure_ingest(topology, caps, runs, bodies, webs: int, items: int, batch: int, seq_base: int) -> dict:
     topology.set_backends(list(range(1, webs + 1)))
     names = ["proxy", "web-1", "web-2", "postgres", "redis", "s3", "worker-1", "worker-2", "beat"]
-    batches = items // BATCH
-    per_loader = batches // LOADERS
-    before, busy0, outer0 = cpu_of(topology, names), machine_busy(), time.monotonic()
-    t0 = os.times()
-    with multiprocessing.get_context("spawn").Pool(LOADERS) as pool:
-        args = [(topology.proxy_url, runs[i::LOADERS], seq_base + i * 10_000, per_loader, THREADS) for i in range(LOADERS)]
-        results = pool.map(loader, args)
-    accepted, retried = sum(r[0] for r in results), sum(r[1] for r in results)
-    wall = max(r[3] for r in results) - min(r[2] for r in results)
-    outer = time.monotonic() - outer0  # CPU figures cover this (the loaders' start and end too)
-    busy = machine_busy() - busy0
-    t1 = os.times()
+    before, busy0, self0, outer0 = cpu_of(topology, names), machine_busy(), own_cpu(), time.monotonic()
+    accepted, retried, started, ended = load(topology.proxy_url, runs, bodies, first_seq=seq_base,
+                                             batches=items // batch, threads=THREADS)
+    outer = time.monotonic() - outer0  # CPU figures cover this (the threads' start and end too)
+    busy, own = machine_busy() - busy0, own_cpu() - self0
     after = cpu_of(topology, names)
     cpu = {name: after[name] - before.get(name, 0.0) for name in after}
-    cpu["load generator"] = (t1.children_user + t1.children_system) - (t0.children_user + t0.children_system)
+    cpu["load generator"] = own
     webs_cpu = sum(cpu[f"web-{n}"] for n in range(1, webs + 1))
-    return {"webs": webs, "items": accepted, "retried": retried, "seconds": wall, "items_per_s": accepted / wall, "cpu": cpu,
+    wall = ended - started
+    # How much of its cap each part used (1.0: the cap was its limit).
+    used = {"web-1": cpu["web-1"], "web-2": cpu["web-2"], "services": sum(cpu[n] for n in SERVICES),
+            "load generator": own}
+    cap_use = {part: used[part] / (cap.cores * outer) for part, cap in caps.items() if part != "web-2" or webs == 2}
+    return {"cap_use": cap_use, "webs": webs, "items": accepted, "retried": retried, "seconds": wall, "items_per_s": accepted / wall, "cpu": cpu,
             "machine_cores": busy / outer, "topology_cores": sum(cpu.values()) / outer, "outer": outer,
             "items_per_web_cpu_s": accepted / webs_cpu if webs_cpu > 0 else 0.0}
+
+
+def start_py_spy(path: str, topology) -> subprocess.Popen:
+    """py-spy sampling web-1 (its gunicorn worker) into `path`, raw format (the threads holding the GIL)."""
+    spy = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--gil", "--subprocesses", "-f", "raw",
+                            "-r", "50", "-o", path, "-p", str(topology.processes["web-1"].proc.pid)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(2)
+    return spy
+
+
+def own_cpu() -> float:
+    """CPU seconds of this process (the load generator's threads; the rest of it waits meanwhile)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def queued(db, job_id: str) -> int:
@@ -179,16 +222,45 @@ def measure_dispatch(topology, api, db, node_id: str, make_job, workers: int, ru
     elapsed = time.monotonic() - t0
     counts = dict(db.execute("SELECT status, count(*) FROM jobs_run WHERE job_id = %s GROUP BY status",
                              (job_id,)).fetchall())
+    # The repetition's runs leave the node before the next one: each repetition starts from an empty
+    # node (left pending, they made each later repetition slower: 23, 20, 12, 6, 2 runs/s in one run).
+    ids = [row[0] for row in db.execute("SELECT id FROM jobs_run WHERE job_id = %s", (job_id,)).fetchall()]
+    with ThreadPoolExecutor(8) as pool:
+        done = list(pool.map(lambda run_id: api.post(f"{base}/runs/{run_id}/cancel", timeout=60).status_code, ids))
+    assert set(done) <= {200, 202, 409}, done
+    wait_until_none(db, "SELECT count(*) FROM jobs_run WHERE job_id = %s AND status = 'pending'", job_id)
     return {"workers": workers, "runs": runs, "seconds": elapsed, "runs_per_s": runs / elapsed, "statuses": counts}
+
+
+def wait_until_none(db, query: str, *args, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while db.execute(query, args).fetchone()[0]:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"still {db.execute(query, args).fetchone()[0]} after {timeout} s: {query}")
+        time.sleep(0.5)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=2)
-    parser.add_argument("--items", type=int, default=40_000, help="items per ingest repetition")
+    parser.add_argument("--repeat", type=int, default=3, help="ingest repetitions of one and of two web processes")
+    parser.add_argument("--dispatch-repeat", type=int, default=2, help="dispatch repetitions of one and of two workers")
+    parser.add_argument("--items", type=int, default=200_000, help="items per ingest repetition")
+    parser.add_argument("--batch", type=int, default=BATCH, help="items per batch")
+    parser.add_argument("--web-workers", type=int, default=WEB_WORKERS, help="gunicorn workers per web process")
+    parser.add_argument("--web-cpu", type=float, default=WEB_CPU,
+                        help="cores each web process may use (a cgroup CPU quota; 0: no caps at all)")
+    parser.add_argument("--services-cpu", type=float, default=SERVICES_CPU, help="cores nginx, PostgreSQL, Redis, S3 may use")
+    parser.add_argument("--loader-cpu", type=float, default=LOADER_CPU, help="cores the load generator may use")
     parser.add_argument("--runs", type=int, default=200, help="runs per dispatch repetition")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--no-dispatch", action="store_true", help="ingest only (implies --no-write)")
+    parser.add_argument("--py-spy", metavar="FILE", help="record web-1 with py-spy (raw) in the first one-web repetition")
+    parser.add_argument("--report-from", metavar="FILE", help="render the report of a run's saved results")
     opts = parser.parse_args()
+    if opts.report_from:
+        saved = json.loads(Path(opts.report_from).read_text())
+        report(saved["ingest"], saved["dispatch"], argparse.Namespace(**{**saved["opts"], "no_write": opts.no_write}))
+        return
 
     import django
 
@@ -200,9 +272,22 @@ def main() -> None:
 
     site = FixtureSite()
     # Runs wait for the node as long as a repetition needs (they would fail after RUN_DISPATCH_RETRIES).
-    topology = Topology(Path(tempfile.mkdtemp(prefix="scale-")), node_slots=(2,),
+    topology = Topology(Path(tempfile.mkdtemp(prefix="scale-")), node_slots=(2,), web_workers=opts.web_workers,
                         extra_env={"RUN_DISPATCH_RETRIES": "1000", "RUN_DISPATCH_TIMEOUT": "3600"}).start()
+    caps: dict[str, CpuCap] = {}
     try:
+        if opts.web_cpu:
+            if not cpucap.available():
+                raise SystemExit("No writable cgroup v1 cpu hierarchy here: run with --web-cpu 0 (no caps)")
+            budgets = {"web-1": opts.web_cpu, "web-2": opts.web_cpu, "services": opts.services_cpu,
+                       "load generator": opts.loader_cpu}
+            for part, cores in budgets.items():
+                caps[part] = CpuCap(f"platform-bench-{part.replace(' ', '-')}-{os.getpid()}", cores)
+            for name in ("web-1", "web-2"):
+                caps[name].add_tree(topology.processes[name].proc.pid)
+            for name in SERVICES:
+                caps["services"].add_tree(topology.processes[name].proc.pid)
+            caps["load generator"].add(os.getpid())  # this process alone (the topology is its children)
         api = topology.session()
         base = topology.proxy_url + "/api/v1"
         node = api.get(f"{base}/nodes", timeout=30).json()["results"][0]
@@ -220,16 +305,30 @@ def main() -> None:
             token = hmac.new(SECRET_KEY.encode(), f"run-report:{run_id}".encode(), hashlib.sha256).hexdigest()
             runs.append((run_id, token))
 
-        measure_ingest(topology, runs, 2, opts.items // 4, seq_base=0)  # warm-up: connections, imports, bucket
+        bodies = [batch_body(n, opts.batch) for n in range(len(runs))]
+        # Warm-up: connections, imports, the bucket, each run's first report.
+        measure_ingest(topology, caps, runs, bodies, 2, opts.items // 4, opts.batch, seq_base=0)
         ingest = []
-        for rep in range(opts.repeat):
-            for webs in (1, 2):
-                result = measure_ingest(topology, runs, webs, opts.items, seq_base=(rep * 2 + webs) * 100_000)
-                print(f"ingest, {webs} web: {result['items_per_s']:.0f} items/s "
-                      f"({result['items']} in {result['seconds']:.1f} s, {result['retried']} batches sent again), "
-                      f"machine busy {result['machine_cores']:.2f} cores, topology {result['topology_cores']:.2f}; CPU s: "
-                      + ", ".join(f"{k} {v:.1f}" for k, v in result["cpu"].items()), flush=True)
-                ingest.append(result)
+        # The sized measurement first (each part capped), then the same with no caps: what this shared
+        # machine gives the topology when its parts compete with each other and with other work.
+        for phase, capped in enumerate([True, False] if caps else [False]):
+            for cap in caps.values():
+                cap.limit(capped)
+            for rep in range(opts.repeat):
+                for webs in (1, 2):
+                    spy = start_py_spy(opts.py_spy, topology) if opts.py_spy and (phase, rep, webs) == (0, 0, 1) else None
+                    result = measure_ingest(topology, caps if capped else {}, runs, bodies, webs, opts.items, opts.batch,
+                                            seq_base=(phase * 10 + rep * 2 + webs) * 100_000)
+                    result["capped"] = capped
+                    print(f"ingest, {webs} web{' (capped)' if capped else ''}: {result['items_per_s']:.0f} items/s "
+                          f"({result['items']} in {result['seconds']:.1f} s, {result['retried']} batches sent again), "
+                          "caps used " + ", ".join(f"{k} {v:.2f}" for k, v in result["cap_use"].items())
+                          + f", machine busy {result['machine_cores']:.2f} cores, topology {result['topology_cores']:.2f};"
+                          " CPU s: " + ", ".join(f"{k} {v:.1f}" for k, v in result["cpu"].items()), flush=True)
+                    ingest.append(result)
+                    if spy:
+                        spy.send_signal(signal.SIGINT)
+                        spy.wait(60)
         topology.set_backends([1, 2])
         for run_id, _ in runs:  # the ingest's runs leave the queue
             cancel = api.post(f"{base}/runs/{run_id}/cancel", timeout=60)
@@ -237,100 +336,152 @@ def main() -> None:
 
         with psycopg.connect(topology.database_url, autocommit=True) as db:
             dispatch = []
-            for _ in range(opts.repeat):
+            for _ in range(0 if opts.no_dispatch else opts.dispatch_repeat):
                 for workers in (1, 2):
                     result = measure_dispatch(topology, api, db, node["id"], make_job, workers, opts.runs)
                     print(f"dispatch, {workers} worker(s): {result['runs_per_s']:.1f} runs/s "
                           f"({result['runs']} in {result['seconds']:.1f} s) {result['statuses']}", flush=True)
                     dispatch.append(result)
     finally:
-        topology.stop()
-        site.stop()
+        try:
+            topology.stop()
+            site.stop()
+        finally:  # even if stopping was interrupted: no cgroup of ours outlives the run
+            for cap in caps.values():
+                cap.close()
+    if opts.no_dispatch:
+        opts.no_write = True
+    saved = Path(tempfile.gettempdir()) / f"scale-results-{os.getpid()}.json"
+    saved.write_text(json.dumps({"ingest": ingest, "dispatch": dispatch, "opts": vars(opts)}))
+    print(f"Results in {saved} (--report-from renders them again)", flush=True)
     report(ingest, dispatch, opts)
 
 
-def median(rows: list[dict], key: str, field: str, value: int) -> float:
-    return statistics.median(r[field] for r in rows if r[key] == value)
+def median(rows: list[dict], field: str, **match) -> float:
+    values = [r[field] for r in rows if all(r[k] == v for k, v in match.items())]
+    return statistics.median(values) if values else 0.0
+
+
+def cap_used(rows: list[dict], part: str, **match) -> float:
+    values = [r["cap_use"][part] for r in rows if part in r["cap_use"] and all(r[k] == v for k, v in match.items())]
+    return statistics.median(values) if values else 0.0
 
 
 def report(ingest: list[dict], dispatch: list[dict], opts) -> None:
-    one, two = median(ingest, "webs", "items_per_s", 1), median(ingest, "webs", "items_per_s", 2)
-    d1, d2 = median(dispatch, "workers", "runs_per_s", 1), median(dispatch, "workers", "runs_per_s", 2)
-    ratio, dratio = two / one, d2 / d1
+    capped = any(r["capped"] for r in ingest)
+    phases = [True, False] if capped else [False]
+    rate = {(c, w): median(ingest, "items_per_s", capped=c, webs=w) for c in phases for w in (1, 2)}
+    per_cpu = {(c, w): median(ingest, "items_per_web_cpu_s", capped=c, webs=w) for c in phases for w in (1, 2)}
+    ratio = rate[phases[0], 2] / rate[phases[0], 1]  # the target is judged on the sized measurement
+    d1, d2 = median(dispatch, "runs_per_s", workers=1), median(dispatch, "runs_per_s", workers=2)
+    verdict = "met" if ratio >= TARGET else "not met"
+    cores = len(os.sched_getaffinity(0))
+    label = {True: f"each web process capped at {opts.web_cpu:g} core", False: "no caps"}
+
+    rows = []
+    for c in phases:
+        target = f"≥ {TARGET}× ({verdict})" if c == phases[0] else "—"
+        rows.append(f"| ingest (items/s accepted), {label[c]} | {rate[c, 1]:.0f} | {rate[c, 2]:.0f} | "
+                    f"{rate[c, 2] / rate[c, 1]:.2f}× | {target} |")
+    for c in phases:
+        rows.append(f"| items per CPU-second of the web processes, {label[c]} | {per_cpu[c, 1]:.0f} | "
+                    f"{per_cpu[c, 2]:.0f} | {per_cpu[c, 2] / per_cpu[c, 1]:.2f}× | |")
+    if capped:
+        web1 = cap_used(ingest, "web-1", capped=True, webs=1)
+        web2 = statistics.mean([cap_used(ingest, "web-1", capped=True, webs=2), cap_used(ingest, "web-2", capped=True, webs=2)])
+        rows.append(f"| share of its cap each web process used | {web1:.2f} | {web2:.2f} | | |")
+        for part in ("services", "load generator"):
+            rows.append(f"| share of the {part}' cap used ({getattr(opts, part.split()[0] + '_cpu'):g} core) | "
+                        f"{cap_used(ingest, part, capped=True, webs=1):.2f} | {cap_used(ingest, part, capped=True, webs=2):.2f} | | |")
+    for c in phases:
+        rows.append(f"| machine busy ({label[c]}; cores of {cores}, every process on it) | "
+                    f"{median(ingest, 'machine_cores', capped=c, webs=1):.2f} | {median(ingest, 'machine_cores', capped=c, webs=2):.2f} | | |")
+        rows.append(f"| of which the topology ({label[c]}) | {median(ingest, 'topology_cores', capped=c, webs=1):.2f} | "
+                    f"{median(ingest, 'topology_cores', capped=c, webs=2):.2f} | | |")
+    rows.append(f"| batches sent again after a 5xx (all repetitions) | {sum(r['retried'] for r in ingest if r['webs'] == 1)} | "
+                f"{sum(r['retried'] for r in ingest if r['webs'] == 2)} | | |")
+    if dispatch:
+        rows.append(f"| dispatch (runs/s queued → pending), workers | {d1:.1f} | {d2:.1f} | {d2 / d1:.2f}× | — |")
+
     parts = sorted({k for r in ingest for k in r["cpu"]}, key=lambda k: -sum(r["cpu"][k] for r in ingest))
     cpu_rows = []
-    for webs in (1, 2):
-        rows = [r for r in ingest if r["webs"] == webs]
-        wall = sum(r["outer"] for r in rows)
-        cells = " | ".join(f"{sum(r['cpu'].get(k, 0) for r in rows) / wall:.2f}" for k in parts)
-        total = sum(sum(r["cpu"].values()) for r in rows) / wall
-        cpu_rows.append(f"| {webs} | {cells} | {total:.2f} |")
-    verdict = "met" if ratio >= TARGET else "not met"
-    m1, m2 = median(ingest, "webs", "machine_cores", 1), median(ingest, "webs", "machine_cores", 2)
-    t1, t2 = median(ingest, "webs", "topology_cores", 1), median(ingest, "webs", "topology_cores", 2)
-    e1, e2 = median(ingest, "webs", "items_per_web_cpu_s", 1), median(ingest, "webs", "items_per_web_cpu_s", 2)
-    cores = len(os.sched_getaffinity(0))
+    for c in phases:
+        for webs in (1, 2):
+            chosen = [r for r in ingest if r["webs"] == webs and r["capped"] == c]
+            items = sum(r["items"] for r in chosen)
+            wall = sum(r["outer"] for r in chosen)
+            cells = " | ".join(f"{sum(r['cpu'].get(k, 0) for r in chosen) / items * 1e6:.1f}" for k in parts)
+            total = sum(sum(r["cpu"].values()) for r in chosen)
+            cpu_rows.append(f"| {label[c]} | {webs} | {cells} | {total / items * 1e6:.1f} | {total / wall:.2f} |")
+
+    caps_text = ""
+    if capped:
+        caps_text = f"""
+Sizing: a web machine runs one gunicorn worker per core; here each web process is one such machine
+of {opts.web_cpu:g} core: one gunicorn worker × 4 threads (`--workers {opts.web_workers}`, the unit's other
+options unchanged) in a cgroup with a CPU quota of {opts.web_cpu:g} core (bench/cpucap.py). The shared
+services (nginx, PostgreSQL, Redis, moto) together are capped at {opts.services_cpu:g} core and the load
+generator at {opts.loader_cpu:g}, as machines of their own; Celery workers and beat are not capped. Each cap's
+weight is raised so that its processes get their quota beside other work, and never more. "One"
+is then one web machine's CPU and "two" twice it: the ratio is what the rest of the topology lets a
+second web process add. The same repetitions are then run with no caps (each process one session
+competing with everything else on the machine), for comparison.
+"""
     section = f"""{SECTION}
 
 Date: {now()}. Machine: {machine(("Django", "gunicorn", "celery", "psycopg", "moto"))}; nginx 1.22
 (Debian's nginx-light), PostgreSQL and Redis from Debian, shared with other work.
 
 Topology (tests/integration/topology.py, all on this machine): nginx (deploy/nginx/platform.conf) →
-web-1, web-2 (gunicorn as deploy/systemd/platform-web@.service: 2 workers × 4 threads each); worker-1,
-worker-2 (Celery, concurrency 2), beat; PostgreSQL; Redis (broker and cache); moto's S3 server as
-STORAGE_URL (items are Parquet segments in the bucket); one Scrapyd node. Each process has its own
-DATA_DIR.
-
-Ingest: {opts.items} items per repetition in batches of {BATCH} (~300 bytes per item), posted as a
-crawl's reporter posts them, by {LOADERS} processes × {THREADS} threads through nginx to
-{RUNS_FOR_INGEST} queued runs. Dispatch: {opts.runs} queued runs per repetition, released at once by
-enabling the node. {opts.repeat} repetitions of each, alternating; medians.
+web-1, web-2 (gunicorn as deploy/systemd/platform-web@.service, with `--workers {opts.web_workers}`);
+worker-1, worker-2 (Celery, concurrency 2), beat; PostgreSQL; Redis (broker and cache); moto's S3
+server as STORAGE_URL (items are Parquet segments in the bucket); one Scrapyd node. Each process has
+its own DATA_DIR.
+{caps_text}
+Ingest: {opts.items} items per repetition in batches of {opts.batch} (the reporter's
+PLATFORM_REPORT_BATCH_SIZE, ~300 bytes per item, encoded beforehand), posted as a crawl's reporter
+posts them (one kept-alive connection per sender, a 5xx sent again) by {THREADS} threads of one process
+through nginx to {RUNS_FOR_INGEST} queued runs. Dispatch: {opts.runs} queued runs per repetition, released at once
+by enabling the node. {opts.repeat} repetitions of ingest and {opts.dispatch_repeat} of dispatch, alternating one and two; medians.
 
 | measure | one | two | two / one | target |
 |---|---|---|---|---|
-| ingest (items/s accepted), web processes | {one:.0f} | {two:.0f} | {ratio:.2f}× | ≥ {TARGET}× ({verdict}) |
-| dispatch (runs/s queued → pending), workers | {d1:.1f} | {d2:.1f} | {dratio:.2f}× | — |
-| ingest: items per CPU-second of the web processes | {e1:.0f} | {e2:.0f} | {e2 / e1:.2f}× | — |
-| ingest: batches sent again after a 5xx (all repetitions) | {sum(r["retried"] for r in ingest if r["webs"] == 1)} | {sum(r["retried"] for r in ingest if r["webs"] == 2)} | | |
-| machine busy during ingest (cores of {cores}, every process on it) | {m1:.2f} | {m2:.2f} | | |
-| of which the topology (cores) | {t1:.2f} | {t2:.2f} | | |
+{chr(10).join(rows)}
 
-CPU used during the ingest runs, in cores (CPU seconds per second of wall time, summed over the
-repetitions; the machine has {len(os.sched_getaffinity(0))}):
+CPU per item accepted, in µs, by part of the topology (summed over the repetitions), and the
+topology's total in cores:
 
-| web processes | {" | ".join(parts)} | all |
-|---|{"---|" * len(parts)}---|
+| | web processes | {" | ".join(parts)} | all (µs/item) | all (cores) |
+|---|---|{"---|" * len(parts)}---|---|
 {chr(10).join(cpu_rows)}
 """
-    if ratio < TARGET and min(m1, m2) >= 0.9 * cores:
-        section += f"""
-The target of {TARGET}× is not met here, and this machine cannot show it: while each measurement ran,
-the machine was busy on {m1:.2f} (one web) and {m2:.2f} (two webs) of its {cores} cores, of which
-the topology itself (load generator included) used {t1:.2f} and {t2:.2f}: the rest was other work
-on the shared machine. Items/s is then what the scheduler gave the topology, not what a web
-process can do; a second web process can only take CPU from the first one, from moto, PostgreSQL
-and the load generator on the same cores. What a web process needs per item (items per CPU-second)
-is the figure that carries to a machine with cores to spare; the second web process pays off where
-it has cores of its own.
-"""
-    elif ratio < TARGET:
-        section += f"""
-The target of {TARGET}× is not met: the machine had CPU to spare ({m2:.2f} of {cores} cores busy with
-two web processes), so the limit is elsewhere (the load generator's {THREADS * LOADERS} connections, moto, PostgreSQL).
-"""
-    autogroup = Path("/proc/sys/kernel/sched_autogroup_enabled")
-    if autogroup.exists() and autogroup.read_text().strip() == "1":
-        section += """
-Linux shares a busy CPU between sessions (sched_autogroup is on here) and each process of the
-topology is started in a session of its own: on a machine busy with other work, two web processes
-get two sessions' shares where one gets one, which favours "two" beyond what the second process
-itself brings. On a machine the topology has to itself this does not apply.
-"""
+    if ratio < TARGET:
+        section += not_met_text(ingest, opts, capped, ratio)
     print(section)
     if not opts.no_write:
         write_section(section, SECTION, DOC)
         print(f"Wrote {DOC}")
 
+
+def not_met_text(ingest: list[dict], opts, capped: bool, ratio: float) -> str:
+    """Why the sized measurement fell short, from its own figures."""
+    if not capped:
+        return f"""
+The target of {TARGET}× is not met, and with no caps this machine cannot show it: one web process can
+already take both cores, so a second one can only take CPU from the first, from the services and
+from the load generator on the same cores (the topology had
+{median(ingest, "topology_cores", capped=False, webs=1):.2f} and {median(ingest, "topology_cores", capped=False, webs=2):.2f}
+cores of {len(os.sched_getaffinity(0))}).
+"""
+    web2 = statistics.mean([cap_used(ingest, "web-1", capped=True, webs=2), cap_used(ingest, "web-2", capped=True, webs=2)])
+    services = cap_used(ingest, "services", capped=True, webs=2)
+    return f"""
+The target of {TARGET}× is not met ({ratio:.2f}×): with two, each web process used {web2:.2f} of its cap
+(one alone: {cap_used(ingest, "web-1", capped=True, webs=1):.2f}) and the services {services:.2f} of theirs, the
+machine being busy on {median(ingest, "machine_cores", capped=True, webs=2):.2f} cores. A web process that does not use its
+cap waited for something else: the services when they are near their cap, the machine's other work
+when it is not.
+"""
 
 if __name__ == "__main__":
     main()

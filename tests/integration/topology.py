@@ -118,6 +118,9 @@ class Topology:
     node_slots: tuple[int, ...] = (3, 3, 3)
     # Seconds between reconciler passes (beat): how soon a dead node's runs are settled `lost`.
     reconcile_interval: float = 5.0
+    # gunicorn's --workers for each web process, if not the unit's (bench/scale.py sizes a web process
+    # to one core's share of this machine, as a web machine's unit is sized to its cores).
+    web_workers: int | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     processes: dict[str, Process] = field(default_factory=dict)
     web_ports: list[int] = field(default_factory=list)
@@ -233,9 +236,12 @@ class Topology:
         assert done.returncode == 0, f"manage.py {' '.join(args)} failed:\n{done.stdout}\n{done.stderr[-3000:]}"
         return done.stdout.strip()
 
-    def _spawn(self, name: str, unit: str, instance: str = "", extra: dict[str, str] | None = None) -> Process:
+    def _spawn(self, name: str, unit: str, instance: str = "", extra: dict[str, str] | None = None,
+               options: dict[str, str] | None = None) -> Process:
         args, env = unit_command(unit, instance=instance, data_dir=self.data_dir(name),
                                  env=self.process_env(name, extra))
+        for option, value in (options or {}).items():  # the unit's own value of `option` replaced
+            args[args.index(option) + 1] = value
         process = Process(name, args, env=env, cwd=REPO, log_dir=self.base)
         self.processes[name] = process
         return process
@@ -245,7 +251,8 @@ class Topology:
         name = f"web-{number}"
         if len(self.web_ports) < number:
             self.web_ports.append(free_port())
-        return self._spawn(name, "platform-web@.service", str(self.web_ports[number - 1]))
+        return self._spawn(name, "platform-web@.service", str(self.web_ports[number - 1]),
+                           options={} if self.web_workers is None else {"--workers": str(self.web_workers)})
 
     def web_url(self, number: int) -> str:
         return f"http://127.0.0.1:{self.web_ports[number - 1]}"
