@@ -99,7 +99,9 @@ class Baseline:
         feed: bool = True,
         expected_items: int | None = None,
         query_config: dict | None = None,
+        python: str | None = None,
     ) -> CrawlSample:
+        """One crawl; `python` runs it instead of this interpreter (a profiler's wrapper script)."""
         self.count += 1
         stats_path = self.work / f"stats-{self.count}.json"
         feed_path = self.work / f"items-{self.count}.jsonl"
@@ -126,7 +128,7 @@ class Baseline:
         t0 = time.perf_counter()
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "scrapy", *args],
+                [python or sys.executable, "-m", "scrapy", *args],
                 cwd=self.work,
                 env=env,
                 stdout=log,

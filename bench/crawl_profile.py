@@ -14,7 +14,14 @@ under one of:
   idle threads' samples are left out. py-spy is not a requirement: `pip install py-spy` somewhere.
 * `--profiler none`: CPU seconds (rusage) only.
 
-Usage: .venv/bin/python bench/crawl_profile.py [--pages 200] [--repeat 1] [--profiler callgrind|py-spy|none]
+Itemising (callgrind): `--sizes 200,1000` runs every crawl on two sites and splits its instructions into
+start-up and a cost per page (the difference over the extra pages); `--variants` adds node crawls with one
+platform addition off at a time (netguard, caps, jobdir, reporting, or all of them) and the tuned spider
+without its feed, so what each addition costs per page is the node crawl's figure less the variant's.
+`--jobs 2` runs two crawls at a time (instruction counts do not depend on it; CPU-s then do).
+
+Usage: .venv/bin/python bench/crawl_profile.py [--pages 200 | --sizes 200,1000] [--repeat 1]
+       [--profiler callgrind|py-spy|none] [--variants netguard,caps,jobdir,reporting,all,feed] [--jobs 1]
        [--py-spy PATH] [--write]   (--write: record the table in docs/benchmarks.md, its own section)
 """
 
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import concurrent.futures
 import json
 import os
 import re
@@ -63,6 +71,25 @@ CATEGORIES = [
     ("logging", r"logging/__init__|scrapy/utils/log\.py|logformatter"),
     ("the spider's callback (extraction)", r"extraction\.py|builtin/query\.py|bench_spider\.py"),
 ]
+# Node-crawl variants: settings left out of the node's command line, and settings put in their place.
+NODE_VARIANTS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
+    "netguard": ((), {"DOWNLOADER_MIDDLEWARES": "{}", "TWISTED_DNS_RESOLVER": "scrapy.resolver.CachingThreadedResolver"}),
+    "caps": (("CLOSESPIDER_PAGECOUNT", "CLOSESPIDER_ITEMCOUNT"), {}),
+    "jobdir": (("JOBDIR",), {}),
+    "reporting": (("PLATFORM_REPORT_URL",), {}),
+}
+NODE_VARIANTS["all"] = (
+    tuple(name for drop, _ in NODE_VARIANTS.values() for name in drop),
+    {k: v for _, add in NODE_VARIANTS.values() for k, v in add.items()},
+)
+VARIANT_NAMES = {
+    "netguard": "node crawl without netguard (middleware, resolver)",
+    "caps": "node crawl without the caps (CLOSESPIDER_*)",
+    "jobdir": "node crawl without JOBDIR",
+    "reporting": "node crawl without reporting (items go nowhere)",
+    "all": "node crawl without any of the four",
+    "feed": "tuned spider without its feed",
+}
 IDLE = ("Condition.wait (threading.py", "concurrent/futures/thread.py:81", "select (selectors.py", "_wait_for_tstate_lock")
 
 
@@ -81,13 +108,18 @@ def build_node(root: Path) -> tuple[Path, str]:
     return node, egg.version
 
 
-def node_command(node: Path, version: str, index: str, sink: str, job: str) -> tuple[list[str], dict[str, str], Path]:
+def node_command(
+    node: Path, version: str, index: str, sink: str, job: str, variant: str | None = None
+) -> tuple[list[str], dict[str, str], Path]:
     """What Scrapyd runs for a run of the benchmark's job (its launcher's arguments and environment)."""
     log = node / "logs" / f"{job}.log"
     settings = {
         **query_spider_settings(VALUES, node, sink), **NODE_SETTINGS,
         "JOBDIR": f"jobdirs/{job}", "LOG_FILE": str(log),
     }
+    if variant is not None:
+        drop, add = NODE_VARIANTS[variant]
+        settings = {**{k: v for k, v in settings.items() if k not in drop}, **add}
     args = [sys.executable, "-m", "crawlenv.runner", "crawl", "query"]
     for name, value in settings.items():
         args += ["-s", f"{name}={value}"]
@@ -107,9 +139,11 @@ def wrapper(profiler: str, py_spy: str, out: Path) -> list[str]:
     return []
 
 
-def run_node(node: Path, version: str, index: str, sink: str, job: str, wrap: list[str], expected: int) -> float:
+def run_node(
+    node: Path, version: str, index: str, sink: str, job: str, wrap: list[str], expected: int, variant: str | None = None
+) -> float:
     """One node crawl; its CPU seconds (rusage of the process and what it waited for)."""
-    args, env, log = node_command(node, version, index, sink, job)
+    args, env, log = node_command(node, version, index, sink, job, variant)
     (node / "logs").mkdir(exist_ok=True)
     proc = subprocess.Popen([*wrap, *args], cwd=node, env=env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -148,84 +182,137 @@ def categories(path: Path) -> tuple[collections.Counter, int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pages", type=int, default=200)
+    parser.add_argument("--sizes", default="", help="comma-separated site sizes, e.g. 200,1000 (default: --pages)")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--profiler", choices=["callgrind", "py-spy", "none"], default="callgrind")
+    parser.add_argument("--variants", default="", help=f"comma-separated, of: {', '.join(VARIANT_NAMES)}")
+    parser.add_argument("--jobs", type=int, default=1, help="crawls run at a time")
     parser.add_argument("--py-spy", default=shutil.which("py-spy") or "py-spy")
     parser.add_argument("--write", action="store_true", help=f"record the section in {DOC.relative_to(REPO)}")
     args = parser.parse_args(argv)
+    args.sizes = sorted({int(x) for x in args.sizes.split(",") if x.strip()} or {args.pages})
+    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = set(args.variants) - set(VARIANT_NAMES)
+    if unknown:
+        parser.error(f"unknown variants: {', '.join(sorted(unknown))}")
     root = Path(tempfile.mkdtemp(prefix="bench-crawl-profile-"))
     keep = Path(os.environ.get("CRAWL_PROFILE_DIR") or root / "profiles")
     keep.mkdir(parents=True, exist_ok=True)
-    make_site(root / "site", args.pages, 0)
-    server = FixtureServer(root / "site")
-    expected = args.pages + 1
-    results: dict[str, list[tuple[float, Path]]] = {"tuned spider": [], "node crawl": []}
+    crawls = ["tuned spider", "node crawl", *(VARIANT_NAMES[v] for v in args.variants)]
+    variant_of = {VARIANT_NAMES[v]: v for v in args.variants}
+    results: dict[tuple[str, int], list[tuple[float, Path]]] = {(c, n): [] for c in crawls for n in args.sizes}
+    servers = {n: FixtureServer(root / f"site-{n}") for n in args.sizes}
+    for n in args.sizes:
+        make_site(root / f"site-{n}", n, 0)
     try:
-        server.start()
+        for server in servers.values():
+            server.start()
         node, version = build_node(root)
-        index, sink = server.url("static/index.html"), server.url("sink/")
-        work = root / "baseline"
-        work.mkdir()
-        baseline = Baseline(work)
         tuned = {**baseline_settings(VALUES, render=False), "CONCURRENT_ITEMS": project_settings().CONCURRENT_ITEMS}
-        for i in range(args.repeat):
-            for name in ("tuned spider", "node crawl") if i % 2 == 0 else ("node crawl", "tuned spider"):
-                out = keep / f"{'tuned' if name == 'tuned spider' else 'node'}-{i}.{'out' if args.profiler == 'callgrind' else 'txt'}"
-                wrap = wrapper(args.profiler, args.py_spy, out)
-                started = time.perf_counter()
-                if name == "node crawl":
-                    cpu = run_node(node, version, index, sink, f"job{i}", wrap, expected)
-                else:
-                    script = root / "python"
-                    script.write_text(f"#!/bin/sh\nexec {' '.join(wrap)} {sys.executable} \"$@\"\n")
-                    script.chmod(0o755)
-                    real, sys.executable = sys.executable, str(script)
-                    try:
-                        cpu = baseline.run(index, tuned, expected_items=expected).cpu
-                    finally:
-                        sys.executable = real
-                results[name].append((cpu, out))
-                print(f"{i + 1}/{args.repeat} {name}: {cpu:.2f} CPU-s, {time.perf_counter() - started:.1f} s", flush=True)
+        ext = "out" if args.profiler == "callgrind" else "txt"
+        order = [(i, n, c) for i in range(args.repeat) for n in args.sizes
+                 for c in (crawls if i % 2 == 0 else crawls[::-1])]
+
+        def run_one(i: int, n: int, name: str) -> None:
+            server = servers[n]
+            index, sink = server.url("static/index.html"), server.url("sink/")
+            slug = re.sub(r"[^a-z]+", "-", name.lower()).strip("-")
+            out = keep / f"{slug}-{n}-{i}.{ext}"
+            wrap = wrapper(args.profiler, args.py_spy, out)
+            started = time.perf_counter()
+            if name == "tuned spider" or variant_of.get(name) == "feed":
+                work = root / f"baseline-{slug}-{n}-{i}"
+                work.mkdir()
+                script = work / "python"
+                script.write_text(f"#!/bin/sh\nexec {' '.join(wrap)} {sys.executable} \"$@\"\n")
+                script.chmod(0o755)
+                cpu = Baseline(work).run(index, tuned, expected_items=n + 1, feed=name == "tuned spider",
+                                         python=str(script)).cpu
+            else:
+                cpu = run_node(node, version, index, sink, f"{slug}-{n}-{i}", wrap, n + 1, variant_of.get(name))
+            results[(name, n)].append((cpu, out))
+            print(f"{i + 1}/{args.repeat} {name}, {n} pages: {cpu:.2f} CPU-s, {time.perf_counter() - started:.1f} s",
+                  flush=True)
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            for future in [pool.submit(run_one, *entry) for entry in order]:
+                future.result()
     finally:
-        server.stop()
-    print(f"\n{args.pages} pages, profiler {args.profiler}; profiles in {keep}")
-    section = report(args, results)
+        for server in servers.values():
+            server.stop()
+    print(f"\n{', '.join(map(str, args.sizes))} pages, profiler {args.profiler}; profiles in {keep}")
+    section = report(args, results, crawls)
     print(section)
     if args.write:
         write_section(section, SECTION)
         print(f"Recorded in {DOC.relative_to(REPO)}")
-    shutil.rmtree(root / "site", ignore_errors=True)
+    for n in args.sizes:
+        shutil.rmtree(root / f"site-{n}", ignore_errors=True)
     return 0
 
 
-def report(args: argparse.Namespace, results: dict[str, list[tuple[float, Path]]]) -> str:
+def report(
+    args: argparse.Namespace, results: dict[tuple[str, int], list[tuple[float, Path]]], crawls: list[str]
+) -> str:
     """The Markdown section: CPU (and instructions) of each crawl, and the node crawl's profile by category."""
+    sizes = args.sizes
     lines = [
         SECTION, "",
         "The node's crawl command line (what Scrapyd runs for a query job: `python -m crawlenv.runner crawl query`,",
         "the built-in egg, JOBDIR, LOG_FILE, the reporting extension posting to a local sink, netguard, the caps)",
-        f"against bench/crawl.py's tuned hand-written spider, {args.pages:,}-page fixture site, profiler {args.profiler},",
-        f"{args.repeat} run(s) of each. CPU from rusage (start-up included).", "",
+        f"against bench/crawl.py's tuned hand-written spider, {' and '.join(f'{n:,}' for n in sizes)}-page fixture "
+        f"site(s), profiler {args.profiler},",
+        f"{args.repeat} run(s) of each. CPU from rusage (start-up included"
+        f"{'; several crawls ran at a time' if args.jobs > 1 else ''}).", "",
         f"- Date: {now()}", f"- Machine: {machine(('scrapy', 'scrapyd'), '')}", "",
-        "| crawl | CPU-s (median) | instructions (median) |", "|---|---:|---:|",
     ]
-    cpus = {}
-    for name, samples in results.items():
-        cpus[name] = statistics.median(c for c, _ in samples)
-        count = (f"{statistics.median(instructions(p) for _, p in samples) / 1e9:.3f} G"
-                 if args.profiler == "callgrind" else "–")
-        lines.append(f"| {name} | {cpus[name]:.2f} | {count} |")
+    callgrind = args.profiler == "callgrind"
+    counts = {key: statistics.median(instructions(p) for _, p in samples) if callgrind else 0
+              for key, samples in results.items()}
+    header = "| crawl | pages | CPU-s (median) | instructions (median) |"
+    lines += [header, "|---|---:|---:|---:|"]
+    for (name, n), samples in results.items():
+        count = f"{counts[(name, n)] / 1e9:.3f} G" if callgrind else "–"
+        lines.append(f"| {name} | {n:,} | {statistics.median(c for c, _ in samples):.2f} | {count} |")
     lines.append("")
-    if args.profiler == "callgrind":
-        node, tuned = (statistics.median(instructions(p) for _, p in results[k]) for k in ("node crawl", "tuned spider"))
-        lines.append(f"Instructions: the node's crawl executes {node / tuned:.3f}× the tuned spider's.")
+    if callgrind:
+        big = sizes[-1]
+        node, tuned = counts[("node crawl", big)], counts[("tuned spider", big)]
+        lines.append(f"Instructions at {big:,} pages: the node's crawl executes {node / tuned:.3f}× the tuned spider's.")
+    if callgrind and len(sizes) > 1:
+        small, big = sizes[0], sizes[-1]
+        split = {}
+        for name in crawls:
+            per_page = (counts[(name, big)] - counts[(name, small)]) / (big - small)
+            split[name] = (per_page, counts[(name, small)] - per_page * (small + 1))
+        tuned_page, tuned_start = split["tuned spider"]
+        node_page, node_start = split["node crawl"]
+        lines += ["", f"Split by the two sizes (per page: the difference over the {big - small:,} extra pages; "
+                  "start-up: the rest):", "",
+                  "| crawl | per page | × tuned | start-up | 5,000 pages (projected) | × tuned |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for name in crawls:
+            per_page, start = split[name]
+            projected, tuned_projected = start + 5001 * per_page, tuned_start + 5001 * tuned_page
+            lines.append(f"| {name} | {per_page / 1e6:.3f} M | {per_page / tuned_page:.3f} | {start / 1e9:.3f} G "
+                         f"| {projected / 1e9:.1f} G | {projected / tuned_projected:.3f} |")
+        if len(crawls) > 2:
+            lines += ["", "Per page, each addition (the node crawl's figure less the variant's):", ""]
+            for name in crawls[2:]:
+                base = split["tuned spider"][0] if variant_of_name(name) == "feed" else node_page
+                lines.append(f"- {name}: {(base - split[name][0]) / 1e6:+.3f} M a page, "
+                             f"start-up {((tuned_start if variant_of_name(name) == 'feed' else node_start) - split[name][1]) / 1e6:+.0f} M")
     if args.profiler == "py-spy":
-        for name, samples in results.items():
-            counts, total = categories(samples[-1][1])
+        for name in crawls:
+            counts_, total = categories(results[(name, sizes[-1])][-1][1])
             lines += ["", f"Samples of the {name} by category (idle threads left out; {total:,} samples):", "",
                       "| category | share |", "|---|---:|"]
-            lines += [f"| {category} | {100 * count / total:.1f}% |" for category, count in counts.most_common()]
+            lines += [f"| {category} | {100 * count / total:.1f}% |" for category, count in counts_.most_common()]
     return "\n".join(lines) + "\n"
+
+
+def variant_of_name(name: str) -> str | None:
+    return next((v for v, n in VARIANT_NAMES.items() if n == name), None)
 
 
 if __name__ == "__main__":

@@ -27,11 +27,12 @@ from urllib.parse import urljoin, urlsplit
 
 from scrapy.exceptions import IgnoreRequest
 from scrapy.resolver import CachingThreadedResolver
+from scrapy.utils.httpobj import urlparse_cached
 from scrapy.utils.misc import load_object
 from twisted.internet.error import DNSLookupError
 from w3lib.url import safe_url_string
 
-from spiders.netpolicy import NetPolicy
+from spiders.netpolicy import NetPolicy, text_error
 
 try:
     from scrapy.utils.asyncio import run_in_thread
@@ -128,15 +129,15 @@ class _HostVerdicts:
 
     def __init__(self, size: int = _CACHE_SIZE) -> None:
         self._size = size
-        self._verdicts: OrderedDict[tuple[str, int | None], str | None] = OrderedDict()
+        self._verdicts: OrderedDict[Any, Any] = OrderedDict()
 
-    def get(self, key: tuple[str, int | None]) -> tuple[bool, str | None]:
+    def get(self, key: Any) -> tuple[bool, Any]:
         if key in self._verdicts:
             self._verdicts.move_to_end(key)
             return True, self._verdicts[key]
         return False, None
 
-    def put(self, key: tuple[str, int | None], verdict: str | None) -> None:
+    def put(self, key: Any, verdict: Any) -> None:
         self._verdicts[key] = verdict
         if len(self._verdicts) > self._size:
             self._verdicts.popitem(last=False)
@@ -160,6 +161,7 @@ class NetPolicyDownloaderMiddleware:
         self.crawler = crawler
         self.policy = policy_from_settings(crawler.settings)
         self._verdicts = _HostVerdicts()
+        self._netlocs = _HostVerdicts()  # (scheme, netloc) -> (parts_error, (host, port))
         activate(self.policy)
 
     @classmethod
@@ -168,14 +170,36 @@ class NetPolicyDownloaderMiddleware:
 
     # `spider`: passed by Scrapy before 2.14 (a project's environment may pin one); never required.
     async def process_request(self, request: Request, spider: Any = None) -> None:
-        """Judge the URL, then (for a host name) what it resolves to, off the reactor thread."""
+        """Judge the URL, then (for a host name) what it resolves to, off the reactor thread.
+
+        This is url_error, in two parts: the URL's text, for every request, and what its scheme and
+        network location allow, memoised by them (a crawl's requests share a few). Scrapy's own
+        middlewares parse the request's URL with urlparse_cached too: it is parsed once.
+        """
         if request.meta.get("playwright"):
             request.meta["netguard_started"] = time.monotonic()
-        reason = self.policy.url_error(request.url)
+        url = request.url
+        reason = text_error(url)
         if reason is None:
-            reason = await self._resolved_error(request.url)
+            reason, key = self._netloc_verdict(request, url)
+            if reason is None:
+                reason = await self._host_verdict(key)
         if reason is not None:
             self.refuse(request, reason)
+
+    def _netloc_verdict(self, request: Request, url: str) -> tuple[str | None, tuple[str, int | None]]:
+        """(parts_error of the request's URL, the host and port its resolution is judged by)."""
+        try:
+            parts = urlparse_cached(request) if url == url.strip() else urlsplit(url.strip())
+        except ValueError:
+            return "Must be a valid URL", ("", None)
+        memo = (parts.scheme, parts.netloc)
+        known, verdict = self._netlocs.get(memo)
+        if not known:
+            reason = self.policy.parts_error(parts)
+            verdict = (reason, ("", None) if reason is not None else (parts.hostname or "", parts.port))
+            self._netlocs.put(memo, verdict)
+        return verdict
 
     async def process_response(self, request: Request, response: Response, spider: Any = None) -> Response:
         """Refuse a response whose URL differs from the request's and is refused, or a refused redirect.
@@ -237,7 +261,10 @@ class NetPolicyDownloaderMiddleware:
                 self.refuse(request, reason, log=False)  # the relay logged it
 
     async def _resolved_error(self, url: str) -> str | None:
-        key = _host_port(url)
+        return await self._host_verdict(_host_port(url))
+
+    async def _host_verdict(self, key: tuple[str, int | None]) -> str | None:
+        """resolve_error(host, port) (unresolvable passes), memoised: the resolver re-checks at connect time."""
         known, reason = self._verdicts.get(key)
         if not known:
             # An unresolvable host passes: the download then fails with Scrapy's own DNS error.

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from urllib.parse import urlsplit
+from urllib.parse import ParseResult, SplitResult, urlsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -189,6 +189,20 @@ def parse_ip(host: str) -> IPAddress | None:
         return None
 
 
+def text_error(url: object, *, max_length: int | None = MAX_URL_LENGTH) -> str | None:
+    """What url_error judges of a URL's text before parsing it: a string, its length, no spaces or controls."""
+    if not isinstance(url, str) or not url.strip():
+        return "Must be a URL"
+    url = url.strip()
+    if max_length is not None and len(url) > max_length:
+        return f"At most {max_length} characters"
+    if _SPACE_RE.search(url):
+        return "Must not contain spaces"
+    if _CONTROL_RE.search(url):
+        return "Must not contain control characters"
+    return None
+
+
 @dataclass(frozen=True)
 class NetPolicy:
     """Destinations refused to crawls and fetches: BLOCKED_NETWORKS and BLOCKED_NAMES, minus `allowed`."""
@@ -257,17 +271,21 @@ class NetPolicy:
 
     def url_error(self, url: object, *, max_length: int | None = MAX_URL_LENGTH) -> str | None:
         """Why `url` may not be crawled or fetched, or None; judges the host urllib3/Twisted use."""
-        if not isinstance(url, str) or not url.strip():
-            return "Must be a URL"
-        url = url.strip()
-        if max_length is not None and len(url) > max_length:
-            return f"At most {max_length} characters"
-        if _SPACE_RE.search(url):
-            return "Must not contain spaces"
-        if _CONTROL_RE.search(url):
-            return "Must not contain control characters"
+        reason = text_error(url, max_length=max_length)
+        if reason is not None:
+            return reason
         try:
-            parts = urlsplit(url)
+            parts = urlsplit(url.strip())  # type: ignore[union-attr]
+        except ValueError:
+            return "Must be a valid URL"
+        return self.parts_error(parts)
+
+    def parts_error(self, parts: SplitResult | ParseResult) -> str | None:
+        """What url_error judges of a parsed URL (one text_error passed): its scheme and network location.
+
+        A function of the scheme and netloc alone (and the policy), so callers may memoise it by them.
+        """
+        try:
             port = parts.port
         except ValueError:
             return "Must be a valid URL"

@@ -23,6 +23,9 @@ EXTENSIONS = {
     # Off anyway (REMOTE_CONTROL_ENABLED), but listed, its module is imported with aiohttp's client and
     # server before it says so: ~0.15 CPU-s of every crawl's start (bench/crawl.py).
     "scrapy.extensions.remote_control.RemoteControl": None,
+    # The caps, counted without per-page signal receivers of their own (spiders.caps).
+    "scrapy.extensions.closespider.CloseSpider": None,
+    "spiders.caps.CloseSpiderByStats": 0,
 }
 # Scrapy's stats collector checks every attribute access, its own included, for a deprecated
 # `spider` argument (a raised and caught AttributeError each time); a crawl makes ~20 stats calls

@@ -402,3 +402,17 @@ def test_crawl_closes_the_dns_rebinding_window(site: ScriptedSite, tmp_path: Pat
     assert f"ERROR: DNS lookup failed for {url}" in log
     assert site.hits == []
     assert attempts == []
+
+
+def test_middleware_memo_by_network_location_still_judges_each_url() -> None:
+    """What a URL's scheme and netloc allow is memoised by them; its text and scheme are judged every time."""
+    mw = middleware()
+    for _ in range(2):
+        assert asyncio.run(mw.process_request(Request("http://public.test/page"))) is None
+        with pytest.raises(CrawlPolicyRefused, match="resolves to 10.9.8.7"):
+            asyncio.run(mw.process_request(Request("http://intranet.test/page")))
+    with pytest.raises(CrawlPolicyRefused, match="Only http and https"):
+        asyncio.run(mw.process_request(Request("ftp://public.test/page")))
+    with pytest.raises(CrawlPolicyRefused, match="At most 2048 characters"):
+        asyncio.run(mw.process_request(Request("http://public.test/" + "a" * 2048)))
+    assert mw.crawler.stats.get_value("netpolicy/refused") == 4
