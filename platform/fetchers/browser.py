@@ -91,6 +91,11 @@ class Renderer:
         await self._relays.close()
 
     @property
+    def making(self) -> int:
+        """Spare contexts being made now."""
+        return sum(1 for _browser, making in self._spares if not making.done())
+
+    @property
     def pid(self) -> int | None:
         """The browser's process id (for health reports and crash tests), or None when it is not running."""
         if self._browser is None or not self._browser.is_connected():

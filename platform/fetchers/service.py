@@ -143,7 +143,8 @@ async def handle_health(request: web.Request) -> web.Response:
     renderer = fetcher.renderer
     return web.json_response({
         "status": "ok", "waiting": fetcher.waiting, "running": fetcher.running, "served": fetcher.served,
-        "cleaning": len(fetcher._cleanups),  # answered rendered requests whose contexts are still closing
+        # Work after answers: contexts of answered pages still closing, and spare contexts being made.
+        "cleaning": len(fetcher._cleanups) + renderer.making,
         "queue": fetcher.queue, "browser_pid": renderer.pid, "browser_launches": renderer.launches,
     })
 
