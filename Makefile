@@ -10,16 +10,19 @@ run: install
 	$(BIN)/python manage.py runplatform
 
 # Unit tests run on TEST_WORKERS processes (pytest-xdist; `auto`: one per core, 0: in this process), each
-# with its own test database and DATA_DIR; integration tests then run in one process, as before (run beside
-# unit tests, their workers' and crawls' late writes reached other workers' databases). Both parts always
-# run; either failing fails the target. PYTEST_ARGS given: one plain run of just those.
+# with its own test database and DATA_DIR; integration tests then run as a phase of their own on
+# TEST_INTEGRATION_WORKERS processes (default 2; 0: in this process), a module at a time per worker and the
+# longest modules first (tests/integration/conftest.py). Run beside unit tests in one xdist run, the
+# integration workers' and crawls' late writes reached other workers' databases. Both parts always run;
+# either failing fails the target. PYTEST_ARGS given: one plain run of just those.
 TEST_WORKERS ?= auto
+TEST_INTEGRATION_WORKERS ?= 2
 
 test: install
 ifeq ($(strip $(PYTEST_ARGS)),)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile tests/unit; unit=$$?; \
-	$(BIN)/python -m pytest tests/integration; integration=$$?; \
-	test $$unit = 0 && test $$integration = 0
+	$(BIN)/python -m pytest -n $(TEST_INTEGRATION_WORKERS) --dist loadfile --no-loadscope-reorder tests/integration; \
+	integration=$$?; test $$unit = 0 && test $$integration = 0
 else
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 endif

@@ -8,6 +8,15 @@ from django.conf import settings
 from nodes.models import Node
 from tests.support import FixtureSite, free_port, start_fetcher, start_scrapyd, start_worker
 
+# `make test` hands integration modules to two pytest-xdist workers (--dist loadfile) in collection order:
+# the longest go first, so that one of them does not end the run alone while the other worker idles.
+LONGEST_FIRST = ("test_topology.py", "test_schedules.py", "test_faults.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: n for n, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the others keep their order
+
 
 @pytest.fixture(scope="session")
 def site():

@@ -113,9 +113,12 @@ def test_queued_runs_leave_the_queue_by_priority_then_fairness_then_age(
     platform, api, other_api, user, other_user, site, node_a, node_b, beat
 ):
     # node_b holds one long run of `user` all along, so `user` has one active run and `other_user` none.
+    # It outlasts the test however slow the machine is: 200 pages of 20 s each, 8 at a time (one page of
+    # 170 s ended the run at the download timeout, 3 x 30 s, and a loaded machine can take longer than that).
     node_b.labels, node_b.slots = ["elsewhere"], 1
     node_b.save()
-    blocker_job = create_job(api, f"{site.url}slow?seconds=170", H1, name="blocker", node_labels=["elsewhere"])
+    slow_pages = [f"{site.url}slow?seconds=20&page={n}" for n in range(200)]
+    blocker_job = create_job(api, slow_pages, H1, name="blocker", node_labels=["elsewhere"])
     blocker = start(api, blocker_job["job_id"])
     wait_status(api, blocker, {"running"}, timeout=60)
     node_a.slots = 0  # nothing leaves the queue until the slot opens
