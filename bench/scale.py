@@ -390,8 +390,8 @@ def report(ingest: list[dict], dispatch: list[dict], opts) -> None:
         web1 = cap_used(ingest, "web-1", capped=True, webs=1)
         web2 = statistics.mean([cap_used(ingest, "web-1", capped=True, webs=2), cap_used(ingest, "web-2", capped=True, webs=2)])
         rows.append(f"| share of its cap each web process used | {web1:.2f} | {web2:.2f} | | |")
-        for part in ("services", "load generator"):
-            rows.append(f"| share of the {part}' cap used ({getattr(opts, part.split()[0] + '_cpu'):g} core) | "
+        for part, budget in (("services", opts.services_cpu), ("load generator", opts.loader_cpu)):
+            rows.append(f"| share of its cap the {part} used ({budget:g} core) | "
                         f"{cap_used(ingest, part, capped=True, webs=1):.2f} | {cap_used(ingest, part, capped=True, webs=2):.2f} | | |")
     for c in phases:
         rows.append(f"| machine busy ({label[c]}; cores of {cores}, every process on it) | "
@@ -455,12 +455,30 @@ topology's total in cores:
 |---|---|{"---|" * len(parts)}---|---|
 {chr(10).join(cpu_rows)}
 """
+    if capped:
+        web2 = statistics.mean([cap_used(ingest, "web-1", capped=True, webs=2), cap_used(ingest, "web-2", capped=True, webs=2)])
+        services = statistics.median(services_per_item(r) for r in ingest if r["capped"])
+        serves = opts.services_cpu / (services / 1e6) / (per_cpu[True, 2] * opts.web_cpu)
+        section += f"""
+Sized, two web processes ingest {ratio:.2f}× what one does, each using {web2:.2f} of its cap (one alone
+{cap_used(ingest, "web-1", capped=True, webs=1):.2f}), while the services used {cap_used(ingest, "services", capped=True, webs=2):.2f} of theirs. A web process costs the same per item
+with two (items per web CPU-second {per_cpu[True, 2] / per_cpu[True, 1]:.2f}×), and nginx, PostgreSQL, Redis and the object
+store need {services:.1f} µs per item between them: within their {opts.services_cpu:g} core they would serve about
+{serves:.0f} web processes of this size. With no caps the ratio is {rate[False, 2] / rate[False, 1]:.2f}× and says little: the
+topology then had {median(ingest, "topology_cores", capped=False, webs=1):.2f} and {median(ingest, "topology_cores", capped=False, webs=2):.2f} of the {cores} cores (the rest went to other work on the
+machine), and the web processes competed for them with each other and with everything else.
+"""
     if ratio < TARGET:
         section += not_met_text(ingest, opts, capped, ratio)
     print(section)
     if not opts.no_write:
         write_section(section, SECTION, DOC)
         print(f"Wrote {DOC}")
+
+
+def services_per_item(result: dict) -> float:
+    """CPU µs per item of nginx, PostgreSQL, Redis and the object store together."""
+    return sum(result["cpu"][name] for name in SERVICES) / result["items"] * 1e6
 
 
 def not_met_text(ingest: list[dict], opts, capped: bool, ratio: float) -> str:
