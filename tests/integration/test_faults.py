@@ -100,11 +100,14 @@ class Platform:
         return self.process.log_path.read_text(errors="replace")
 
     def api(self, method: str, path: str, **kwargs) -> requests.Response:
-        # The web process may be restarting: retry a refused connection for a while.
+        # The web process may be restarting: retry a refused connection for a while, and a read that timed
+        # out if it only reads (a just restarted web process on a loaded machine can take over 10 s to answer).
+        retried = (requests.ConnectionError, requests.Timeout) if method == "GET" else requests.ConnectionError
+
         def call():
             try:
                 return requests.request(method, f"{self.url}{path}", headers=self.headers, timeout=10, **kwargs)
-            except requests.ConnectionError:
+            except retried:
                 return None
 
         return wait_until(call, timeout=60, interval=0.3, what=f"{method} {path}")
