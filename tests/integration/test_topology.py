@@ -115,7 +115,12 @@ def job_runs(api, base: str, job_id: str) -> list[dict]:
 
 
 def items(api, base: str, run_id: str) -> list[str]:
-    response = api.get(f"{base}/api/v1/runs/{run_id}/items", params={"limit": 100}, timeout=60)
+    try:
+        response = api.get(f"{base}/api/v1/runs/{run_id}/items", params={"limit": 100}, timeout=60)
+    except requests.ConnectionError:
+        # A kept-alive connection the web process closed (gunicorn's --keep-alive) just as it was reused,
+        # seen when the machine is busy: a GET is safe to send once more, on a new connection.
+        response = api.get(f"{base}/api/v1/runs/{run_id}/items", params={"limit": 100}, timeout=60)
     assert response.status_code == 200, f"{base}: {response.status_code} {response.text[:300]}"
     return sorted(item["title"] for item in response.json()["results"])
 
