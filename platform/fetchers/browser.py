@@ -237,6 +237,8 @@ class Renderer:
 
             page.on("response", on_response)
             wait_ms = max(1, min(spec.wait_timeout_ms, int((deadline - time.monotonic()) * 1000)))
+            # The limit a timeout names: the wait's own, or the request's timeout_ms when less was left of it.
+            limit_ms = spec.wait_timeout_ms if wait_ms == spec.wait_timeout_ms else spec.timeout_ms
             strategy = spec.wait_strategy
             try:
                 response = await _unless(
@@ -249,7 +251,7 @@ class Renderer:
                 if strategy == "selector" and spec.wait_selector:
                     await page.wait_for_selector(spec.wait_selector, timeout=wait_ms)
             except PlaywrightError as exc:
-                return self._navigation_failure(browser, spec, started, since, exc, wait_ms)
+                return self._navigation_failure(browser, spec, started, since, exc, limit_ms)
             capture_ms = max(1, min(CAPTURE_TIMEOUT_MS, int((deadline - time.monotonic()) * 1000)))
             page.set_default_timeout(capture_ms)
             # What page.content() returns, read in the page's own world: content()'s isolated world added
@@ -278,7 +280,7 @@ class Renderer:
             return failure(spec, started, 500, f"Rendering {spec.url} failed: {_first_line(exc)}")
 
     def _navigation_failure(
-        self, browser: Browser, spec: FetchSpec, started: float, since: float, exc: Exception, wait_ms: int
+        self, browser: Browser, spec: FetchSpec, started: float, since: float, exc: Exception, limit_ms: int
     ) -> FetchOutcome:
         if not browser.is_connected():
             raise BrowserCrashed from exc
@@ -290,7 +292,7 @@ class Renderer:
             return failure(spec, started, 500, f"Cannot connect to {spec.url}")
         if "Timeout" in type(exc).__name__ or "Timeout " in text:
             what = spec.wait_selector if spec.wait_strategy == "selector" else f"the {spec.wait_strategy} event"
-            return failure(spec, started, 504, f"Timed out after {wait_ms} ms waiting for {what}")
+            return failure(spec, started, 504, f"Timed out after {limit_ms} ms waiting for {what}")
         if "ERR_TOO_MANY_REDIRECTS" in text:
             return failure(spec, started, 500, f"Too many redirects from {spec.url}")
         if "ERR_UNSAFE_REDIRECT" in text:
