@@ -12,17 +12,23 @@ run: install
 # Unit tests run on TEST_WORKERS processes (pytest-xdist; `auto`: one per core, 0: in this process), each
 # with its own test database and DATA_DIR; integration tests then run as a phase of their own on
 # TEST_INTEGRATION_WORKERS processes (default 2; 0: in this process), a module at a time per worker and the
-# longest modules first (tests/integration/conftest.py). Run beside unit tests in one xdist run, the
-# integration workers' and crawls' late writes reached other workers' databases. Both parts always run;
-# either failing fails the target. PYTEST_ARGS given: one plain run of just those.
+# longest modules first (tests/integration/conftest.py); the topology module last, alone. Run beside unit
+# tests in one xdist run, the integration workers' and crawls' late writes reached other workers' databases.
+# Every part always runs; any failing fails the target. PYTEST_ARGS given: one plain run of just those.
 TEST_WORKERS ?= auto
 TEST_INTEGRATION_WORKERS ?= 2
+# The scale-out topology (nginx, 2 webs, 2 workers, beat, 3 Scrapyd nodes, PostgreSQL, Redis, S3) takes both
+# cores for ~5 minutes: run beside other tests, it made their pages' and crawls' timings the topology's.
+# It runs last, alone.
+TOPOLOGY_TESTS := tests/integration/test_topology.py
 
 test: install
 ifeq ($(strip $(PYTEST_ARGS)),)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile tests/unit; unit=$$?; \
-	$(BIN)/python -m pytest -n $(TEST_INTEGRATION_WORKERS) --dist loadfile --no-loadscope-reorder tests/integration; \
-	integration=$$?; test $$unit = 0 && test $$integration = 0
+	$(BIN)/python -m pytest -n $(TEST_INTEGRATION_WORKERS) --dist loadfile --no-loadscope-reorder tests/integration \
+		--ignore=$(TOPOLOGY_TESTS); integration=$$?; \
+	$(BIN)/python -m pytest $(TOPOLOGY_TESTS); topology=$$?; \
+	test $$unit = 0 && test $$integration = 0 && test $$topology = 0
 else
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 endif

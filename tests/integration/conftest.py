@@ -12,7 +12,7 @@ from tests.support import FixtureSite, free_port, start_fetcher, start_scrapyd, 
 
 # `make test` hands integration modules to two pytest-xdist workers (--dist loadfile) in collection order:
 # the longest go first, so that one of them does not end the run alone while the other worker idles.
-LONGEST_FIRST = ("test_topology.py", "test_schedules.py", "test_faults.py")
+LONGEST_FIRST = ("test_schedules.py", "test_faults.py")  # test_topology.py: a phase of its own (Makefile)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -393,7 +393,10 @@ def test_a_capture_is_backed_up_by_the_worker_then_served_from_the_backup(platfo
     local = requests.get(body["result_url"], headers=headers, timeout=30)
     assert local.headers["X-Source"] == "local" and local.content.startswith(b"%PDF-")
     ResultFile.objects.filter(pk=job_id).update(local_expires_at=timezone.now() - timedelta(seconds=1))
-    assert export_services.expire_files()["local_dropped"] >= 1
+    # The download just read holds the file until the server has closed its response (a lease): the local
+    # copy goes at the first sweep after that.
+    wait_until(lambda: export_services.expire_files()["local_dropped"] >= 1, timeout=30, interval=0.2,
+               what="the sweeper to drop the local copy once no download holds it")
     assert not storage.local_path(file.local_name).exists()
     remote = requests.get(body["result_url"], headers=headers, timeout=30)
     assert remote.status_code == 200 and remote.headers["X-Source"] == "remote" and remote.content == local.content
@@ -409,7 +412,10 @@ def test_a_capture_is_backed_up_by_the_worker_then_served_from_the_backup(platfo
     backup.write_bytes(saved)
 
     ResultFile.objects.filter(pk=job_id).update(expires_at=timezone.now() - timedelta(seconds=1))
-    export_services.expire_files()
+    # A sweep (its counts are a dict, never empty), until the backup copy is gone: as above, not while a
+    # download still holds the file.
+    wait_until(lambda: export_services.expire_files() and not backup.exists(), timeout=30, interval=0.2,
+               what="the sweeper to expire the file and delete its copies")
     gone = requests.get(body["result_url"], headers=headers, timeout=30)
     assert gone.status_code == 410 and gone.json()["error"] == "expired" and not backup.exists()
     info = requests.get(f"{body['result_url']}/info", headers=headers, timeout=30).json()
