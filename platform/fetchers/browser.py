@@ -122,8 +122,14 @@ class Renderer:
                 self._playwright = await async_playwright().start()
             if self._browser is not None:
                 logger.warning("The browser died; starting it again")
-                with contextlib.suppress(PlaywrightError):
-                    await self._browser.close()
+                dead, self._browser = self._browser, None
+                for made_on, making in self._spares:
+                    if made_on is dead:
+                        making.cancel()  # a spare being made when it died would never be made
+                self._spares = [spare for spare in self._spares if spare[0] is not dead]
+                # Bounded: closing a browser that died with work under way may wait for answers that never come.
+                with contextlib.suppress(PlaywrightError, TimeoutError):
+                    await asyncio.wait_for(dead.close(), CLOSE_TIMEOUT_S)
             options = await guarded_launch_options(self._relays, dict(spider_settings.PLAYWRIGHT_LAUNCH_OPTIONS))
             self._browser = await self._playwright.chromium.launch(**options)
             self.launches += 1

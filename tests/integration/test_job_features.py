@@ -33,7 +33,9 @@ def test_rate_limit_paces_the_crawl(platform, api, site, node_a):
     times = sorted(t for t, path in site.hits[before:] if "?r=" in path)
     assert len(times) == 8
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
-    assert statistics.mean(gaps) == pytest.approx(0.5, rel=0.10), gaps
+    # Paced at the limit: the typical gap is 0.5 s (the median: one request a busy machine delayed makes one
+    # long gap, not a faster pace), and no two requests came closer than the limit allows.
+    assert statistics.median(gaps) == pytest.approx(0.5, rel=0.10), gaps
     assert min(gaps) > 0.4, gaps
 
 
