@@ -351,7 +351,12 @@ def _descendants(pid: int) -> list[int]:
     found, todo = [], [pid]
     while todo:
         current = todo.pop(0)
-        for children in Path(f"/proc/{current}/task").glob("*/children"):
+        try:
+            # A process listed a moment ago may have exited since (a renderer closing with its context).
+            tasks = list(Path(f"/proc/{current}/task").glob("*/children"))
+        except OSError:
+            continue
+        for children in tasks:
             try:
                 kids = [int(child) for child in children.read_text().split()]
             except (OSError, ValueError):

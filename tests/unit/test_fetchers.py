@@ -247,3 +247,11 @@ def test_one_watchdog_expires_deadlines_in_their_order_and_spares_finished_ones(
             time.sleep(0.01)
         assert late.expired and 0.55 < time.monotonic() - started < 1.0
     assert not finished.expired
+
+
+def test_process_walk_skips_a_process_that_exited_meanwhile():
+    """/health lists the browser's processes while renderers come and go: one gone is no error (was a 500)."""
+    from fetchers.browser import _descendants
+
+    gone = 2**22 + 12345  # above the kernel's pid_max default: never a live process
+    assert _descendants(gone) == []
