@@ -49,9 +49,7 @@ class FileStream:
 
     @property
     def length(self) -> int | None:
-        if self.file.size is None:
-            return None
-        return 4 * -(-self.file.size // 3) if self.encoding == "base64" else self.file.size
+        return served_length(self.file, self.encoding)
 
     def __iter__(self) -> FileStream:
         return self
@@ -77,6 +75,27 @@ class FileStream:
             with transaction.atomic():
                 self.file.release_download()
                 record_served(user_id=self.file.owner_id, key_id=self.key_id, size=self.sent)
+
+
+def served_length(file: ResultFile, encoding: str | None) -> int | None:
+    """How many bytes a download of `file` sends (base64-encoded if asked), or None if unknown."""
+    if file.size is None:
+        return None
+    return 4 * -(-file.size // 3) if encoding == "base64" else file.size
+
+
+def check_download(*, file: ResultFile) -> str:
+    """What a download of `file` would answer, without counting or opening one (HEAD): where it would be
+    served from, or the refusal a GET would raise. Neither store is read: whether the copy named is still
+    there only a GET finds out."""
+    quotas.check(user_id=file.owner_id, kinds=(Kind.EXPORT_BYTES,))
+    if file.past_expiry:
+        raise FileExpired("The file has expired", details={"status": FileStatus.EXPIRED})
+    if file.status != FileStatus.ENABLED:
+        _refuse(file)
+    if not (file.local_name or file.remote_name):
+        raise FileExpired("The file is no longer stored", details={"status": FileStatus.EXPIRED})
+    return "local" if file.local_name else "remote"
 
 
 def open_download(*, file: ResultFile, encoding: str | None = None, api_key=None) -> FileStream:

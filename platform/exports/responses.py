@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from django.http import StreamingHttpResponse
+from django.http import HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.utils.http import content_disposition_header
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter
@@ -73,14 +73,22 @@ class CountedStream:
             record_served(user_id=self.user_id, key_id=self.key_id, size=self.sent)
 
 
-def export_response(run: Run, exporter: type[Exporter], options: dict[str, Any], api_key=None) -> StreamingHttpResponse:
-    """The run's items streamed in a format, as a file attachment; memory stays flat at any size."""
+def export_response(
+    run: Run, exporter: type[Exporter], options: dict[str, Any], api_key=None, *, head: bool = False
+) -> HttpResponseBase:
+    """The run's items streamed in a format, as a file attachment; memory stays flat at any size.
+
+    `head` (a HEAD request): the same headers and no body, and no export is made: the server would run
+    the whole export to send none of it (and count its bytes as served)."""
     quotas.check(user_id=run.owner_id, kinds=(Kind.EXPORT_BYTES,))
     store = run_items(run)
-    chunks = stream_export(exporter, store.schema(), store.batches(), options)
-    response = StreamingHttpResponse(
-        CountedStream(chunks, user_id=run.owner_id, key_id=key_id_of(api_key)), content_type=exporter.content_type
-    )
+    if head:
+        response: HttpResponseBase = HttpResponse(content_type=exporter.content_type)
+    else:
+        chunks = stream_export(exporter, store.schema(), store.batches(), options)
+        response = StreamingHttpResponse(
+            CountedStream(chunks, user_id=run.owner_id, key_id=key_id_of(api_key)), content_type=exporter.content_type
+        )
     filename = export_filename(run, exporter.extension)
     response["Content-Disposition"] = content_disposition_header(as_attachment=True, filename=filename)
     return response

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.http import StreamingHttpResponse
+from django.http import HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.utils.http import content_disposition_header
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -32,11 +32,11 @@ class RunDownloadView(APIView):
     content_negotiation_class = FileNegotiation
 
     @extend_schema(operation_id="runs_download", parameters=[RUN_ID, *EXPORT_PARAMETERS], responses=DOWNLOAD_RESPONSES)
-    def get(self, request: Request, run_id: str) -> StreamingHttpResponse:
+    def get(self, request: Request, run_id: str) -> HttpResponseBase:
         """Download the items of a run as a file, in any format, streamed at any size."""
         exporter, options = export_request(request)
         run = job_selectors.get_run(request.user, run_id)
-        return export_response(run, exporter, options, api_key=key_of(request))
+        return export_response(run, exporter, options, api_key=key_of(request), head=request.method == "HEAD")
 
 
 class RunExportsView(APIView):
@@ -89,14 +89,23 @@ FILE_ERRORS = {
 BASE64_RESPONSE = {(200, "text/plain"): OpenApiResponse(OpenApiTypes.STR, description="With `encoding=base64`")}
 
 
-def _file_response(request: Request, file: ResultFile, *, filename: str, encoded: bool = True) -> StreamingHttpResponse:
-    """Count a download of `file` and stream it under `filename` (`encoding=base64` if asked and `encoded`)."""
+def _file_response(request: Request, file: ResultFile, *, filename: str, encoded: bool = True) -> HttpResponseBase:
+    """Count a download of `file` and stream it under `filename` (`encoding=base64` if asked and `encoded`).
+
+    A HEAD gets the same headers (or the same refusal) with no body, and is not a download: it neither
+    counts against `max_downloads` nor reads the file (the server would read it all, to send none of it).
+    """
     encoding = (request.query_params.get("encoding") or None) if encoded else None
     if encoding not in (None, *downloads.ENCODINGS):
         raise ValidationFailed("Unknown encoding", details={"encoding": "Must be one of: " + ", ".join(downloads.ENCODINGS)})
-    stream = downloads.open_download(file=file, encoding=encoding, api_key=key_of(request))
     content_type = "text/plain; charset=us-ascii" if encoding else file.content_type
-    response = StreamingHttpResponse(stream, content_type=content_type)
+    if request.method == "HEAD":
+        source = downloads.check_download(file=file)
+        response: HttpResponseBase = HttpResponse(content_type=content_type)
+    else:
+        stream = downloads.open_download(file=file, encoding=encoding, api_key=key_of(request))
+        source = stream.source
+        response = StreamingHttpResponse(stream, content_type=content_type)
     # A capture (a page, a screenshot) opens in the browser, as seed 000's files do; an export saves.
     inline = file.is_capture and not encoding
     response["Content-Disposition"] = content_disposition_header(
@@ -107,9 +116,10 @@ def _file_response(request: Request, file: ResultFile, *, filename: str, encoded
         # scripts cannot reach the API with the viewer's session (a share link opens it with no key at all).
         # Not for a PDF, which browsers refuse to render sandboxed; their viewers run no page scripts.
         response["Content-Security-Policy"] = "sandbox"
-    response["X-Source"] = stream.source
-    if stream.length is not None:
-        response["Content-Length"] = str(stream.length)
+    response["X-Source"] = source
+    length = downloads.served_length(file, encoding)
+    if length is not None:
+        response["Content-Length"] = str(length)
     return response
 
 
@@ -123,7 +133,7 @@ class FileView(APIView):
         parameters=[FILE_ID, ENCODING_PARAM],
         responses={**FILE_BYTES, **BASE64_RESPONSE, **FILE_ERRORS},
     )
-    def get(self, request: Request, file_id: str) -> StreamingHttpResponse:
+    def get(self, request: Request, file_id: str) -> HttpResponseBase:
         """Download a result file (an export, or a sync scrape's capture by its `job_id`).
 
         `X-Source` says where it came from: `local` disk or the `remote` backup. A capture a browser shows
@@ -160,7 +170,7 @@ class NamedFileView(APIView):
         parameters=[FILE_ID, FILENAME, ENCODING_PARAM],
         responses={**FILE_BYTES, **BASE64_RESPONSE, **FILE_ERRORS},
     )
-    def get(self, request: Request, file_id: str, filename: str) -> StreamingHttpResponse:
+    def get(self, request: Request, file_id: str, filename: str) -> HttpResponseBase:
         """Download a result file under its own `filename` (so that `curl -O` saves it so); another name is a 404."""
         file = selectors.get_file(request.user, file_id)
         if filename != file.filename:
@@ -194,7 +204,7 @@ class SharedFileView(APIView):
         ],
         responses={**FILE_BYTES, **FILE_ERRORS},
     )
-    def get(self, request: Request, file_id: str, token: str, filename: str) -> StreamingHttpResponse:
+    def get(self, request: Request, file_id: str, token: str, filename: str) -> HttpResponseBase:
         """Download a result file by its `share_url`, with no header at all: a browser, a spreadsheet, `curl -O`.
 
         Counted against `max_downloads` like any download. A link for another file, a changed character,

@@ -223,7 +223,7 @@ class JobViewSet(viewsets.ModelViewSet):
         job = self.get_object()
         exporter, options = export_request(request)
         run = selectors.results_run(request.user, job, run_param(request))
-        return export_response(run, exporter, options, api_key=key_of(request))
+        return export_response(run, exporter, options, api_key=key_of(request), head=request.method == "HEAD")
 
     @extend_schema(request=PreviewSerializer, responses={200: PreviewResultSerializer})
     @action(detail=False, methods=["post"])
