@@ -12,6 +12,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,7 +134,10 @@ def serve(directory: str) -> None:
             self.flush_headers()
 
         def do_GET(self) -> None:  # noqa: N802 - the base class's name
-            body = files.get(self.path.split("?", 1)[0])
+            path, _, query = self.path.partition("?")
+            if query.startswith("delay_ms="):  # a page that takes the time a real server does to answer
+                time.sleep(int(query.removeprefix("delay_ms=")) / 1000)
+            body = files.get(path)
             if body is None:
                 self.reply(404, "text/plain", b"not found")
             else:
