@@ -110,7 +110,9 @@ class ScrapeRequestSerializer(_SyncRequest):
             found.update(validate_queries(data["queries"]))
         if data.get("item_selector") and not data.get("queries"):
             found["item_selector"] = "Needs queries (what to extract from each node)"
-        if data.get("full_page") in (True, "true", "True", "1") and data.get("format", "html") != "screenshot":
+        # full_page as its field reads it ("on", "yes" and 1 are true too), not a few spellings of true.
+        if ("full_page" in data and "full_page" not in errors and data.get("format", "html") != "screenshot"
+                and value.get("full_page", _parsed(self.fields["full_page"], data["full_page"]))):
             found["full_page"] = "Only with format screenshot"
         headers = data.get("headers")
         for name, header in (headers.items() if isinstance(headers, dict) and "headers" not in errors else ()):

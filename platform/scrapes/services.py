@@ -32,6 +32,7 @@ DOWNLOAD_FORMAT = "download"
 # A Content-Type a file may be served with again: type/subtype and parameters, printable ASCII.
 _CONTENT_TYPE = re.compile(r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+(\s*;[\x20-\x7e]*)?$")
 FALLBACK_CONTENT_TYPE = "application/octet-stream"
+DEFAULT_WAIT_TIMEOUT_MS = 30_000  # render_config's wait_timeout_ms default
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ def _item_count(extracted: Any) -> int:
 
 
 def scrape(*, user, url: str, format: str = "html", render_js: bool = False, timeout_ms: int,
-           wait_strategy: str = "load", wait_selector: str = "", wait_timeout_ms: int = 30_000,
+           wait_strategy: str = "load", wait_selector: str = "", wait_timeout_ms: int = DEFAULT_WAIT_TIMEOUT_MS,
            full_page: bool = False, queries: list[dict] | None = None, item_selector: dict | None = None,
            proxy_config: dict | None = None, headers: dict[str, str] | None = None, json_response: bool = True,
            api_key=None) -> Fetched:
@@ -75,7 +76,9 @@ def scrape(*, user, url: str, format: str = "html", render_js: bool = False, tim
     quotas.check(user_id=user.pk, kinds=(endpoint, Kind.BYTES_DOWNLOADED, quotas.proxy_kind(proxy_config)))
     spec = FetchSpec(
         url=url.strip(), render=render_js or format in ("screenshot", "pdf"), wait_strategy=wait_strategy,
-        wait_selector=wait_selector or None, wait_timeout_ms=wait_timeout_ms, format=format, full_page=full_page,
+        # 0 is render_config's default, as a crawl (spiders.proxying) and a preview read it: not a 1 ms wait.
+        wait_selector=wait_selector or None, wait_timeout_ms=wait_timeout_ms or DEFAULT_WAIT_TIMEOUT_MS,
+        format=format, full_page=full_page,
         headers=dict(headers or {}), proxy_urls=tuple(proxies), timeout_ms=timeout_ms,
         queries=tuple(queries or ()), item_selector=item_selector,
     )

@@ -6,22 +6,25 @@ Views are thin: validate (serializers), fetch and keep (services), shape the ans
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 from typing import Any
 
-from django.http import HttpResponse
+from django.conf import settings
+from django.http import HttpResponse, QueryDict
 from django.urls import reverse
 from django.utils.encoding import iri_to_uri
 from django.utils.http import content_disposition_header
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
+from rest_framework.parsers import FormParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.auth import key_of
+from core.errors import ValidationFailed
+from core.parsers import JSONParser, json_problems
 from exports.models import ResultFile
 from exports.responses import FileNegotiation
 
@@ -49,6 +52,40 @@ SCRAPE_RESPONSES = {
 }
 # Fields the GET form takes as JSON text (`queries=[{...}]`); the others are plain values.
 _JSON_PARAMETERS = ("queries", "item_selector", "proxy_config", "headers")
+# A JSON body, or a form (`curl -d url=...`, `requests.post(..., data=...)`) read as the GET form is.
+_PARSERS = [JSONParser, FormParser]
+
+
+def form_fields(values: QueryDict) -> dict[str, Any]:
+    """Fields sent as a query string or a form: plain values, and JSON text for the objects and lists,
+    held to the JSON body's rules (core.parsers: depth, NUL characters, numbers a database can store)."""
+    data: dict[str, Any] = values.dict()  # a field given twice: its last value
+    problems: dict[str, str] = {}
+    for name in _JSON_PARAMETERS:
+        if not isinstance(data.get(name), str):
+            continue
+        try:
+            data[name] = json.loads(data[name])
+        except ValueError:
+            pass  # left as text: its field says what it should be
+        except RecursionError:  # Python's parser gives up at about a thousand levels
+            problems[name] = f"Nested deeper than {settings.API_MAX_JSON_DEPTH} levels"
+    problems.update(json_problems(data))
+    if problems:
+        raise ValidationFailed("Invalid request", details=problems)
+    return data
+
+
+def post_fields(request: Request) -> Any:
+    """A POST's fields: its JSON or form body, and any given in its query string (as the GET form takes
+    them; read, not dropped unseen). A field in both is a 400."""
+    body = form_fields(request.data) if isinstance(request.data, QueryDict) else request.data
+    if not request.query_params or not isinstance(body, dict):
+        return body  # a body that is not an object is refused by the serializer, as it is
+    query = form_fields(request.query_params)
+    if both := sorted(set(query) & set(body)):
+        raise ValidationFailed("Invalid request", details={name: "Given both in the query string and in the body" for name in both})
+    return {**query, **body}
 
 
 def _result_url(request: Request, file: ResultFile) -> str:
@@ -100,8 +137,10 @@ class ScrapeView(APIView):
     """Scrape a page now."""
 
     content_negotiation_class = FileNegotiation  # json_response false answers with the capture
+    parser_classes = _PARSERS
 
-    @extend_schema(operation_id="sync_scrape", request=ScrapeRequestSerializer, responses=SCRAPE_RESPONSES)
+    @extend_schema(operation_id="sync_scrape", request={"application/json": ScrapeRequestSerializer},
+                   responses=SCRAPE_RESPONSES)
     def post(self, request: Request) -> HttpResponse:
         """Fetch a page now (rendered in Chromium with `render_js`) and answer with its HTML, Markdown, a
         screenshot or a PDF, and what `queries` extract from it.
@@ -110,7 +149,7 @@ class ScrapeView(APIView):
         its body; a refused connection, a DNS failure or a timeout gives 200 with `statusCode` 500 or 504
         and `html: null`. The capture is kept as a result file: `GET /api/v1/files/{job_id}` serves it.
         """
-        return scrape_response(request, request.data)
+        return scrape_response(request, post_fields(request))
 
 
 def _get_parameters() -> list[OpenApiParameter]:
@@ -137,20 +176,17 @@ class ScrapeNowView(APIView):
     def get(self, request: Request) -> HttpResponse:
         """Scrape a page now, as `POST /sync/scrape` does, with the fields as query parameters
         (`queries`, `item_selector`, `proxy_config` and `headers` as JSON text)."""
-        data: dict[str, Any] = request.query_params.dict()
-        for name in _JSON_PARAMETERS:
-            if isinstance(data.get(name), str):
-                with contextlib.suppress(ValueError):  # left as text: its field says what it should be
-                    data[name] = json.loads(data[name])
-        return scrape_response(request, data)
+        return scrape_response(request, form_fields(request.query_params))
 
 
 class DownloadView(APIView):
     """Download a file now."""
 
+    parser_classes = _PARSERS
+
     @extend_schema(
         operation_id="sync_download",
-        request=DownloadRequestSerializer,
+        request={"application/json": DownloadRequestSerializer},
         responses={
             200: DownloadResponseSerializer,
             500: OpenApiResponse(DownloadResponseSerializer,
@@ -163,7 +199,7 @@ class DownloadView(APIView):
         A failed fetch answers HTTP 500 with the same body and `content: null` (as seed 001's API does);
         a file over the limit is a 400 naming it.
         """
-        serializer = DownloadRequestSerializer(data=request.data)
+        serializer = DownloadRequestSerializer(data=post_fields(request))
         serializer.is_valid(raise_exception=True)
         fetched = services.download(user=request.user, api_key=key_of(request), **serializer.validated_data)
         outcome, file = fetched.outcome, fetched.file

@@ -10,6 +10,7 @@ import base64
 import hashlib
 from datetime import timedelta
 from ipaddress import ip_network
+from urllib.parse import urlencode
 
 import pytest
 from django.db import IntegrityError
@@ -304,6 +305,55 @@ def test_seed_000_get_form_scrapes_too(api, fetched):
                       ({"url": URL, "full_page": "true"}, "full_page"), ({"url": URL, "render_js": "maybe"}, "render_js")):
         response = api.get("/api/v1", bad)
         assert response.status_code == 400 and path in response.json()["details"]
+
+
+@pytest.mark.parametrize("value", [True, "true", "on", "yes", 1])
+def test_full_page_without_a_screenshot_is_400_however_true_is_spelled(api, fetched, value):
+    """Seen: "on" and "yes" (true to the field) passed with format html, "true" did not."""
+    response = scrape(api, url=URL, full_page=value)
+    assert response.status_code == 400 and "full_page" in response.json()["details"]
+    assert scrape(api, url=URL, format="screenshot", full_page=value).status_code == 200
+    assert fetched.specs[-1].full_page is True
+    assert scrape(api, url=URL, full_page="off").status_code == 200
+
+
+def test_a_wait_timeout_of_0_is_render_configs_default(api, fetched):
+    """As a crawl and a preview read it. Seen: a 1 ms wait, answered 504 at once naming 30000 ms."""
+    assert scrape(api, url=URL, render_js=True, wait_timeout_ms=0).status_code == 200
+    assert fetched.specs[-1].wait_timeout_ms == 30_000
+
+
+FORM = "application/x-www-form-urlencoded"
+
+
+def test_a_form_body_and_a_posts_query_string_are_read_as_the_get_form_is(api, fetched):
+    """Seen: a form body (`curl -d url=...`, requests' `data=`) was 415, and the fields in a POST's
+    query string were dropped unseen (`?format=pdf` answered HTML)."""
+    queries = '[{"name": "title", "type": "css", "query": "title::text"}]'
+    form = urlencode({"url": URL, "format": "markdown", "queries": queries, "render_js": "false"})
+    body = api.post("/api/v1/sync/scrape", form, content_type=FORM).json()
+    assert body["markdown"] and body["extracted_data"] == {"url": URL, "title": "Hi"}
+    assert api.post("/api/v1/sync/download", urlencode({"url": URL}), content_type=FORM).status_code == 200
+    raw = api.post("/api/v1/sync/scrape?" + urlencode({"format": "pdf", "json_response": "false"}), {"url": URL}, format="json")
+    assert raw.status_code == 200 and raw["Content-Type"] == "application/pdf"
+    for response, path in (
+        (api.post("/api/v1/sync/scrape?" + urlencode({"url": URL}), {"url": URL}, format="json"), "url"),
+        (api.post("/api/v1/sync/scrape", urlencode({"url": URL, "colour": "red"}), content_type=FORM), "colour"),
+        (api.post("/api/v1/sync/download?" + urlencode({"format": "pdf"}), {"url": URL}, format="json"), "format"),
+    ):
+        assert response.status_code == 400 and path in response.json()["details"], response.content
+
+
+@pytest.mark.parametrize(("params", "path"), [
+    ({"url": URL, "queries": "[" * 2000 + "]" * 2000}, "queries"),
+    ({"url": URL, "queries": '[{"name": "t", "type": "css", "query": "a\\u0000"}]'}, "queries[0].query"),
+    ({"url": URL, "headers": '{"Cookie": ' + "1" * 30 + "}"}, "headers.Cookie"),
+])
+def test_json_text_fields_are_held_to_the_json_bodys_rules(api, fetched, params, path):
+    """Seen: `queries` nested deeper than Python's parser goes, in a query string, was a 500 (RecursionError)."""
+    for response in (api.get("/api/v1", params), api.post("/api/v1/sync/scrape", urlencode(params), content_type=FORM)):
+        assert response.status_code == 400 and path in response.json()["details"], response.content
+    assert fetched.specs == []
 
 
 def test_sync_routes_need_an_api_key(fetched):
