@@ -19,11 +19,11 @@ from unfold.widgets import UnfoldAdminTextInputWidget
 
 from console.actions import each
 from core.adminforms import WriteOnlyPasswordAdmin, WriteOnlyPasswordForm, after_dialog, badge
-from core.errors import NodeUnavailable
+from core.errors import NodeUnavailable, PlatformError
 
-from .models import Node
+from .models import Node, normalized_url, url_owner
 from .selectors import nodes_with_load
-from .services import request_sync, set_node_state, sync_node
+from .services import delete_node, edited, request_sync, set_node_state, sync_node
 
 STATE_VARIANTS = {"enabled": "success", "draining": "warning", "disabled": ""}
 
@@ -49,6 +49,12 @@ class NodeForm(WriteOnlyPasswordForm):
         model = Node
         fields = ["name", "url", "username", "password", "clear_password", "slots", "labels", "enabled", "draining"]
 
+    def clean_url(self) -> str:
+        url = self.cleaned_data["url"]
+        if other := url_owner(url, exclude_pk=self.instance.pk):
+            raise forms.ValidationError(f"Node {other.name} is registered at this URL")
+        return normalized_url(url)
+
 
 @admin.register(Node)
 class NodeAdmin(WriteOnlyPasswordAdmin):
@@ -72,9 +78,29 @@ class NodeAdmin(WriteOnlyPasswordAdmin):
         return nodes_with_load(super().get_queryset(request))
 
     def save_model(self, request, obj, form, change):
+        before = Node.objects.filter(pk=obj.pk).values("url", "enabled").first() if change else None
         super().save_model(request, obj, form, change)
-        if not change:
+        if before is None:
             request_sync(obj)  # a new node gets every current version before it takes runs
+        else:
+            edited(obj, old_url=before["url"], was_enabled=before["enabled"])
+
+    def delete_model(self, request, obj: Node) -> None:
+        delete_node(node=obj)
+
+    def delete_view(self, request, object_id, extra_context=None):
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except PlatformError as exc:  # it has runs that have not ended: say why on the node's page
+            self.message_user(request, exc.message, level=messages.ERROR)
+            return after_dialog(request, reverse("admin:nodes_node_change", args=[object_id]))
+
+    def delete_queryset(self, request, queryset) -> None:
+        for node in queryset:
+            try:
+                delete_node(node=node)
+            except PlatformError as exc:
+                self.message_user(request, exc.message, level=messages.ERROR)
 
     def get_fieldsets(self, request, obj=None):
         fieldsets = super().get_fieldsets(request, obj)

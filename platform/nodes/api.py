@@ -8,9 +8,9 @@ from rest_framework.permissions import IsAdminUser
 
 from core.serializers import StrictFieldsMixin
 
-from .models import Node
+from .models import Node, normalized_url, url_owner
 from .selectors import nodes_with_load
-from .services import request_sync
+from .services import delete_node, edited, request_sync
 
 
 class NodeSerializer(StrictFieldsMixin, serializers.ModelSerializer):
@@ -41,7 +41,9 @@ class NodeSerializer(StrictFieldsMixin, serializers.ModelSerializer):
         return node.health(timezone.now())
 
     def validate_url(self, value: str) -> str:
-        return value.rstrip("/") + "/"
+        if other := url_owner(value, exclude_pk=getattr(self.instance, "pk", None)):
+            raise serializers.ValidationError(f"Node {other.name} is registered at this URL")
+        return normalized_url(value)
 
 
 class NodeViewSet(viewsets.ModelViewSet):
@@ -56,3 +58,10 @@ class NodeViewSet(viewsets.ModelViewSet):
 
     def perform_create(self, serializer):
         request_sync(serializer.save())  # a new node gets every current version before it takes runs
+
+    def perform_update(self, serializer):
+        old_url, was_enabled = serializer.instance.url, serializer.instance.enabled
+        edited(serializer.save(), old_url=old_url, was_enabled=was_enabled)
+
+    def perform_destroy(self, instance):
+        delete_node(node=instance)  # 409 while it has runs that have not ended

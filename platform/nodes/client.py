@@ -24,6 +24,12 @@ class NodeUnreachable(NodeUnavailable):
     """Scrapyd did not answer at all (refused, timed out, cut off): what makes a node unreachable (nodes.health)."""
 
 
+# What a reverse proxy in front of Scrapyd (TLS, basic auth) answers when Scrapyd behind it does not:
+# the node is unreachable, as if there were no proxy. Scrapyd itself never answers these. Taken as a
+# refusal instead, a node whose Scrapyd died behind its proxy stayed `up`, and its runs were never lost.
+GATEWAY_FAILURES = frozenset({502, 503, 504})
+
+
 class ScrapydError(NodeUnavailable):
     """Scrapyd answered, but refused the request."""
 
@@ -76,6 +82,8 @@ class ScrapydClient:
             response = requests.request(method, url, auth=self.auth, timeout=self.timeout, **kwargs)
         except requests.RequestException as exc:
             raise NodeUnreachable(f"Scrapyd at {self.base_url} is unreachable: {exc.__class__.__name__}") from exc
+        if response.status_code in GATEWAY_FAILURES:
+            raise NodeUnreachable(f"Scrapyd at {self.base_url} did not answer: its proxy says HTTP {response.status_code}")
         if response.status_code != 200:
             raise ScrapydError(f"Scrapyd {endpoint} answered HTTP {response.status_code}: {response.text[:200]}")
         try:

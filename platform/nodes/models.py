@@ -119,3 +119,18 @@ class Node(models.Model):
             raise NodePasswordUnreadable(
                 f"The password of node {self.name} cannot be read (SECRET_KEY changed?): set it again in the admin"
             ) from None
+
+
+def normalized_url(url: str) -> str:
+    """A node's URL as the registry keeps it: one trailing slash."""
+    return url.rstrip("/") + "/"
+
+
+def url_owner(url: str, *, exclude_pk: int | None = None) -> Node | None:
+    """The node already registered at `url`, if any. Two nodes at one URL would be one Scrapyd counted
+    twice: twice its slots given runs, which then wait in its own queue."""
+    wanted = normalized_url(url).lower()
+    for node in Node.objects.exclude(pk=exclude_pk).only("pk", "name", "url"):
+        if normalized_url(node.url).lower() == wanted:
+            return node
+    return None

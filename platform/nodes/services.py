@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db.models import Q
 
-from core.errors import NodeUnavailable, ValidationFailed
+from core.errors import Conflict, NodeUnavailable, ValidationFailed
 from core.outbox import send_on_commit
 from projects.eggs import builtin_egg
 
@@ -116,10 +116,48 @@ def register_node(
         defaults["username"] = username
     if password is not None:
         defaults["password"] = password  # the model keeps it encrypted
+    old_url = Node.objects.filter(name=name).values_list("url", flat=True).first()
+    if old_url is not None and old_url != url:
+        defaults["builtin_version"] = ""  # at a new URL it may be a new machine without the eggs (edited)
     node, _ = Node.objects.update_or_create(name=name, defaults=defaults)
     # Another registration at the same URL under an old name would double-count the node.
     Node.objects.filter(Q(url=url) & ~Q(pk=node.pk)).update(enabled=False)
     return node
+
+
+def edited(node: Node, *, old_url: str, was_enabled: bool) -> None:
+    """After a node was edited (API or admin): a node at a new URL may be a new machine without any egg,
+    so what the platform recorded of its built-in project is forgotten and a worker syncs it, as it does a
+    node enabled again (deploys skipped it while disabled). Without this, its next run of the built-in
+    project reached the new machine unchecked and failed ("project 'builtin' not found")."""
+    moved = node.url != old_url
+    if moved:
+        Node.objects.filter(pk=node.pk).update(builtin_version="")
+        node.builtin_version = ""
+    if node.enabled and (moved or not was_enabled):
+        request_sync(node)
+
+
+def active_runs(node: Node) -> int:
+    """How many runs the node holds a slot for (jobs.queue.holding_slot): given to it and not ended."""
+    from jobs.models import Run  # jobs builds on nodes: import here to keep the graph acyclic
+    from jobs.queue import holding_slot
+
+    return Run.objects.filter(holding_slot(), node=node).count()
+
+
+def delete_node(*, node: Node) -> None:
+    """Remove a node from the registry once it has no run that has not ended (Conflict otherwise).
+
+    A run whose node was removed cannot be asked after, cancelled or paused: the reconciler settled it
+    `lost` at its next round, even while its crawl went on reporting (and then revived it, round after
+    round). Draining first lets the runs finish; a node that is gone has them settled `lost` once it is down."""
+    if count := active_runs(node):
+        raise Conflict(
+            f"Node {node.name} has {count} run(s) that have not ended: drain or disable it and delete it once "
+            "they have (a node that is gone has its runs settled lost once it is down: NODE_LOST_AFTER), or cancel them"
+        )
+    node.delete()
 
 
 def set_node_state(*, node: Node, state: str) -> Node:

@@ -166,3 +166,22 @@ def test_a_node_registered_after_a_deploy_gets_the_version_before_its_first_run(
         assert (run.status, run.node.name, run.version, run.items_scraped) == (RunStatus.SUCCEEDED, "late", "1700000000", 1)
     finally:
         process.stop()
+
+
+def test_a_node_moved_to_a_new_machine_gets_the_code_before_its_next_run(
+    platform, user, site, services_dir, scrapyd_pair, django_user_model
+):
+    """An operator replaces a node's machine by changing its URL (PATCH, as the admin's form saves it):
+    the new Scrapyd has no eggs, and the node's next run must not reach it without the built-in project."""
+    node = Node.objects.create(name="moved", url=scrapyd_pair[0], slots=4)
+    first = settled(services.start_run(job=slow_job(user, site, seconds=0)))
+    assert (first.status, first.node) == (RunStatus.SUCCEEDED, node), first.error
+    process, url = start_scrapyd("lifecycle-replacement", services_dir)
+    try:
+        staff = make_client(django_user_model.objects.create_user("ops", is_staff=True))
+        moved = staff.patch(f"/api/v1/nodes/{node.pk}", {"url": url}, format="json")
+        assert moved.status_code == 200, moved.content
+        second = settled(services.start_run(job=slow_job(user, site, seconds=0)))
+        assert (second.status, second.node, second.items_scraped) == (RunStatus.SUCCEEDED, node, 1), second.error
+    finally:
+        process.stop()

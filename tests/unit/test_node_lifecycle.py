@@ -284,7 +284,7 @@ def test_the_admin_shows_a_down_node_and_syncs_one_it_adds(client, django_user_m
     dead_node(unreachable_for=600)
     page = client.get(reverse("admin:nodes_node_changelist")).content.decode()
     assert re.search(r">\s*down\s*<", page) and "since 10\xa0minutes ago: unreachable" in page
-    added = client.post(reverse("admin:nodes_node_add"), {"name": "fresh", "url": DEAD, "slots": 2, "labels": "",
+    added = client.post(reverse("admin:nodes_node_add"), {"name": "fresh", "url": "http://127.0.0.1:10/", "slots": 2, "labels": "",
                                                           "enabled": "on"})
     assert added.status_code == 302, added.content.decode()[:2000]
     fresh = Node.objects.get(name="fresh")

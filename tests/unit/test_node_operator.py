@@ -1,0 +1,153 @@
+"""What an operator does to the node registry: move a node, enable it again, delete it, register a URL twice,
+and a node behind a reverse proxy whose Scrapyd is gone (tests/integration/test_node_lifecycle.py runs the move
+against real Scrapyd nodes)."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.core.management import call_command
+from django.urls import reverse
+
+from core.models import OutboxMessage
+from jobs import policies
+from jobs.models import Job, Run, RunStatus
+from nodes import health
+from nodes.client import NodeUnreachable, ScrapydClient
+from nodes.models import Node
+from nodes.services import probe
+from tests.conftest import make_client
+from tests.scripted import ScriptedSite
+
+pytestmark = pytest.mark.django_db
+
+DEAD = "http://127.0.0.1:9/"
+
+
+@pytest.fixture
+def staff(django_user_model):
+    return django_user_model.objects.create_user("ops", is_staff=True, is_superuser=True)
+
+
+def syncs(node: Node) -> int:
+    return OutboxMessage.objects.filter(task="nodes.sync_node", args=[str(node.pk)]).count()
+
+
+def running_on(node: Node, owner) -> Run:
+    job = Job.objects.create(owner=owner, name="j", source="https://example.com/")
+    run = Run.objects.create(owner=owner, job=job, project="builtin", spider="query", **policies.run_fields(job))
+    Run.objects.filter(pk=run.pk).update(node=node)
+    run.refresh_from_db()
+    run.mark_running()
+    return run
+
+
+# --- a node edited ----------------------------------------------------------------------------------
+def test_a_node_moved_to_another_url_forgets_its_built_in_version_and_is_synced(staff):
+    node = Node.objects.create(name="n", url="http://127.0.0.1:6800/", slots=2, builtin_version="abc")
+    api = make_client(staff)
+    assert api.patch(f"/api/v1/nodes/{node.pk}", {"slots": 3}, format="json").status_code == 200
+    node.refresh_from_db()
+    assert (node.builtin_version, syncs(node)) == ("abc", 0)  # nothing moved: nothing to check
+    moved = api.patch(f"/api/v1/nodes/{node.pk}", {"url": "http://127.0.0.1:6801"}, format="json")
+    assert moved.status_code == 200, moved.content
+    node.refresh_from_db()
+    assert (node.url, node.builtin_version, syncs(node)) == ("http://127.0.0.1:6801/", "", 1)
+
+
+def test_a_node_enabled_again_through_the_api_is_synced(staff):
+    node = Node.objects.create(name="n", url=DEAD, slots=2, enabled=False)
+    api = make_client(staff)
+    assert api.patch(f"/api/v1/nodes/{node.pk}", {"enabled": True}, format="json").status_code == 200
+    assert syncs(node) == 1
+    assert api.patch(f"/api/v1/nodes/{node.pk}", {"draining": True}, format="json").status_code == 200
+    assert syncs(node) == 1
+
+
+def test_a_node_moved_in_the_admin_or_by_registernode_forgets_its_built_in_version(client, staff):
+    node = Node.objects.create(name="n", url="http://127.0.0.1:6800/", slots=2, builtin_version="abc")
+    client.force_login(staff)
+    changed = client.post(reverse("admin:nodes_node_change", args=[node.pk]),
+                          {"name": "n", "url": "http://127.0.0.1:6801", "slots": 2, "labels": "", "enabled": "on"})
+    assert changed.status_code == 302, changed.content.decode()[:2000]
+    node.refresh_from_db()
+    assert (node.url, node.builtin_version, syncs(node)) == ("http://127.0.0.1:6801/", "", 1)
+
+    Node.objects.filter(pk=node.pk).update(builtin_version="abc")
+    call_command("registernode", "n", "http://127.0.0.1:6801", stdout=io.StringIO())  # the same URL: kept
+    node.refresh_from_db()
+    assert node.builtin_version == "abc"
+    call_command("registernode", "n", "http://127.0.0.1:6802", stdout=io.StringIO())
+    node.refresh_from_db()
+    assert (node.url, node.builtin_version) == ("http://127.0.0.1:6802/", "")
+
+
+# --- a node deleted ---------------------------------------------------------------------------------
+def test_a_node_with_a_run_that_has_not_ended_is_not_deleted(client, staff):
+    node = Node.objects.create(name="busy", url=DEAD, slots=2)
+    run = running_on(node, staff)
+    api = make_client(staff)
+    refused = api.delete(f"/api/v1/nodes/{node.pk}")
+    assert refused.status_code == 409, refused.content
+    assert refused.json()["error"] == "conflict" and "1 run(s) that have not ended" in refused.json()["message"]
+    client.force_login(staff)
+    page = client.post(reverse("admin:nodes_node_delete", args=[node.pk]), {"post": "yes"}, follow=True)
+    assert "1 run(s) that have not ended" in page.content.decode()
+    listed = client.post(reverse("admin:nodes_node_changelist"),
+                         {"action": "delete_selected", "_selected_action": [node.pk], "post": "yes"}, follow=True)
+    assert "1 run(s) that have not ended" in listed.content.decode()
+    run.refresh_from_db()
+    assert Node.objects.filter(pk=node.pk).exists() and (run.status, run.node_id) == (RunStatus.RUNNING, node.pk)
+
+    run.finish(RunStatus.SUCCEEDED)
+    assert api.delete(f"/api/v1/nodes/{node.pk}").status_code == 204
+    run.refresh_from_db()
+    assert run.node_id is None and run.status == RunStatus.SUCCEEDED  # its history stays
+
+
+# --- one URL, two nodes -----------------------------------------------------------------------------
+def test_a_url_already_registered_is_refused(client, staff):
+    Node.objects.create(name="first", url="http://127.0.0.1:6800/", slots=2)
+    api = make_client(staff)
+    again = api.post("/api/v1/nodes", {"name": "second", "url": "http://127.0.0.1:6800", "slots": 2}, format="json")
+    assert again.status_code == 400, again.content
+    assert again.json()["details"] == {"url": "Node first is registered at this URL"}
+    other = api.post("/api/v1/nodes", {"name": "second", "url": "http://127.0.0.1:6801/", "slots": 2}, format="json")
+    assert other.status_code == 201
+    moved = api.patch(f"/api/v1/nodes/{other.json()['id']}", {"url": "http://127.0.0.1:6800/"}, format="json")
+    assert moved.status_code == 400
+    itself = api.patch(f"/api/v1/nodes/{other.json()['id']}", {"url": "http://127.0.0.1:6801"}, format="json")
+    assert itself.status_code == 200
+    client.force_login(staff)
+    page = client.post(reverse("admin:nodes_node_add"), {"name": "third", "url": "http://127.0.0.1:6800/", "slots": 2,
+                                                          "labels": "", "enabled": "on"})
+    assert page.status_code == 200 and "Node first is registered at this URL" in page.content.decode()
+    assert Node.objects.count() == 2
+
+
+# --- a node behind a proxy --------------------------------------------------------------------------
+@pytest.mark.parametrize("status", [502, 503, 504])
+def test_a_node_whose_proxy_says_scrapyd_is_gone_is_unreachable(status):
+    def gateway(handler, query):
+        handler.send(status, b"<html>Bad Gateway</html>", {"Content-Type": "text/html"})
+
+    with ScriptedSite({"": gateway}) as proxy:
+        node = Node.objects.create(name="behind", url=proxy.url + "/", slots=2)
+        with pytest.raises(NodeUnreachable, match=f"its proxy says HTTP {status}"):
+            probe(node)
+    node.refresh_from_db()
+    assert node.unreachable_since is not None and node.health(node.unreachable_since) == "unreachable"
+
+
+def test_a_node_that_answers_500_answers_but_refuses():
+    def broken(handler, query):
+        handler.send(500, b"Internal Server Error")
+
+    with ScriptedSite({"": broken}) as scrapyd:
+        node = Node.objects.create(name="broken", url=scrapyd.url + "/", slots=2)
+        with pytest.raises(Exception, match="answered HTTP 500") as raised:
+            ScrapydClient.for_node(node).daemon_status()
+        health.failed(node, raised.value)
+    node.refresh_from_db()
+    assert node.unreachable_since is None and "HTTP 500" in node.last_error
