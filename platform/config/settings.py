@@ -253,6 +253,8 @@ CELERY_BEAT_SCHEDULE = {
 
 # --- Runs and nodes -----------------------------------------------------------------------------
 PORT = env_int("PORT", 8000)
+# Threads of each gunicorn worker (make run, deploy/systemd's web unit and deploy/compose.yaml pass it).
+WEB_THREADS = env_int("WEB_THREADS", 16)
 # gunicorn's control socket (`gunicornc`), one per platform so two on one machine do not share
 # gunicorn's default ($XDG_RUNTIME_DIR or ~/.gunicorn). Unix socket paths are short: past 100 bytes,
 # and with "", there is none.
@@ -400,6 +402,9 @@ FETCHER_RENDER_CONCURRENCY = env_int("FETCHER_RENDER_CONCURRENCY", 4)
 FETCHER_QUEUE = env_int("FETCHER_QUEUE", 64)
 # Seconds the client waits for a fetcher on top of the request's own timeout_ms.
 FETCHER_CLIENT_GRACE = env_float("FETCHER_CLIENT_GRACE", 5.0)
+# Sync calls one web worker process waits on at once (each holds a thread for the page's time); past
+# it, 503 at once, so that the rest of the API keeps WEB_THREADS - SYNC_WEB_SLOTS threads.
+SYNC_WEB_SLOTS = env_int("SYNC_WEB_SLOTS", max(1, WEB_THREADS - 4))
 
 # --- Sync API (docs/configuration.md, "Sync API") ---------------------------------------------------
 # POST /api/v1/sync/scrape, POST /api/v1/sync/download and GET /api/v1?url=... (the scrapes app),

@@ -128,8 +128,50 @@ class FetchersUnavailable(PlatformError):
     retry_after = 5
 
 
+class WebSlots:
+    """How many sync calls this web process waits on at once (SYNC_WEB_SLOTS).
+
+    A sync call holds a web thread (gunicorn's gthread) for the page's whole time. Were every thread
+    waiting on slow pages, the rest of the API (crawls' reports, runs, downloads) would wait behind
+    them, and so would further sync calls, their `timeout_ms` running out unseen in gunicorn's queue.
+    Past the slots a call is refused at once (503 with Retry-After) and the other threads stay free.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._busy = 0
+
+    def __enter__(self) -> WebSlots:
+        size = settings.SYNC_WEB_SLOTS
+        with self._lock:
+            if self._busy >= size:
+                raise FetchersBusy(
+                    f"This web process is waiting on {self._busy} sync calls already (SYNC_WEB_SLOTS {size}); "
+                    "try again shortly", retry_after=1,
+                )
+            self._busy += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._busy -= 1
+
+    @property
+    def busy(self) -> int:
+        return self._busy
+
+
+web_slots = WebSlots()
+
+
 def fetch(spec: FetchSpec, *, urls: list[str] | None = None) -> FetchOutcome:
-    """Fetch `spec` on the first fetcher (starting at a different one each call) that takes it."""
+    """Fetch `spec` on the first fetcher (starting at a different one each call) that takes it, in one of
+    this web process's sync slots."""
+    with web_slots:
+        return _fetch(spec, urls=urls)
+
+
+def _fetch(spec: FetchSpec, *, urls: list[str] | None) -> FetchOutcome:
     urls = list(urls if urls is not None else settings.FETCHER_URLS)
     if not urls:
         raise FetchersUnavailable("No fetcher is configured (FETCHER_URLS)")

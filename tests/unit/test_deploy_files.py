@@ -144,7 +144,13 @@ def test_compose_environment_uses_documented_settings():
         assert urlsplit(env["CELERY_BROKER_URL"]).hostname == "redis"
         assert urlsplit(env["CACHE_URL"]).scheme == "redis"  # settings: a Redis cache only for redis://
         assert env["SECRET_KEY"].startswith("${SECRET_KEY:?")
-        assert env["EXPORT_BACKUP"] == "s3" and urlsplit(env["EXPORT_S3_ENDPOINT_URL"]).hostname == "s3"
+        # What one process writes and another reads is in the S3 store (issue 15), not on a shared volume.
+        # The bucket the s3-bucket one-shot makes, at the port MinIO listens on.
+        storage = urlsplit(env["STORAGE_URL"])
+        minio = SERVICES["s3"]["command"]
+        assert storage.scheme == "s3" and f"store/{storage.hostname}" in " ".join(SERVICES["s3-bucket"]["entrypoint"])
+        assert f"endpoint_url=http://s3{minio[minio.index('--address') + 1]}" in storage.query
+        assert env["AWS_ACCESS_KEY_ID"].startswith("${S3_ACCESS_KEY:?") and "EXPORT_BACKUP" not in env
         # Crawls report to the proxy, which every node reaches and which answers to that name.
         public = urlsplit(env["PLATFORM_PUBLIC_URL"])
         assert public.hostname == "proxy" and public.hostname in env["ALLOWED_HOSTS"].split(",")
@@ -284,7 +290,7 @@ def test_compose_volumes_and_dependencies():
             else:
                 used.setdefault(source, []).append(name)
     assert set(used) == declared
-    # Each node its own volume; the platform's processes share DATA_DIR (items, eggs, exports).
+    # Each node its own volume; the platform's processes share one for static files and scratch (data: STORAGE_URL).
     for name in named("scrapyd"):
         mine = [v for v, users in used.items() if name in users]
         assert len(mine) == 1 and used[mine[0]] == [name]
@@ -387,8 +393,10 @@ def test_systemd_units():
     assert scrapyd["KillMode"] == "control-group" and int(scrapyd["TimeoutStopSec"]) >= 60
     # Web: the same gunicorn as in compose.yaml, bound to loopback behind nginx.
     web = exec_args(units["platform-web@.service"], "8001")
-    compose_web = [str(a) for a in SERVICES["web-1"]["command"]]
+    # Compose's ${VAR:-default} is the unit's ${VAR} with its Environment= default.
+    compose_web = [re.sub(r"\$\{(\w+):-[^}]*\}", r"${\1}", str(a)) for a in SERVICES["web-1"]["command"]]
     assert web[web.index("--bind") + 1] == "127.0.0.1:8001"
+    assert "\nEnvironment=WEB_THREADS=16\n" in (DEPLOY / "systemd" / "platform-web@.service").read_text()
     assert [a for a in web[1:] if not a.startswith(("127.0.0.1:", "0.0.0.0:"))] == [
         a for a in compose_web[1:] if not a.startswith(("127.0.0.1:", "0.0.0.0:"))]
     # Workers: Celery's warm shutdown in the main process only; the pool is killed at the timeout.
@@ -415,7 +423,7 @@ def test_systemd_env_example_uses_documented_settings():
              if line and not line.startswith("#")}
     assert names <= documented_settings(), names - documented_settings()
     assert {"SECRET_KEY", "DATABASE_URL", "CELERY_BROKER_URL", "CACHE_URL", "PLATFORM_PUBLIC_URL",
-            "DATA_DIR", "ALLOWED_HOSTS"} <= names
+            "DATA_DIR", "ALLOWED_HOSTS", "STORAGE_URL"} <= names
 
 
 # --- nginx --------------------------------------------------------------------------------------

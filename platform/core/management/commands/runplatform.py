@@ -261,7 +261,7 @@ class Command(BaseCommand):
             supervisor.start(Child(
                 "web",
                 [python, "-m", "gunicorn", "config.wsgi", "--bind", f"{opts['host']}:{opts['port']}",
-                 "--workers", str(opts["web_workers"]), "--threads", "4", "--worker-class", "gthread",
+                 "--workers", str(opts["web_workers"]), "--threads", str(settings.WEB_THREADS), "--worker-class", "gthread",
                  "--timeout", "120", "--graceful-timeout", "10", "--access-logfile", "-",
                  *(["--control-socket", settings.GUNICORN_CONTROL_SOCKET] if settings.GUNICORN_CONTROL_SOCKET else ["--no-control-socket"])],
                 env=django_env,
