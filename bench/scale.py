@@ -424,8 +424,8 @@ def report(ingest: list[dict], dispatch: list[dict], opts) -> None:
     if capped:
         caps_text = f"""
 Sizing: a web machine runs one gunicorn worker per core; here each web process is one such machine
-of {opts.web_cpu:g} core: one gunicorn worker × 4 threads (`--workers {opts.web_workers}`, the unit's other
-options unchanged) in a cgroup with a CPU quota of {opts.web_cpu:g} core (bench/cpucap.py). The shared
+of {opts.web_cpu:g} core: one gunicorn worker (`--workers {opts.web_workers}`; the unit's other options,
+`--threads ${{WEB_THREADS}}` among them, unchanged) in a cgroup with a CPU quota of {opts.web_cpu:g} core (bench/cpucap.py). The shared
 services (nginx, PostgreSQL, Redis, moto) together are capped at {opts.services_cpu:g} core and the load
 generator at {opts.loader_cpu:g}, as machines of their own; Celery workers and beat are not capped. Each cap's
 weight is raised so that its processes get their quota beside other work, and never more. "One"
