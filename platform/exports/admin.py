@@ -26,23 +26,23 @@ KIND_VARIANTS = {FileKind.EXPORT: "info", FileKind.CAPTURE: ""}
 
 @admin.register(ResultFile)
 class ResultFileAdmin(ModelAdmin):
-    list_display = ["filename", "kind_label", "format", "status_label", "run_link", "items", "size", "downloads_counter",
-                    "created_at", "expires_at", "download_link"]
+    list_display = ["filename", "kind_label", "format", "status_label", "owner", "source_link", "items", "size",
+                    "downloads_counter", "created_at", "expires_at", "download_link"]
     list_filter = ["kind", "status", "format"]
-    list_select_related = ["run"]
+    list_select_related = ["run", "owner"]
     list_per_page = 25  # unfold renders a row in ~4 ms: 25 rows keep the list well under 300 ms
     show_full_result_count = False
-    search_fields = ["filename", "url"]
+    search_fields = ["filename", "url", "owner__username"]
     actions = ["delete_files"]
     fieldsets = [
-        (None, {"fields": ["filename", "kind", "format", "status", "error", "run_link", "url", "download_link"]}),
+        (None, {"fields": ["filename", "kind", "format", "status", "error", "owner", "run_link", "url", "download_link"]}),
         ("Content", {"fields": ["content_type", "format_options", "items", "size", "checksum", "md5"]}),
         ("Downloads", {"fields": ["downloads_counter", "max_downloads", "active_downloads", "last_download_at"]}),
         ("Lifetime", {"fields": ["created_at", "ready_at", "local_expires_at", "expires_at", "local_name", "remote_name"]}),
     ]
 
     def get_readonly_fields(self, request, obj=None):
-        return [f.name for f in ResultFile._meta.fields] + ["run_link", "download_link", "format_options"]
+        return [f.name for f in ResultFile._meta.fields] + ["run_link", "source_link", "download_link", "format_options"]
 
     def has_add_permission(self, request):
         return False
@@ -66,6 +66,17 @@ class ResultFileAdmin(ModelAdmin):
         if file.run_id is None:
             return "-"
         return format_html('<a href="{}">{}</a>', reverse("admin:jobs_run_change", args=[file.run_id]), file.run_id.hex[:8])
+
+    @display(description="Run or URL")
+    def source_link(self, file: ResultFile) -> str:
+        """An export's run; a capture's URL (it has no run), with the reason when nothing was captured."""
+        if file.run_id is not None or not file.url:
+            return self.run_link(file)
+        shown = file.url if len(file.url) <= 60 else file.url[:59] + "…"
+        if file.status == FileStatus.FAILED and file.error:
+            return format_html('<span title="{}">{}</span><div class="text-red-600">{}</div>', file.url, shown,
+                               file.error[:120])
+        return format_html('<span title="{}">{}</span>', file.url, shown)
 
     @display(description="Options")
     def format_options(self, file: ResultFile) -> str:

@@ -10,12 +10,13 @@ whole fetch, slow-dripping servers included.
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from rest_framework import status
-from urllib3 import HTTPConnectionPool, Timeout
+from urllib3 import HTTPConnectionPool, HTTPHeaderDict, Timeout
 from urllib3.exceptions import (
     ConnectTimeoutError,
     HTTPError,
@@ -62,7 +63,7 @@ class FetchResult:
 
     url: str
     status: int
-    headers: dict[str, str]
+    headers: Mapping[str, str]  # case-insensitive (urllib3's HTTPHeaderDict)
     text: str
     body: bytes = field(default=b"", compare=False, repr=False)  # the bytes `text` was decoded from
 
@@ -230,7 +231,7 @@ def fetch(
                 raise _network_error(exc, current, deadline) from None
             if deadline.expired:
                 raise FetchTimedOut(f"Timed out fetching {current} (limit {timeout:g} s)")
-            received = dict(response.headers.items())
+            received = HTTPHeaderDict(response.headers)  # names in any case: servers send `Content-type` too
             text = _decode(body, received.get("Content-Type", ""))
             return FetchResult(current, response.status, received, text, body)
     raise FetchFailed(f"Too many redirects (more than {max_redirects}) from {url}")
@@ -262,5 +263,5 @@ def post(
             raise _network_error(exc, url, deadline) from None
         if deadline.expired:
             raise FetchTimedOut(f"Timed out posting to {url} (limit {timeout:g} s)")
-        received = dict(response.headers.items())
+        received = HTTPHeaderDict(response.headers)  # names in any case: servers send `Content-type` too
         return FetchResult(url, response.status, received, _decode(answer, received.get("Content-Type", "")), answer)

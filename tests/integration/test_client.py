@@ -20,15 +20,17 @@ from pandas.testing import assert_frame_equal
 from scrapy_platform_client import (
     AuthenticationError,
     Conflict,
+    Gone,
     NotFound,
     Platform,
     RateLimited,
+    ServiceUnavailable,
     ValidationError,
     WaitTimeout,
 )
 
 from tests.projects_support import make_repo
-from tests.support import REPO, FixtureSite, wait_until
+from tests.support import REPO, SITE_DIR, FixtureSite, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -201,24 +203,105 @@ def test_a_wait_that_runs_out_of_time_raises_with_the_run(transactional_db, live
     assert isinstance(caught.value, TimeoutError) and caught.value.last.status == "queued"
 
 
-def test_sync_scrape_and_its_capture_by_job_id(transactional_db, fetcher, live_server, api, site, settings, tmp_path):
+@pytest.fixture
+def sync_client(transactional_db, fetcher, live_server, api, settings, tmp_path):
     settings.EXPORT_DIR = tmp_path / "exports"
     settings.EXPORT_TMP_DIR = tmp_path / "exports" / ".tmp"
     with Platform(live_server.url, api.raw_key) as client:
-        result = client.sync.scrape(f"{site.url}product1.html", queries=QUERIES)
-        assert result.status_code == 200 and result.extracted_data["name"] == "Widget 1", result.data
-        capture = client.files.get(result.job_id)
-        assert capture.content_type.startswith("text/html") and "Widget 1" in capture.text
-        assert capture.filename == f"{result.job_id}.html"
-        assert client.files.info(result.job_id).status == "enabled"
+        yield client
 
-        missing = client.sync.scrape(f"{site.url}no-such-page.html")  # a failed fetch is an answer, not an error
-        assert missing.status_code == 404
-        with pytest.raises(ValidationError) as caught:
-            client.sync.scrape("ftp://example.com/")
-        assert "url" in caught.value.details
-        with pytest.raises(NotFound):
-            client.files.get(str(uuid.uuid4()))
+
+def test_sync_scrape_and_its_capture_by_job_id(sync_client, live_server, other_api, site, settings):
+    client = sync_client
+    result = client.sync.scrape(f"{site.url}product1.html", queries=QUERIES)
+    assert result.status_code == 200 and result.ok and result.extracted_data["name"] == "Widget 1", result.data
+    assert result.content == result.html.encode()
+    capture = client.files.get(result.job_id)
+    assert capture.content_type.startswith("text/html") and "Widget 1" in capture.text
+    assert capture.filename == f"{result.job_id}.html" and capture.source == "local"
+    info = client.files.info(result.job_id)
+    assert (info.status, info.kind, info.format, info.items) == ("enabled", "capture", "html", 1)
+
+    markdown = client.sync.scrape(f"{site.url}product1.html", format="markdown")
+    assert markdown.content == markdown.markdown.encode() and "Widget 1" in markdown.markdown
+    # Every format as the capture itself (json_response false): the bytes, and what the headers say.
+    for fmt, magic, media in (("html", b"<!DOCTYPE", "text/html"), ("markdown", b"Widget 1", "text/markdown"),
+                              ("screenshot", b"\x89PNG", "image/png"), ("pdf", b"%PDF", "application/pdf")):
+        raw = client.sync.scrape(f"{site.url}product1.html", format=fmt, json_response=False)
+        assert raw.ok and raw.status_code == 200 and raw.content_type.startswith(media), raw.data
+        assert magic in raw.content[:200] and raw.url == f"{site.url}product1.html"
+        assert client.files.get(raw.job_id).content == raw.content
+    shot = client.sync.scrape(f"{site.url}product1.html", format="screenshot")  # base64 in the JSON form
+    assert shot.screenshot.startswith(b"\x89PNG") and shot.content == shot.screenshot
+
+    # A download, base64 in the answer, bytes here; served again with the target's type.
+    download = client.sync.download(f"{site.url}list1.html")
+    assert download.ok and download.content == (SITE_DIR / "list1.html").read_bytes()
+    assert download.content_type == "text/html"  # the fixture server names it `Content-type`
+    assert client.files.get(download.job_id).content_type == "text/html"
+    failed = client.sync.download(f"{site.url}no-such-file.pdf")  # the API's HTTP 500: an answer, not an error
+    assert (failed.ok, failed.content, failed.status_code) == (False, None, 404) and "404" in failed.message
+
+    # A failed fetch is an answer, not an error: the target's 404, and a refused connection.
+    missing = client.sync.scrape(f"{site.url}no-such-page.html")
+    assert missing.status_code == 404 and not missing.ok and missing.captured
+    refused = client.sync.scrape("http://127.0.0.1:9/", json_response=False)  # nothing captured: the JSON body
+    assert (refused.status_code, refused.html, refused.content, refused.captured) == (500, None, None, False)
+    with pytest.raises(Conflict) as caught:
+        client.files.get(refused.job_id)
+    assert caught.value.code == "not_ready"
+
+    with pytest.raises(ValidationError) as caught:
+        client.sync.scrape("ftp://example.com/")
+    assert "url" in caught.value.details
+    with pytest.raises(AuthenticationError):
+        Platform(live_server.url, "wrong").sync.scrape(f"{site.url}product1.html")
+    with pytest.raises(NotFound):
+        client.files.get(str(uuid.uuid4()))
+    theirs = other_api.post("/api/v1/sync/scrape", {"url": f"{site.url}product1.html"}, format="json").json()
+    with pytest.raises(NotFound):
+        client.files.info(theirs["job_id"])
+    client.files.delete(result.job_id)
+    with pytest.raises(Gone):
+        client.files.get(result.job_id)
+    settings.FETCHER_URLS = ["http://127.0.0.1:9"]
+    with pytest.raises(ServiceUnavailable) as caught:
+        client.sync.scrape(f"{site.url}product1.html")
+    assert caught.value.status == 503 and caught.value.code == "service_unavailable"
+
+
+def test_command_line_scrape_download_and_files(sync_client, live_server, api, site, tmp_path, cli_env):
+    env = {**cli_env, "SCRAPY_PLATFORM_URL": live_server.url, "SCRAPY_PLATFORM_KEY": api.raw_key}
+    scraped = cli(env, "scrape", f"{site.url}product1.html", "-q", "name", "xpath", "//h1/text()", "--json")
+    assert scraped.returncode == 0, scraped.stderr
+    answer = json.loads(scraped.stdout)
+    assert answer["extracted_data"]["name"] == "Widget 1" and answer["statusCode"] == 200
+
+    pdf = tmp_path / "page.pdf"
+    saved = cli(env, "scrape", f"{site.url}index.html", "--format", "pdf", "-o", str(pdf), "--json")
+    assert saved.returncode == 0, saved.stderr
+    assert pdf.read_bytes().startswith(b"%PDF") and json.loads(saved.stdout)["path"] == str(pdf)
+    job_id = json.loads(saved.stdout)["job_id"]
+    info = cli(env, "files", "info", job_id, "--json")
+    assert info.returncode == 0 and json.loads(info.stdout)["format"] == "pdf"
+    again = tmp_path / "again.pdf"
+    assert cli(env, "files", "get", job_id, "-o", str(again)).returncode == 0
+    assert again.read_bytes() == pdf.read_bytes()
+
+    failed = cli(env, "scrape", f"{site.url}no-such-page.html")  # the target's 404: exit 3, said on stderr
+    assert failed.returncode == 3 and "statusCode 404" in failed.stderr and "status_code" in failed.stdout
+    invalid = cli(env, "scrape", "ftp://example.com/", "--json")
+    assert invalid.returncode == 1 and json.loads(invalid.stderr)["details"].keys() == {"url"}
+
+    out = tmp_path / "list1.html"
+    downloaded = cli(env, "download", f"{site.url}list1.html", "-o", str(out))
+    assert downloaded.returncode == 0, downloaded.stderr
+    assert out.read_bytes() == (SITE_DIR / "list1.html").read_bytes()
+    assert cli(env, "download", f"{site.url}missing.bin").returncode == 3
+
+    assert cli(env, "files", "delete", job_id).returncode == 0
+    gone = cli(env, "files", "get", job_id, "-o", str(again))
+    assert gone.returncode == 1 and "HTTP 410" in gone.stderr
 
 
 def cli(env: dict[str, str], *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:

@@ -121,3 +121,37 @@ def test_tables_align_columns_and_shorten_long_cells():
     assert lines[0].split() == ["ID", "NAME", "TAGS"]
     assert lines[1].startswith("a    " + "x" * 59 + "…") and lines[1].endswith("p, q")
     assert lines[2].split() == ["bbb", "-"]
+
+
+def test_scrape_command_parses_queries_and_keeps_the_platform_url_option_apart():
+    args = cli.build_parser().parse_args(["scrape", "https://example.com/", "--url", "http://127.0.0.1:8000",
+                                          "-q", "name", "xpath", "//h1/text()", "--format", "pdf", "-o", "-"])
+    assert args.page_url == "https://example.com/" and args.url == "http://127.0.0.1:8000"
+    assert args.query == [["name", "xpath", "//h1/text()"]] and args.format == "pdf" and args.output == "-"
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["scrape", "https://example.com/", "--format", "gif"])
+    assert cli.build_parser().parse_args(["files", "get", "ID"]).action == "get"
+
+
+def test_scrape_and_download_results_decode_their_bytes():
+    import base64
+
+    from scrapy_platform_client.models import DownloadResult, ScrapeResult
+
+    png = b"\x89PNG\r\n"
+    shot = ScrapeResult(None, {"job_id": "j", "statusCode": 200, "html": "<p>", "screenshot": base64.b64encode(png).decode(),
+                               "content_type": "image/png"})
+    assert shot.screenshot == png and shot.content == png and shot.ok
+    pdf = ScrapeResult(None, {"job_id": "j", "statusCode": 200, "html": "<p>", "content_type": "application/pdf"})
+    assert pdf.content is None and pdf.captured  # a PDF is only in the capture
+    missing = ScrapeResult(None, {"job_id": "j", "statusCode": 404, "html": "<h1>Not found</h1>", "content_type": "text/html"})
+    assert missing.content == b"<h1>Not found</h1>" and missing.captured and not missing.ok
+    refused = ScrapeResult(None, {"job_id": "j", "statusCode": 500, "html": None, "content_type": "text/html"})
+    assert (refused.content, refused.captured, refused.ok) == (None, False, False)
+    raw = ScrapeResult(None, {"job_id": "j", "statusCode": 200, "content_type": "application/pdf"}, content=b"%PDF-1.4")
+    assert raw.content == b"%PDF-1.4" and raw.ok
+    file = DownloadResult(None, {"job_id": "j", "statusCode": 200, "content": base64.b64encode(b"\x00\x01").decode(),
+                                 "contentType": "application/octet-stream"})
+    assert file.content == b"\x00\x01" and file.ok and file.content_type == "application/octet-stream"
+    failed = DownloadResult(None, {"job_id": "j", "statusCode": 504, "content": None, "contentType": None})
+    assert (failed.content, failed.ok, failed.content_type) == (None, False, None)

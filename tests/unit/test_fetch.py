@@ -61,7 +61,7 @@ def no_kept_connections() -> Iterator[None]:
 def page(handler: Handler, query: dict[str, str]) -> None:
     body = "<html><title>Café</title></html>".encode(query.get("encoding", "iso-8859-1"))
     content_type = query.get("type", "text/html; charset=iso-8859-1")
-    handler.send(200, body, {"Content-Type": content_type, "X-Fixture": "yes"})
+    handler.send(200, body, {query.get("header", "Content-Type"): content_type, "X-Fixture": "yes"})
 
 
 def chunked(handler: Handler, query: dict[str, str]) -> None:
@@ -124,6 +124,14 @@ def test_fetches_and_decodes(site: ScriptedSite) -> None:
     result = fetch(f"{site.url}/page", policy=SITE_ONLY)
     assert result == FetchResult(f"{site.url}/page", 200, result.headers, "<html><title>Café</title></html>")
     assert result.headers["X-Fixture"] == "yes"
+
+
+def test_header_names_in_any_case(site: ScriptedSite) -> None:
+    """A server that names it `content-type` (Python's http.server sends `Content-type`) is read as well:
+    its charset decodes the page, and a download keeps its type."""
+    result = fetch(f"{site.url}/page?header=content-type", policy=SITE_ONLY)
+    assert result.text == "<html><title>Café</title></html>"
+    assert result.headers.get("Content-Type") == "text/html; charset=iso-8859-1"
 
 
 @pytest.mark.parametrize(

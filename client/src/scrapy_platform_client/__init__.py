@@ -20,10 +20,10 @@ from .errors import (  # noqa: E402
     ValidationError,
     WaitTimeout,
 )
-from .models import Deploy, FileContent, Job, Project, Run, ScrapeResult  # noqa: E402
+from .models import Deploy, DownloadResult, FileContent, Job, Project, Run, ScrapeResult  # noqa: E402
 
 __all__ = [
-    "AuthenticationError", "BadRequest", "Conflict", "Deploy", "FileContent", "Files", "Gone", "IllegalTransition",
+    "AuthenticationError", "BadRequest", "Conflict", "Deploy", "DownloadResult", "FileContent", "Files", "Gone", "IllegalTransition",
     "Job", "Jobs", "NotFound", "PermissionDenied", "Platform", "PlatformError", "Project", "Projects",
     "QuotaExceeded", "RateLimited", "Run", "Runs", "ScrapeResult", "ServerError", "ServiceUnavailable", "Sync",
     "TransportError", "ValidationError", "WaitTimeout",

@@ -25,6 +25,15 @@ def _error(response: httpx.Response) -> PlatformError:
     return from_response(response.status_code, body, response.headers, "" if body is not None else response.text)
 
 
+def _own_body(response: httpx.Response) -> bool:
+    """The answer is the endpoint's own JSON body, not the platform's error body."""
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and "error" not in body
+
+
 class Transport:
     """Sends requests to one platform with one API key; raises the platform's errors as exceptions.
 
@@ -57,8 +66,10 @@ class Transport:
         return method in ("GET", "HEAD") or bool(headers and "Idempotency-Key" in headers)
 
     def request(self, method: str, path: str, *, params: Any = None, json: Any = None,
-                headers: dict[str, str] | None = None, idempotent: bool = False) -> httpx.Response:
-        """One request; an error answer raises its typed PlatformError."""
+                headers: dict[str, str] | None = None, idempotent: bool = False,
+                answers: tuple[int, ...] = ()) -> httpx.Response:
+        """One request; an error answer raises its typed PlatformError, unless its status is one of `answers`
+        (an endpoint whose error status carries a body of its own: a failed sync download's HTTP 500)."""
         if idempotent:
             headers = {**(headers or {}), "Idempotency-Key": str(uuid.uuid4())}  # the same key for every retry
         safe = self._safe(method, headers)
@@ -72,7 +83,7 @@ class Transport:
                     time.sleep(min(2**attempt * 0.25, self.max_retry_wait))
                     continue
                 raise TransportError(f"Cannot reach {self.url}: {exc}", code="transport_error") from exc
-            if response.is_success:
+            if response.is_success or (response.status_code in answers and _own_body(response)):
                 return response
             error = _error(response)
             if safe and isinstance(error, RETRYABLE) and error.retry_after is not None and attempt < self.retries \

@@ -1,8 +1,9 @@
-"""`scrapy-platform`: jobs, runs, items, logs and deploys from a terminal.
+"""`scrapy-platform`: jobs, runs, items, logs, deploys, sync scrapes and result files from a terminal.
 
 Exit codes: 0 done; 1 the API answered with an error; 2 usage error or no URL/key configured;
-3 a waited-for run or deploy ended without succeeding; 4 a wait timed out; 5 the platform could not be
-reached; 130 interrupted.
+3 a waited-for run or deploy ended without succeeding, or a scrape or download whose target failed
+(nothing captured, or an error status); 4 a wait timed out; 5 the platform could not be reached;
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -32,6 +33,19 @@ RUN_FIELDS = RUN_COLUMNS + [("node", field("node")), ("project", field("project"
                             ("error", field("error")), ("partial", field("partial")), ("trigger", field("trigger"))]
 PROJECT_COLUMNS = [("id", field("id")), ("name", field("name")), ("branch", field("branch")),
                    ("version", field("current_version", "version")), ("spiders", field("current_version", "spiders"))]
+SCRAPE_FIELDS = [("job_id", field("job_id")), ("status_code", field("statusCode")), ("message", field("message")),
+                 ("url", field("url")), ("content_type", field("content_type")),
+                 ("execution_time_ms", field("executionTime")), ("result_url", field("result_url")),
+                 ("expires_at", field("expires_at")), ("extracted_data", field("extracted_data"))]
+DOWNLOAD_FIELDS = [("job_id", field("job_id")), ("status_code", field("statusCode")), ("message", field("message")),
+                   ("content_type", field("contentType")), ("size", field("size")),
+                   ("execution_time_ms", field("executionTime")), ("result_url", field("result_url")),
+                   ("expires_at", field("expires_at"))]
+FILE_FIELDS = [("id", field("id")), ("kind", field("kind")), ("format", field("format")), ("status", field("status")),
+               ("url", field("url")), ("size", field("size")), ("checksum", field("checksum")), ("items", field("items")),
+               ("downloads", field("downloads_counter")), ("max_downloads", field("max_downloads")),
+               ("created_at", field("created_at")), ("expires_at", field("expires_at")), ("error", field("error"))]
+SCRAPE_FORMATS = ("html", "markdown", "screenshot", "pdf")
 DEPLOY_FIELDS = [("id", field("id")), ("status", field("status")), ("ref", field("ref")), ("commit", field("commit")),
                  ("spiders", field("spiders")), ("duration", field("duration")), ("error", field("error"))]
 
@@ -103,7 +117,41 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--no-wait", dest="wait", action="store_false", help="return once the build has started")
     deploy.add_argument("--timeout", type=float, default=600, help="seconds to wait for the build (default 600)")
     deploy.add_argument("--log", action="store_true", help="print the build's log")
+
+    scrape = commands.add_parser("scrape", parents=[common], help="scrape a page now (POST /api/v1/sync/scrape)")
+    scrape.add_argument("page_url", metavar="URL")
+    scrape.add_argument("--format", choices=SCRAPE_FORMATS, help="html (default), markdown, screenshot or pdf")
+    scrape.add_argument("--render-js", action="store_true", default=None, help="render in Chromium first")
+    scrape.add_argument("--full-page", action="store_true", default=None, help="screenshot: the whole page")
+    scrape.add_argument("-q", "--query", nargs=3, action="append", metavar=("NAME", "TYPE", "QUERY"),
+                        help="an extraction query (type xpath, css or regex; repeatable)")
+    scrape.add_argument("--timeout-ms", type=int)
+    scrape.add_argument("-f", "--file", help="more fields as a JSON object (queries, item_selector, headers, "
+                                             "proxy_config, wait_strategy...); - for stdin")
+    scrape.add_argument("-o", "--output", help="write the capture itself to this file (- : stdout)")
+    download = commands.add_parser("download", parents=[common], help="download a file now (POST /api/v1/sync/download)")
+    download.add_argument("page_url", metavar="URL")
+    download.add_argument("--timeout-ms", type=int)
+    download.add_argument("-o", "--output", help="write the file to this path (- : stdout)")
+
+    files = commands.add_parser("files", help="result files: exports and captures by job_id").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    get = files.add_parser("get", parents=[common], help="save a result file (GET /api/v1/files/ID)")
+    get.add_argument("file")
+    get.add_argument("-o", "--output", help="the path to write (default: its own file name; - : stdout)")
+    files.add_parser("info", parents=[common], help="show a result file's size, checksum, status").add_argument("file")
+    files.add_parser("delete", parents=[common], help="delete a result file").add_argument("file")
     return parser
+
+
+def _write(data: bytes, output: str) -> str:
+    """Write bytes to a path, or to stdout for `-`; returns where."""
+    if output == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return "stdout"
+    Path(output).write_bytes(data)
+    return output
 
 
 def _wait_args(parser: argparse.ArgumentParser) -> None:
@@ -133,14 +181,14 @@ def _run_outcome(args: argparse.Namespace, run: Run) -> int:
     return EXIT_OK
 
 
-def _read_json(path: str) -> dict[str, Any]:
+def _read_json(path: str, what: str = "the job") -> dict[str, Any]:
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
         spec = json.loads(text)
     except (OSError, ValueError) as exc:
-        raise Usage(f"Cannot read the job from {path}: {exc}") from exc
+        raise Usage(f"Cannot read {what} from {path}: {exc}") from exc
     if not isinstance(spec, dict):
-        raise Usage(f"{path}: a job is a JSON object")
+        raise Usage(f"{path}: {what} is a JSON object")
     return spec
 
 
@@ -233,6 +281,60 @@ def cmd_projects(args: argparse.Namespace, platform: Platform) -> int:
     return EXIT_OK
 
 
+def cmd_scrape(args: argparse.Namespace, platform: Platform) -> int:
+    body = _read_json(args.file, "the scrape's fields") if args.file else {}
+    for name in ("format", "render_js", "full_page", "timeout_ms"):
+        if getattr(args, name) is not None:
+            body[name] = getattr(args, name)
+    if args.query:
+        body["queries"] = [*body.get("queries", []), *({"name": n, "type": t, "query": q} for n, t, q in args.query)]
+    body.pop("url", None)
+    body.pop("json_response", None)
+    result = platform.sync.scrape(args.page_url, json_response=not args.output, **body)
+    if args.output and result.content is not None:
+        where = _write(result.content, args.output)
+        if where != "stdout":
+            _show(args, {**result.data, "path": where}, SCRAPE_FIELDS + [("path", field("path"))])
+    else:
+        _show(args, result.data, SCRAPE_FIELDS)
+    if not result.ok:
+        print(f"the target failed: statusCode {result.status_code}: {result.data.get('message', '')}", file=sys.stderr)
+        return EXIT_NOT_SUCCEEDED
+    return EXIT_OK
+
+
+def cmd_download(args: argparse.Namespace, platform: Platform) -> int:
+    result = platform.sync.download(args.page_url, timeout_ms=args.timeout_ms)
+    content = result.content
+    shown = {k: v for k, v in result.data.items() if k != "content"}
+    if args.output and content is not None:
+        where = _write(content, args.output)
+        if where != "stdout":
+            _show(args, {**shown, "path": where}, DOWNLOAD_FIELDS + [("path", field("path"))])
+    else:
+        _show(args, shown, DOWNLOAD_FIELDS)
+    if not result.ok:
+        print(f"the download failed: statusCode {result.status_code}: {result.data.get('message', '')}", file=sys.stderr)
+        return EXIT_NOT_SUCCEEDED
+    return EXIT_OK
+
+
+def cmd_files(args: argparse.Namespace, platform: Platform) -> int:
+    if args.action == "info":
+        _show(args, platform.files.info(args.file).data, FILE_FIELDS)
+    elif args.action == "delete":
+        platform.files.delete(args.file)
+        _show(args, {"deleted": args.file}, [("deleted", field("deleted"))])
+    else:
+        got = platform.files.get(args.file)
+        where = _write(got.content, args.output or Path(got.filename or args.file).name)
+        if where != "stdout":
+            data = {"id": args.file, "path": where, "content_type": got.content_type, "bytes": len(got.content),
+                    "source": got.source}
+            _show(args, data, [(name, field(name)) for name in data])
+    return EXIT_OK
+
+
 def _report(args: argparse.Namespace, error: PlatformError) -> None:
     if getattr(args, "json", False):
         body = error.body or {"error": error.code, "message": error.message, **({"details": error.details} if error.details else {})}
@@ -253,7 +355,8 @@ def main(argv: list[str] | None = None) -> int:
             print("Logged out" if config.forget() else "Not logged in")
             return EXIT_OK
         handler = {"jobs": cmd_jobs, "runs": cmd_runs, "items": cmd_items, "deploy": cmd_deploy,
-                   "projects": cmd_projects}[args.command]
+                   "projects": cmd_projects, "scrape": cmd_scrape, "download": cmd_download,
+                   "files": cmd_files}[args.command]
         with _platform(args) as platform:
             return handler(args, platform)
     except Usage as exc:

@@ -10,7 +10,7 @@ import httpx
 
 from ._http import Transport
 from .errors import NotFound, ValidationError
-from .models import Deploy, FileContent, Job, Project, Resource, Run, ScrapeResult
+from .models import Deploy, DownloadResult, FileContent, Job, Project, Resource, Run, ScrapeResult
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}$")
 
@@ -129,19 +129,46 @@ class Projects:
 
 
 class Sync:
-    """The synchronous API: fetch a page now (`POST /api/v1/sync/scrape`)."""
+    """The synchronous API: fetch a page now (`POST /api/v1/sync/scrape`), download a file (`/sync/download`)."""
 
     def __init__(self, transport: Transport) -> None:
         self._t = transport
 
-    def scrape(self, url: str, **options: Any) -> ScrapeResult:
+    def scrape(self, url: str, *, json_response: bool = True, **options: Any) -> ScrapeResult:
         """Fetch `url` now; options as the endpoint takes them (queries=, render_js=, format=, timeout_ms=...).
 
-        A failed fetch is not an exception: look at `result.status_code` (500 unreachable, 504 timeout).
+        A failed fetch is not an exception: look at `result.status_code` (404 from the target, 500
+        unreachable, 504 timeout) and `result.ok`. With `json_response=False` the platform answers with
+        the capture itself: `result.content` is its bytes (the PDF, PNG, Markdown or HTML), and
+        `result.data` what the answer's headers say (job_id, result_url, statusCode, url, content_type);
+        when nothing was captured the platform answers with the JSON body whichever form was asked.
         """
-        body = {"url": url, **{k: v for k, v in options.items() if v is not None}}
-        body["json_response"] = True
-        return ScrapeResult(self._t, self._t.json("POST", "sync/scrape", json=body))
+        body = {"url": url, **{k: v for k, v in options.items() if v is not None}, "json_response": json_response}
+        response = self._t.request("POST", "sync/scrape", json=body)
+        content_type = response.headers.get("Content-Type", "")
+        if content_type.startswith("application/json"):
+            return ScrapeResult(self._t, response.json())
+        headers = response.headers
+        data: dict[str, Any] = {
+            "job_id": headers.get("X-Job-Id"), "result_url": headers.get("X-Result-Url"),
+            "expires_at": headers.get("X-Expires-At"), "statusCode": int(headers.get("X-Status-Code") or 0),
+            "url": headers.get("X-Final-Url"), "content_type": content_type, "filename": _filename(response),
+        }
+        return ScrapeResult(self._t, data, content=response.content)
+
+    def download(self, url: str, *, timeout_ms: int | None = None) -> DownloadResult:
+        """Download a file of any type now: `result.content` is its bytes (decoded from base64).
+
+        A failed fetch (unreachable, a timeout, an error status from the target: the API's HTTP 500 with
+        the download's body) is not an exception either: `result.ok` is False, `result.content` None,
+        `status_code` and `message` say what happened. A file over SYNC_DOWNLOAD_MAX_BYTES raises
+        ValidationError (400).
+        """
+        body: dict[str, Any] = {"url": url}
+        if timeout_ms is not None:
+            body["timeout_ms"] = timeout_ms
+        response = self._t.request("POST", "sync/download", json=body, answers=(500,))
+        return DownloadResult(self._t, response.json())
 
 
 class Files:

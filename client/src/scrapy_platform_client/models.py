@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import sys
@@ -299,7 +300,15 @@ class Project(Resource):
 
 
 class ScrapeResult(Resource):
-    """A synchronous scrape's answer (`statusCode`, `html`, `markdown`, `extracted_data`, `job_id`...)."""
+    """A synchronous scrape's answer (`statusCode`, `html`, `markdown`, `extracted_data`, `job_id`...).
+
+    With `json_response=False` the answer was the capture itself: `.content` holds its bytes and `.data`
+    what its headers said (job_id, result_url, expires_at, statusCode, url, content_type).
+    """
+
+    def __init__(self, transport: Transport, data: dict[str, Any], content: bytes | None = None) -> None:
+        super().__init__(transport, data)
+        self._content = content
 
     @property
     def id(self) -> str:
@@ -307,7 +316,73 @@ class ScrapeResult(Resource):
 
     @property
     def status_code(self) -> int:
-        return int(self.data.get("statusCode", 0))
+        return int(self.data.get("statusCode") or 0)
+
+    @property
+    def ok(self) -> bool:
+        """Something was fetched and the target answered below 400."""
+        return self.captured and self.status_code < 400
+
+    @property
+    def captured(self) -> bool:
+        """The fetch gave a capture (False: refused, unreachable, timed out; `message` says why)."""
+        return self._content is not None or self.data.get("html") is not None
+
+    @property
+    def content(self) -> bytes | None:
+        """The capture's bytes: the answer itself (json_response false), else decoded from the JSON answer
+        (the screenshot's PNG, the Markdown or the HTML; None for a PDF, which is only in the capture:
+        `platform.files.get(result.job_id)`), or None when nothing was captured."""
+        if self._content is not None:
+            return self._content
+        if self.data.get("screenshot"):
+            return base64.b64decode(self.data["screenshot"])
+        for name in ("markdown", "html"):
+            if isinstance(self.data.get(name), str) and not str(self.data.get("content_type", "")).startswith("application/pdf"):
+                return str(self.data[name]).encode("utf-8")
+        return None
+
+    @property
+    def screenshot(self) -> bytes | None:
+        """The PNG (format screenshot), decoded from base64."""
+        if self._content is not None and str(self.data.get("content_type", "")).startswith("image/png"):
+            return self._content
+        value = self.data.get("screenshot")
+        return base64.b64decode(value) if value else None
+
+    def __repr__(self) -> str:
+        return f"<ScrapeResult {self.data.get('job_id')} statusCode={self.status_code}>"
+
+
+class DownloadResult(Resource):
+    """A synchronous download's answer: `.content` the file's bytes (decoded from base64), or None when the
+    fetch failed (unreachable, a timeout, an error status from the target; the API's HTTP 500), with
+    `status_code`, `message`, `contentType`, `size`, `job_id`, `result_url`."""
+
+    @property
+    def id(self) -> str:
+        return str(self.data["job_id"])
+
+    @property
+    def status_code(self) -> int:
+        return int(self.data.get("statusCode") or 0)
+
+    @property
+    def ok(self) -> bool:
+        return self.data.get("content") is not None
+
+    @property
+    def content(self) -> bytes | None:
+        value = self.data.get("content")
+        return base64.b64decode(value) if value is not None else None
+
+    @property
+    def content_type(self) -> str | None:
+        value = self.data.get("contentType")
+        return str(value) if value is not None else None
+
+    def __repr__(self) -> str:
+        return f"<DownloadResult {self.data.get('job_id')} statusCode={self.status_code}>"
 
 
 class FileContent:
