@@ -59,6 +59,7 @@ OPERATION_ERRORS: dict[str, dict[int, str]] = {
                                        "HTTP status of 400 or more, too large)"},
     "POST /api/v1/runs": {**_SPIDER_REFERENCE, 404: "No such spider, or no such `version` of its project"},
     "DELETE /api/v1/runs/{id}": {409: "The run has already ended or is being cancelled"},
+    "DELETE /api/v1/nodes/{id}": {409: "The node has runs that have not ended: drain or disable it and delete it once they have"},
     "POST /api/v1/runs/{id}/cancel": {409: "The run has already ended or is being cancelled"},
     "GET /api/v1": {**_SYNC_ERRORS, **_COUNTRY},
     "POST /api/v1/sync/scrape": {**_SYNC_ERRORS, **_COUNTRY},
