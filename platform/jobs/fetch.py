@@ -28,6 +28,7 @@ from urllib3.exceptions import (
 )
 from urllib3.util import connection as urllib3_connection  # noqa: F401 - tests patch create_connection here
 from urllib3.util import parse_url
+from w3lib.encoding import html_to_unicode
 
 from core.errors import PlatformError, ValidationFailed
 from spiders.netpolicy import NetPolicy
@@ -135,19 +136,11 @@ def _open(
         return pool, send()
 
 
-def _charset(content_type: str) -> str:
-    for param in content_type.split(";")[1:]:
-        name, _, value = param.strip().partition("=")
-        if name.strip().lower() == "charset" and value.strip():
-            return value.strip().strip("\"'")
-    return "utf-8"
-
-
 def _decode(body: bytes, content_type: str) -> str:
-    try:
-        return body.decode(_charset(content_type), errors="replace")
-    except LookupError:
-        return body.decode("utf-8", errors="replace")
+    """The body as text, as Scrapy's TextResponse decodes it (w3lib): a BOM, the header's charset, the
+    page's own <meta charset> (a page served as plain `text/html` declares it there), else UTF-8;
+    undecodable bytes replaced."""
+    return html_to_unicode(content_type, body)[1]
 
 
 def _read(response: Any, max_bytes: int) -> bytes:

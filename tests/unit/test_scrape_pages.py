@@ -1,0 +1,56 @@
+"""What a scrape's static path (fetchers.static, jobs.fetch) makes of a page's bytes, on a loopback site.
+
+The fetcher service itself is not started: fetch_static is what its worker threads run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from fetchers.client import FetchSpec
+from fetchers.static import fetch_static
+from jobs import connections
+from spiders.netpolicy import NetPolicy, parse_networks
+from tests.scripted import Handler, ScriptedSite
+
+SITE_ONLY = NetPolicy(parse_networks("127.0.0.1/32"))
+TITLE = [{"name": "title", "type": "xpath", "query": "//h1/text()"}]
+
+
+def declared(encoding: str, text: str):
+    """A page in `encoding` that says so only in its <meta charset> (served as plain text/html)."""
+
+    def route(handler: Handler, query: dict[str, str]) -> None:
+        body = f"<html><head><meta charset='{encoding}'></head><body><h1>{text}</h1></body></html>"
+        handler.send(200, body.encode(encoding), {"Content-Type": "text/html"})
+
+    return route
+
+
+@pytest.fixture
+def site() -> Iterator[ScriptedSite]:
+    routes = {"": declared("utf-8", "x"), "latin1": declared("iso-8859-1", "Café crème"),
+              "sjis": declared("shift_jis", "日本語のページ")}
+    connections.kept.clear()
+    with ScriptedSite(routes) as server:
+        yield server
+    connections.kept.clear()
+
+
+@pytest.mark.parametrize(("path", "text"), [("latin1", "Café crème"), ("sjis", "日本語のページ")])
+@pytest.mark.parametrize("fmt", ["html", "markdown"])
+def test_a_page_declaring_its_charset_in_a_meta_tag_is_decoded_with_it(site, path, text, fmt):
+    """Seen: both pages came back as UTF-8 with replacement characters (html, markdown and extracted
+    data), while the rendered path, as Chromium reads the meta tag, had them right."""
+    spec = FetchSpec(url=f"{site.url}/{path}", format=fmt, queries=tuple(TITLE))
+    started = time.monotonic()
+    outcome = fetch_static(spec, policy=SITE_ONLY, started=started, deadline=started + 10)
+    assert outcome.status_code == 200 and text in outcome.html
+    assert outcome.extracted_data == {"url": spec.url, "title": text}
+    if fmt == "markdown":
+        assert outcome.markdown == f"# {text}" and outcome.capture == outcome.markdown.encode()
+    else:
+        assert outcome.capture == outcome.html.encode()  # the capture is UTF-8, as its Content-Type says
