@@ -38,18 +38,32 @@ from .serializers import (
 
 SCRAPE_RESPONSES = {
     (200, "application/json"): OpenApiResponse(
-        ScrapeResponseSerializer, description="`json_response: true` (the default), or a failed fetch with json_response false"
+        ScrapeResponseSerializer,
+        description="`json_response: true` (the default), or a failed fetch with json_response false: the JSON body. "
+                    "`json_response: false`: the capture itself with the Content-Type of its format, and the headers "
+                    "below (absent from the JSON form)",
     ),
     **{
         (200, media): OpenApiResponse(
             OpenApiTypes.BINARY,
-            description=f"`json_response: false`, format {fmt}: the capture (headers X-Job-Id, X-Result-Url, "
-                        "X-Expires-At, X-Status-Code and X-Final-Url say what the JSON form would)",
+            description=f"`json_response: false`, format {fmt}: the capture",
         )
         for fmt, media in (("html", "text/html"), ("markdown", "text/markdown"), ("screenshot", "image/png"),
                            ("pdf", "application/pdf"))
     },
 }
+# What the capture form (json_response false) says in headers besides the bytes (scrape_response).
+CAPTURE_HEADERS = [
+    OpenApiParameter(name, str, location=OpenApiParameter.HEADER, response=[200], description=description)
+    for name, description in (
+        ("Content-Disposition", 'json_response false: `inline; filename="<job_id>.<ext>"`'),
+        ("X-Job-Id", "json_response false: the capture's id (job_id): GET /api/v1/files/{job_id} serves it"),
+        ("X-Result-Url", "json_response false: where to download the capture (result_url)"),
+        ("X-Expires-At", "json_response false: when the capture expires (expires_at)"),
+        ("X-Status-Code", "json_response false: the target's HTTP status (statusCode)"),
+        ("X-Final-Url", "json_response false: the final URL after redirects (url)"),
+    )
+]
 # Fields the GET form takes as JSON text (`queries=[{...}]`); the others are plain values.
 _JSON_PARAMETERS = ("queries", "item_selector", "proxy_config", "headers")
 # A JSON body, or a form (`curl -d url=...`, `requests.post(..., data=...)`) read as the GET form is.
@@ -140,7 +154,7 @@ class ScrapeView(APIView):
     parser_classes = _PARSERS
 
     @extend_schema(operation_id="sync_scrape", request={"application/json": ScrapeRequestSerializer},
-                   responses=SCRAPE_RESPONSES)
+                   responses=SCRAPE_RESPONSES, parameters=CAPTURE_HEADERS)
     def post(self, request: Request) -> HttpResponse:
         """Fetch a page now (rendered in Chromium with `render_js`) and answer with its HTML, Markdown, a
         screenshot or a PDF, and what `queries` extract from it.
@@ -172,7 +186,8 @@ class ScrapeNowView(APIView):
 
     content_negotiation_class = FileNegotiation  # json_response false answers with the capture
 
-    @extend_schema(operation_id="scrape_get", tags=["sync"], parameters=_get_parameters(), responses=SCRAPE_RESPONSES)
+    @extend_schema(operation_id="scrape_get", tags=["sync"], parameters=[*_get_parameters(), *CAPTURE_HEADERS],
+                   responses=SCRAPE_RESPONSES)
     def get(self, request: Request) -> HttpResponse:
         """Scrape a page now, as `POST /sync/scrape` does, with the fields as query parameters
         (`queries`, `item_selector`, `proxy_config` and `headers` as JSON text)."""

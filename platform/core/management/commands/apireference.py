@@ -163,7 +163,13 @@ class Renderer:
         lines += ["**Responses**", ""]
         for code, response in sorted(op.get("responses", {}).items()):
             description = response.get("description") or ("Success." if code.startswith("2") else "")
-            lines += [f"`{code}` {description}".rstrip(), ""] + self.body(response.get("content", {}), False)
+            lines += [f"`{code}` {description}".rstrip(), ""]
+            if response.get("headers"):
+                lines += table(("Header", "Type", "Description"), [
+                    (f"`{name}`", self.type_of(header.get("schema", {})), header.get("description", ""))
+                    for name, header in response["headers"].items()
+                ])
+            lines += self.body(response.get("content", {}), False)
         return lines
 
     def authentication(self) -> list[str]:
