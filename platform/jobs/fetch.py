@@ -173,6 +173,19 @@ def _network_error(exc: Exception, url: str, deadline: Deadline) -> FetchFailed:
     return FetchFailed(f"Fetching {url} failed: {exc}")
 
 
+_CREDENTIALS = ("authorization", "cookie", "proxy-authorization")
+
+
+def _origin(url: str) -> tuple[str, str | None, int | None]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(scheme)
+    except ValueError:  # an invalid port: the policy refuses the URL on the next hop
+        port = None
+    return scheme, parts.hostname, port
+
+
 def _refused(url: str, reason: str, first_url: str) -> ValidationFailed:
     detail = reason if url == first_url else f"Redirected to {url}: {reason}"
     return ValidationFailed("This URL cannot be fetched", details={"url": detail})
@@ -208,7 +221,12 @@ def fetch(
                 try:
                     location = response.headers.get("Location")
                     if response.status in REDIRECTS and location:
-                        current = urljoin(current, location.strip().replace(" ", "%20"))
+                        target = urljoin(current, location.strip().replace(" ", "%20"))
+                        if headers and _origin(target) != _origin(current):
+                            # Credentials given for one site are not sent to another it redirects to
+                            # (as curl, requests and browsers do).
+                            headers = {k: v for k, v in headers.items() if k.lower() not in _CREDENTIALS}
+                        current = target
                         continue
                     if error_statuses and response.status >= 400:
                         raise FetchFailed(f"HTTP {response.status} from {current}")

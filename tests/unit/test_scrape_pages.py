@@ -14,7 +14,7 @@ from fetchers.client import FetchSpec
 from fetchers.static import fetch_static
 from jobs import connections
 from spiders.netpolicy import NetPolicy, parse_networks
-from tests.scripted import Handler, ScriptedSite
+from tests.scripted import Handler, ScriptedSite, redirect
 
 SITE_ONLY = NetPolicy(parse_networks("127.0.0.1/32"))
 TITLE = [{"name": "title", "type": "xpath", "query": "//h1/text()"}]
@@ -54,3 +54,21 @@ def test_a_page_declaring_its_charset_in_a_meta_tag_is_decoded_with_it(site, pat
         assert outcome.markdown == f"# {text}" and outcome.capture == outcome.markdown.encode()
     else:
         assert outcome.capture == outcome.html.encode()  # the capture is UTF-8, as its Content-Type says
+
+
+def echo(handler: Handler, query: dict[str, str]) -> None:
+    sent = {name: handler.headers.get(name, "-") for name in ("Authorization", "Cookie", "Accept-Language")}
+    handler.send(200, f"<html><body>{sent}</body></html>".encode(), {"Content-Type": "text/html"})
+
+
+def test_credentials_given_for_a_site_are_not_sent_where_it_redirects_elsewhere():
+    """Seen: a scrape's Authorization and Cookie headers followed a redirect to another host."""
+    policy = NetPolicy(parse_networks("127.0.0.0/8"))
+    headers = {"Authorization": "Bearer secret", "Cookie": "sid=secret", "Accept-Language": "fr"}
+    with ScriptedSite({"": echo, "redirect": redirect}) as first, ScriptedSite({"": echo}, host="127.0.0.2") as other:
+        for target, credentials in ((f"{first.url}/echo", True), (f"{other.url}/echo", False)):
+            spec = FetchSpec(url=f"{first.url}/redirect?to={target}", headers=headers)
+            started = time.monotonic()
+            outcome = fetch_static(spec, policy=policy, started=started, deadline=started + 10)
+            assert outcome.url == target and "'Accept-Language': 'fr'" in outcome.html
+            assert ("secret" in outcome.html) is credentials, outcome.html
