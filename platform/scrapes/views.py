@@ -185,6 +185,8 @@ class ScrapeNowView(APIView):
     """Seed 000's form of a scrape: `GET /api/v1?url=...&format=...`."""
 
     content_negotiation_class = FileNegotiation  # json_response false answers with the capture
+    # Not HEAD, which Django would answer with a whole scrape (a capture kept and counted) for no body.
+    http_method_names = ["get"]
 
     @extend_schema(operation_id="scrape_get", tags=["sync"], parameters=[*_get_parameters(), *CAPTURE_HEADERS],
                    responses=SCRAPE_RESPONSES)

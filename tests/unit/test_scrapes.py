@@ -323,6 +323,13 @@ def test_a_wait_timeout_of_0_is_render_configs_default(api, fetched):
     assert fetched.specs[-1].wait_timeout_ms == 30_000
 
 
+
+def test_head_is_not_a_scrape(api, fetched):
+    """Seen: HEAD /api/v1?url=... ran a whole scrape and kept its capture, for a body nobody gets."""
+    response = api.head("/api/v1", {"url": URL})
+    assert response.status_code == 405  # its body (the error format) is dropped, as a HEAD answer's is
+    assert fetched.specs == [] and not ResultFile.objects.exists()
+
 FORM = "application/x-www-form-urlencoded"
 
 
