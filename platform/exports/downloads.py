@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 from typing import BinaryIO
 
 from django.db import transaction
@@ -19,6 +20,30 @@ from .models import FileStatus, ResultFile
 logger = logging.getLogger(__name__)
 CHUNK = 3 << 18  # 768 KiB: a multiple of 3, so base64 chunks concatenate into valid base64
 ENCODINGS = ("base64",)
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+class RangeNotSatisfiable(Exception):
+    """`Range` asks for bytes past the end of the file (answered 416 with `Content-Range: bytes */<size>`)."""
+
+
+def byte_range(header: str | None, size: int | None) -> tuple[int, int] | None:
+    """The one range a `Range` header asks of a file of `size` bytes, as (first, last), both included; None
+    to send the whole file (no header, or one this does not serve: another unit, several ranges, bad syntax,
+    all of which RFC 9110 lets a server ignore). RangeNotSatisfiable when it starts at or past the end."""
+    match = _RANGE.fullmatch((header or "").replace(" ", "")) if size is not None else None
+    if match is None or match.groups() == ("", ""):
+        return None
+    first, last = match.groups()
+    if not first:  # the last N bytes
+        if int(last) == 0 or size == 0:
+            raise RangeNotSatisfiable
+        return max(size - int(last), 0), size - 1
+    if last and int(last) < int(first):
+        return None
+    if int(first) >= size:
+        raise RangeNotSatisfiable
+    return int(first), min(int(last), size - 1) if last else size - 1
 
 
 def _refuse(file: ResultFile) -> None:
@@ -38,27 +63,34 @@ def _refuse(file: ResultFile) -> None:
 class FileStream:
     """An iterator over a result file's bytes (base64-encoded if asked) that releases its download when closed."""
 
-    def __init__(self, file: ResultFile, handle: BinaryIO, source: str, encoding: str | None, key_id: int = 0) -> None:
+    def __init__(self, file: ResultFile, handle: BinaryIO, source: str, encoding: str | None, key_id: int = 0,
+                 byte_range: tuple[int, int] | None = None) -> None:
         self.file = file
         self.handle = handle
         self.source = source
         self.encoding = encoding
         self.key_id = key_id  # the API key usage is counted under (usage)
+        self.byte_range = byte_range  # (first, last): only those bytes are sent (the handle is at `first`)
+        self.left = byte_range[1] - byte_range[0] + 1 if byte_range else None
         self.sent = 0
         self.closed = False
 
     @property
     def length(self) -> int | None:
+        if self.byte_range:
+            return self.byte_range[1] - self.byte_range[0] + 1
         return served_length(self.file, self.encoding)
 
     def __iter__(self) -> FileStream:
         return self
 
     def __next__(self) -> bytes:
-        chunk = self.handle.read(CHUNK)
+        chunk = self.handle.read(CHUNK if self.left is None else min(CHUNK, self.left)) if self.left != 0 else b""
         if not chunk:
             self.close()
             raise StopIteration
+        if self.left is not None:
+            self.left -= len(chunk)
         chunk = base64.b64encode(chunk) if self.encoding == "base64" else chunk
         self.sent += len(chunk)
         return chunk
@@ -98,9 +130,22 @@ def check_download(*, file: ResultFile) -> str:
     return "local" if file.local_name else "remote"
 
 
-def open_download(*, file: ResultFile, encoding: str | None = None, api_key=None) -> FileStream:
+def _seek(handle: BinaryIO, first: int) -> BinaryIO:
+    try:
+        handle.seek(first)
+    except BaseException:
+        handle.close()
+        raise
+    return handle
+
+
+def open_download(*, file: ResultFile, encoding: str | None = None, api_key=None,
+                  byte_range: tuple[int, int] | None = None) -> FileStream:
     """Count a download of `file` and open its bytes: the local copy, else the backup copy (the bytes
-    served are counted as usage of `api_key` when the stream closes)."""
+    served are counted as usage of `api_key` when the stream closes). `byte_range` (from `byte_range()`,
+    not with an encoding): only those bytes."""
+    if encoding:
+        byte_range = None
     key_id = key_id_of(api_key)
     quotas.check(user_id=file.owner_id, kinds=(Kind.EXPORT_BYTES,))
     if file.past_expiry:  # not swept yet
@@ -110,7 +155,10 @@ def open_download(*, file: ResultFile, encoding: str | None = None, api_key=None
     # Claimed: the sweeper leaves both copies alone until the stream is closed.
     if file.local_name:
         try:
-            return FileStream(file, storage.open_local(file.local_name), "local", encoding, key_id)
+            handle = storage.open_local(file.local_name, seekable=byte_range is not None)
+            if byte_range:
+                _seek(handle, byte_range[0])
+            return FileStream(file, handle, "local", encoding, key_id, byte_range)
         except FileNotFoundError:
             logger.warning("Local copy of result file %s is missing; trying the backup", file.id)
         except Exception as exc:  # the bucket (STORAGE_URL) cannot be reached: the backup may serve
@@ -124,6 +172,8 @@ def open_download(*, file: ResultFile, encoding: str | None = None, api_key=None
         raise FileExpired("The file is no longer stored", details={"status": FileStatus.EXPIRED})
     try:
         handle = storage.open_backup(file.remote_name)
+        if byte_range:
+            _seek(handle, byte_range[0])
     except FileNotFoundError:
         file.release_download(undo=True)
         logger.error("Backup copy of result file %s is missing", file.id)
@@ -132,4 +182,4 @@ def open_download(*, file: ResultFile, encoding: str | None = None, api_key=None
         file.release_download(undo=True)
         logger.exception("Could not read result file %s from the backup store", file.id)
         raise StorageUnavailable("The backup store could not be read; try again later") from exc
-    return FileStream(file, handle, "remote", encoding, key_id)
+    return FileStream(file, handle, "remote", encoding, key_id, byte_range)

@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.auth import key_of
-from core.errors import NotFound, ValidationFailed
+from core.errors import NotFound, ValidationFailed, error_body
 from core.idempotency import idempotent
 from jobs import selectors as job_selectors
 
@@ -84,6 +84,7 @@ FILE_ERRORS = {
     403: OpenApiResponse(description="`overuse`: downloaded `max_downloads` times"),
     409: OpenApiResponse(description="`not_ready`: still being written, or failed"),
     410: OpenApiResponse(description="`expired` or `disabled`: gone from both stores"),
+    416: OpenApiResponse(description="`range_not_satisfiable`: `Range` starts past the end (`Content-Range: bytes */<size>`)"),
     503: OpenApiResponse(description="`storage_unavailable`: the backup store could not be read"),
 }
 BASE64_RESPONSE = {(200, "text/plain"): OpenApiResponse(OpenApiTypes.STR, description="With `encoding=base64`")}
@@ -99,13 +100,34 @@ def _file_response(request: Request, file: ResultFile, *, filename: str, encoded
     if encoding not in (None, *downloads.ENCODINGS):
         raise ValidationFailed("Unknown encoding", details={"encoding": "Must be one of: " + ", ".join(downloads.ENCODINGS)})
     content_type = "text/plain; charset=us-ascii" if encoding else file.content_type
-    if request.method == "HEAD":
-        source = downloads.check_download(file=file)
+    # The file's bytes never change while it lives: its SHA-256 is a strong validator of them (not of the
+    # base64 text, which gets no ETag and no ranges).
+    etag = f'"{file.checksum}"' if file.checksum and not encoding else None
+    byte_range = None
+    not_modified = bool(etag) and _matches(request.headers.get("If-None-Match"), etag, weak=True)
+    if request.method == "HEAD" or not_modified:
+        source = downloads.check_download(file=file)  # the refusal a GET would get, or nothing counted
         response: HttpResponseBase = HttpResponse(content_type=content_type)
+        if not_modified:
+            response.status_code = status.HTTP_304_NOT_MODIFIED
     else:
-        stream = downloads.open_download(file=file, encoding=encoding, api_key=key_of(request))
+        if etag and request.headers.get("Range") and _matches(request.headers.get("If-Range", etag), etag, weak=False):
+            try:
+                byte_range = downloads.byte_range(request.headers["Range"], file.size)
+            except downloads.RangeNotSatisfiable:
+                downloads.check_download(file=file)  # a file that is gone says so first
+                return Response(error_body("range_not_satisfiable", f"The file has {file.size} bytes"),
+                                status=status.HTTP_416_REQUESTED_RANGE_NOT_SATISFIABLE,
+                                headers={"Content-Range": f"bytes */{file.size}"})
+        stream = downloads.open_download(file=file, encoding=encoding, api_key=key_of(request), byte_range=byte_range)
         source = stream.source
         response = StreamingHttpResponse(stream, content_type=content_type)
+        if byte_range:
+            response.status_code = status.HTTP_206_PARTIAL_CONTENT
+            response["Content-Range"] = f"bytes {byte_range[0]}-{byte_range[1]}/{file.size}"
+    if etag:
+        response["ETag"] = etag
+        response["Accept-Ranges"] = "bytes"
     # A capture (a page, a screenshot) opens in the browser, as seed 000's files do; an export saves.
     inline = file.is_capture and not encoding
     response["Content-Disposition"] = content_disposition_header(
@@ -117,10 +139,19 @@ def _file_response(request: Request, file: ResultFile, *, filename: str, encoded
         # Not for a PDF, which browsers refuse to render sandboxed; their viewers run no page scripts.
         response["Content-Security-Policy"] = "sandbox"
     response["X-Source"] = source
-    length = downloads.served_length(file, encoding)
+    # What a 200 would send (a 304 and a HEAD too: RFC 9110 allows only that value, and a 0 would mislead)
+    length = byte_range[1] - byte_range[0] + 1 if byte_range else downloads.served_length(file, encoding)
     if length is not None:
         response["Content-Length"] = str(length)
     return response
+
+
+def _matches(header: str | None, etag: str, *, weak: bool) -> bool:
+    """Whether an `If-None-Match` (`weak` comparison, `*` too) or `If-Range` (strong) value names `etag`."""
+    if not weak:
+        return (header or "").strip() == etag
+    tags = [tag.strip().removeprefix("W/") for tag in (header or "").split(",")]
+    return etag in tags or "*" in tags
 
 
 class FileView(APIView):
@@ -139,6 +170,10 @@ class FileView(APIView):
         `X-Source` says where it came from: `local` disk or the `remote` backup. A capture a browser shows
         (HTML, Markdown, PNG, PDF, a downloaded file) is served `inline`, an export as an attachment, both
         under `<id>.<ext>` (seed 000); `GET /files/{id}/{filename}` serves it under its `filename`.
+
+        `ETag` is the file's SHA-256: `If-None-Match` answers 304. One `Range: bytes=...` (with `If-Range`)
+        answers 206 with `Content-Range` (resumed and seeking downloads; each counts as a download), several
+        ranges or one it cannot read the whole file. A HEAD is not a download: the same headers, nothing counted.
         """
         file = selectors.get_file(request.user, file_id)
         return _file_response(request, file, filename=f"{file.id}.{file.extension}")

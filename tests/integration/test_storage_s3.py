@@ -214,6 +214,23 @@ def test_a_large_file_streams_from_the_bucket_in_chunks(api, user, request_file,
 
 
 @pytest.mark.django_db
+def test_a_range_and_a_head_of_a_file_in_the_bucket(api, user, request_file, bucket_files):  # noqa: F811
+    """A range reads only its bytes (ranged GETs of the object); a HEAD reads none and counts nothing."""
+    run = make_run(user, [{"i": k, "text": f"{k:08d}" * 40} for k in range(5_000)])
+    file = ResultFile.objects.get(pk=request_file(run, format="jsonl").json()["id"])
+    head = api.head(f"/api/v1/files/{file.id}")
+    assert head.status_code == 200 and head["Content-Length"] == str(file.size) and head["X-Source"] == "local"
+    whole = download(api, file.id).data_bytes
+    first, last = downloads.CHUNK - 10, downloads.CHUNK + 10  # across a chunk's end
+    part = api.get(f"/api/v1/files/{file.id}", HTTP_RANGE=f"bytes={first}-{last}")
+    assert part.status_code == 206 and b"".join(part.streaming_content) == whole[first:last + 1]
+    tail = api.get(f"/api/v1/files/{file.id}", HTTP_RANGE="bytes=-7")
+    assert b"".join(tail.streaming_content) == whole[-7:] and tail["Content-Range"] == f"bytes {file.size - 7}-{file.size - 1}/{file.size}"
+    file.refresh_from_db()
+    assert file.downloads_counter == 3 and file.active_downloads == 0
+
+
+@pytest.mark.django_db
 def test_a_capture_lives_in_the_bucket(api, user, bucket_files, export_dirs):  # noqa: F811
     file = captures.save_capture(owner=user, fmt="html", url="https://example.com/", content_type="text/html",
                                  extension="html", data=b"<p>caf\xc3\xa9</p>")

@@ -1,4 +1,4 @@
-"""Result files over HTTP as clients other than a plain GET meet them: HEAD, and the cases around it."""
+"""Result files over HTTP as clients other than a plain GET meet them: HEAD, ranges, ETag and conditional requests."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from django.utils import timezone
 from exports import captures, services
 from exports.models import FileStatus, ResultFile
 from tests.unit.test_result_files import download, eager_tasks, export_dirs, make_run, request_file  # noqa: F401 - fixtures
+from tests.unit.test_result_files_s3 import s3_backup  # noqa: F401 - fixture
 from usage.models import Kind, UsageCounter
 
 pytestmark = pytest.mark.django_db
@@ -98,3 +99,90 @@ def test_head_of_a_run_download_exports_nothing(api, user, run, monkeypatch):
         assert head.status_code == 200 and head.content == b"" and head["Content-Type"].startswith("text/csv")
         assert head["Content-Disposition"].startswith("attachment; filename=")
     assert _by_kind(user).get(Kind.EXPORT_BYTES, 0) == 0
+
+
+DATA = bytes(range(256)) * 40  # 10,240 bytes
+
+
+@pytest.mark.parametrize(("header", "status", "first", "last"), [
+    ("bytes=0-9", 206, 0, 9),
+    ("bytes=10-", 206, 10, 10239),
+    ("bytes=-100", 206, 10140, 10239),
+    ("bytes=-20000", 206, 0, 10239),  # a suffix longer than the file: all of it
+    ("bytes=10000-99999", 206, 10000, 10239),  # a last byte past the end: up to the end
+    ("bytes = 5 - 6", 206, 5, 6),
+    ("bytes=10240-", 416, None, None),  # starts at the end
+    ("bytes=99999999999999999999-", 416, None, None),
+    ("bytes=-0", 416, None, None),
+    ("bytes=0-9,20-29", 200, None, None),  # several ranges: the whole file (RFC 9110 allows it)
+    ("bytes=9-0", 200, None, None),  # invalid: ignored
+    ("bytes=abc", 200, None, None),
+    ("items=0-9", 200, None, None),
+    ("bytes=", 200, None, None),
+    ("bytes=-", 200, None, None),
+])
+def test_a_range_of_a_file(api, user, header, status, first, last):
+    """`curl -C -` resumes, a player seeks: one range is 206 with Content-Range; several, or a header it
+    cannot read, get the whole file; a range past the end is 416 in the error body, counting nothing."""
+    file = captures.save_capture(owner=user, fmt="download", url="https://example.com/f.bin",
+                                 content_type="application/octet-stream", extension="bin", data=DATA)
+    response = api.get(f"/api/v1/files/{file.id}", HTTP_RANGE=header)
+    assert response.status_code == status
+    if status == 416:
+        assert response.json()["error"] == "range_not_satisfiable" and response["Content-Range"] == "bytes */10240"
+        assert ResultFile.objects.get(pk=file.id).downloads_counter == 0
+        return
+    body = b"".join(response.streaming_content)
+    assert response["Accept-Ranges"] == "bytes" and response["ETag"] == f'"{file.checksum}"'
+    if status == 200:
+        assert body == DATA and response["Content-Length"] == "10240" and not response.has_header("Content-Range")
+    else:
+        assert body == DATA[first:last + 1] and response["Content-Length"] == str(last - first + 1)
+        assert response["Content-Range"] == f"bytes {first}-{last}/10240"
+    assert _by_kind(user)[Kind.EXPORT_BYTES] == len(body)  # what was sent, not the file's size
+
+
+def test_ranges_from_the_backup_copy_and_a_resumed_export(api, user, run, request_file):  # noqa: F811 - imported fixture
+    file_id = request_file(run, format="jsonl").json()["id"]
+    whole = download(api, file_id).data_bytes
+    ResultFile.objects.filter(pk=file_id).update(local_expires_at=timezone.now() - timedelta(seconds=1))
+    services.expire_files()
+    half = len(whole) // 2
+    rest = api.get(f"/api/v1/files/{file_id}", HTTP_RANGE=f"bytes={half}-")
+    assert rest.status_code == 206 and rest["X-Source"] == "remote"
+    assert whole[:half] + b"".join(rest.streaming_content) == whole
+    assert ResultFile.objects.get(pk=file_id).active_downloads == 0
+
+
+def test_etag_if_none_match_and_if_range(api, user, client):
+    file = captures.save_capture(owner=user, fmt="download", url="https://example.com/f.bin",
+                                 content_type="application/octet-stream", extension="bin", data=DATA)
+    etag = api.head(f"/api/v1/files/{file.id}")["ETag"]
+    assert etag == f'"{file.checksum}"'
+    for value in (etag, f"W/{etag}", f'"other", {etag}', "*"):
+        cached = api.get(f"/api/v1/files/{file.id}", HTTP_IF_NONE_MATCH=value)
+        assert cached.status_code == 304 and cached["ETag"] == etag and cached["Content-Length"] == "10240"
+    assert ResultFile.objects.get(pk=file.id).downloads_counter == 0  # a revalidation is not a download
+    assert api.get(f"/api/v1/files/{file.id}", HTTP_IF_NONE_MATCH='"other"').status_code == 200
+    # If-Range: the range only if the file is still the one the client has part of, else all of it.
+    assert api.get(f"/api/v1/files/{file.id}", HTTP_RANGE="bytes=0-0", HTTP_IF_RANGE=etag).status_code == 206
+    assert api.get(f"/api/v1/files/{file.id}", HTTP_RANGE="bytes=0-0", HTTP_IF_RANGE='"other"').status_code == 200
+    # A share link answers the same way; base64 text has neither ETag nor ranges.
+    share_url = api.get(f"/api/v1/files/{file.id}/info").json()["share_url"]
+    assert client.get(share_url, HTTP_RANGE="bytes=0-0").status_code == 206
+    assert client.get(share_url, HTTP_IF_NONE_MATCH=etag).status_code == 304
+    encoded = api.get(f"/api/v1/files/{file.id}", {"encoding": "base64"}, HTTP_RANGE="bytes=0-0")
+    assert encoded.status_code == 200 and not encoded.has_header("ETag")
+    # A gone file says it is gone, whatever the validators.
+    api.delete(f"/api/v1/files/{file.id}")
+    assert api.get(f"/api/v1/files/{file.id}", HTTP_IF_NONE_MATCH=etag).status_code == 410
+    assert api.get(f"/api/v1/files/{file.id}", HTTP_RANGE="bytes=99999-").status_code == 410
+
+
+def test_a_range_of_the_s3_backup_copy(api, user, run, request_file, s3_backup):  # noqa: F811 - imported fixtures
+    file_id = request_file(run, format="json").json()["id"]
+    whole = download(api, file_id).data_bytes
+    ResultFile.objects.filter(pk=file_id).update(local_expires_at=timezone.now() - timedelta(seconds=1))
+    assert services.expire_files()["local_dropped"] == 1
+    part = api.get(f"/api/v1/files/{file_id}", HTTP_RANGE="bytes=3-12")
+    assert part.status_code == 206 and part["X-Source"] == "remote" and b"".join(part.streaming_content) == whole[3:13]
