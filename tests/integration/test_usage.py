@@ -4,6 +4,7 @@ downloaded; every counter, client metric and bill line equals what was done, for
 
 from __future__ import annotations
 
+import socket
 from collections import Counter
 from decimal import Decimal
 
@@ -215,3 +216,57 @@ def test_a_crawl_stops_at_what_the_quota_leaves_and_keeps_its_items(platform, ap
     assert counted(user)[Kind.CRAWL_RESPONSES] == 10
     refused = api.post(f"/api/v1/jobs/{job['job_id']}/run")
     assert refused.status_code == 429 and refused.json()["details"] == {"kind": "crawl_responses", "limit": 10, "used": 10}
+
+
+def test_sync_failures_and_proxy_countries_counted_once_and_refused_requests_not_at_all(
+        sync_env, api, other_api, user, other_user, site, refused_url, settings, client):
+    """Every outcome a sync call can have, as a user meets them: the target's 404, a refused connection, a
+    timeout and calls through the proxy pool (by the country asked for) each count one call, in the
+    client metrics and in Prometheus; an invalid request (400) and one past the plan (429) count nothing."""
+    from proxies.models import Proxy
+    from tests.support import CountingProxy
+    from usage.models import Plan, PlanAssignment, PlanLimit
+
+    settings.PROXY_COUNTRY_APPROVAL = "open"
+    settings.METRICS_TOKEN = "prometheus-token"  # noqa: S105 - a test's
+    proxy = CountingProxy()
+    try:
+        Proxy.objects.create(url=proxy.url, country="DE")
+        Proxy.objects.create(url=proxy.url, country="")
+        hanging = socket.create_server(("127.0.0.1", 0))  # accepts, never answers
+        slow_url = f"http://127.0.0.1:{hanging.getsockname()[1]}/"
+        page = f"{site.url}product1.html"
+        bodies = [
+            {"url": f"{site.url}no-such-page.html"}, {"url": refused_url}, {"url": slow_url, "timeout_ms": 500},
+            {"url": page, "proxy_config": {"enabled": True, "geo_targeting": "de"}},
+            {"url": page, "proxy_config": {"enabled": True}},
+        ]
+        codes = [api.post("/api/v1/sync/scrape", body, format="json").json()["statusCode"] for body in bodies]
+        hanging.close()
+        assert codes == [404, 500, 504, 200, 200] and len(proxy.requests) == 2
+        for invalid in ({"url": "ftp://example.com/"}, {"url": page, "format": "gif"}, {"url": page, "queries": [{}]}):
+            assert api.post("/api/v1/sync/scrape", invalid, format="json").status_code == 400
+        assert api.get("/api/v1", {"url": "ftp://example.com/"}).status_code == 400
+        assert api.post("/api/v1/sync/download", {"url": "ftp://example.com/"}, format="json").status_code == 400
+    finally:
+        proxy.stop()
+    plan = Plan.objects.create(name="tiny")
+    PlanLimit.objects.create(plan=plan, kind=Kind.SYNC_SCRAPE_STATIC, limit=5)
+    PlanAssignment.objects.create(user=user, plan=plan)
+    refused = api.get("/api/v1", {"url": page})
+    assert refused.status_code == 429 and int(refused["Retry-After"]) == refused.json()["retry_after"] > 0
+
+    metrics = api.get("/api/v1/sync/client-metrics").json()
+    assert metrics["usage"][Kind.SYNC_SCRAPE_STATIC] == 5
+    assert metrics["usage"]["proxy_requests:DE"] == 1 and metrics["usage"]["proxy_requests:ANY"] == 1
+    assert metrics["sync"]["errors"] == {"http_error": 1, "network": 1, "timeout": 1}
+    assert (metrics["sync"]["requests"], metrics["sync"]["succeeded"]) == (5, 2)
+    assert other_api.get("/api/v1/sync/client-metrics").json()["usage"] == {}
+
+    text = client.get("/metrics", HTTP_AUTHORIZATION="Bearer prometheus-token").content.decode()
+    counts = {line.split("{", 1)[1].split("}")[0]: float(line.rsplit(" ", 1)[1])
+              for line in text.splitlines() if line.startswith("scrapy_platform_sync_request_duration_seconds_count")}
+    assert counts == {'endpoint="sync_scrape_static",outcome="http_error"': 1,
+                      'endpoint="sync_scrape_static",outcome="network"': 1,
+                      'endpoint="sync_scrape_static",outcome="ok"': 2,
+                      'endpoint="sync_scrape_static",outcome="timeout"': 1}
