@@ -403,8 +403,9 @@ FETCHER_QUEUE = env_int("FETCHER_QUEUE", 64)
 # Seconds the client waits for a fetcher on top of the request's own timeout_ms.
 FETCHER_CLIENT_GRACE = env_float("FETCHER_CLIENT_GRACE", 5.0)
 # Sync calls one web worker process waits on at once (each holds a thread for the page's time); past
-# it, 503 at once, so that the rest of the API keeps WEB_THREADS - SYNC_WEB_SLOTS threads.
-SYNC_WEB_SLOTS = env_int("SYNC_WEB_SLOTS", max(1, WEB_THREADS - 4))
+# it, 503 at once, so that the rest of the API keeps WEB_THREADS - SYNC_WEB_SLOTS threads. Most of a
+# worker's threads: connections do not spread evenly over the workers (16 clients put 13 on one).
+SYNC_WEB_SLOTS = env_int("SYNC_WEB_SLOTS", max(1, WEB_THREADS - 2))
 
 # --- Sync API (docs/configuration.md, "Sync API") ---------------------------------------------------
 # POST /api/v1/sync/scrape, POST /api/v1/sync/download and GET /api/v1?url=... (the scrapes app),
