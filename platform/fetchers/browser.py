@@ -29,6 +29,7 @@ from typing import Any
 
 from playwright.async_api import Browser, Playwright, async_playwright
 from playwright.async_api import Error as PlaywrightError
+from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from spiders import settings as spider_settings
 from spiders.browserguard import RelayPool, guarded_launch_options
@@ -53,10 +54,22 @@ CAPTURE_TIMEOUT_MS = 15_000
 # service; under load most requests make their own (the CPU is the same, only when it is spent moves).
 SPARE_CONTEXTS = 1
 CLOSE_TIMEOUT_S = 10
+# Every context's options (spares' and requests' own): a download the page starts is refused, not
+# written to disk while the context lives.
+CONTEXT_OPTIONS: dict[str, Any] = {"accept_downloads": False}
+# Times a capture starts again on the document a page navigated to by itself while it was captured
+# (a script's or a meta refresh's redirect after load); a page still navigating after that fails.
+CAPTURE_ATTEMPTS = 3
+# What Playwright says when the document went away under a capture.
+_NAVIGATED = ("Execution context was destroyed", "Cannot find context with specified id")
 
 
 class BrowserCrashed(Exception):
     """The browser died while a page was rendering."""
+
+
+class _Navigated(Exception):
+    """The page went to another document while it was captured."""
 
 
 class Renderer:
@@ -186,7 +199,9 @@ class Renderer:
         self._replenish()
 
     async def _context(self, browser: Browser, spec: FetchSpec) -> Any:
-        options: dict[str, Any] = {"extra_http_headers": spec.headers} if spec.headers else {}
+        options: dict[str, Any] = dict(CONTEXT_OPTIONS)
+        if spec.headers:
+            options["extra_http_headers"] = spec.headers
         if spec.proxy_urls:
             # The job's proxy becomes the upstream of a relay, as for rendered crawls (GuardedBrowser).
             options["proxy"] = {"server": await self._relays.url(Proxy(0, spec.proxy_urls[0]).playwright())}
@@ -229,6 +244,7 @@ class Renderer:
         max_bytes: int, since: float, spare: bool,
     ) -> FetchOutcome:
         too_large = asyncio.Event()
+        documents: list[Any] = []  # the main frame's document responses, in order
         try:
             if spare and spec.headers:
                 await context.set_extra_http_headers(spec.headers)  # what _context gives a context it makes
@@ -238,7 +254,10 @@ class Renderer:
             def on_response(response: Any) -> None:
                 # A main document announced past the limit is not waited for (its context is closed).
                 length = response.headers.get("content-length", "")
-                if response.request.is_navigation_request() and length.isdigit() and int(length) > max_bytes:
+                if not response.request.is_navigation_request() or response.frame != page.main_frame:
+                    return
+                documents.append(response)
+                if length.isdigit() and int(length) > max_bytes:
                     too_large.set()
 
             page.on("response", on_response)
@@ -258,28 +277,34 @@ class Renderer:
                     await page.wait_for_selector(spec.wait_selector, timeout=wait_ms)
             except PlaywrightError as exc:
                 return self._navigation_failure(browser, spec, started, since, exc, limit_ms)
-            capture_ms = max(1, min(CAPTURE_TIMEOUT_MS, int((deadline - time.monotonic()) * 1000)))
-            page.set_default_timeout(capture_ms)
-            # What page.content() returns, read in the page's own world: content()'s isolated world added
-            # ~25 ms to a PDF of bench/sync.py's pages, this nothing measurable. Asked for first and
-            # awaited with the capture, so its round trip overlaps the capture's (the HTML is the page's
-            # DOM before printing, not print media's).
-            reading = asyncio.ensure_future(page.evaluate(_PAGE_HTML))
-            capture = None
-            try:
-                if spec.format == "screenshot":
-                    capture = await page.screenshot(full_page=spec.full_page, type="png")
-                elif spec.format == "pdf":
-                    capture = await page.pdf(print_background=True)
-                html = await reading
-            except BaseException:
-                reading.cancel()
-                reading.add_done_callback(lambda t: t.cancelled() or t.exception())  # the capture's error says it
-                raise
+            for attempt in range(1, CAPTURE_ATTEMPTS + 1):
+                capture_ms = max(1, min(CAPTURE_TIMEOUT_MS, int((deadline - time.monotonic()) * 1000)))
+                page.set_default_timeout(capture_ms)
+                try:
+                    html, capture = await _capture(page, spec, capture_ms)
+                    break
+                except PlaywrightTimeout:
+                    if not browser.is_connected():
+                        raise
+                    return failure(spec, started, 504, f"Timed out after {capture_ms} ms capturing {spec.url} "
+                                                       "(the page's scripts kept it busy)")
+                except _Navigated:
+                    if not browser.is_connected():
+                        raise BrowserCrashed from None
+                    if attempt == CAPTURE_ATTEMPTS:
+                        return failure(spec, started, 500, f"{spec.url} kept navigating away while it was "
+                                                           f"captured ({attempt} documents in turn)")
+                    # The page went to another document by itself: capture that one once it has loaded.
+                    left_ms = int((deadline - time.monotonic()) * 1000)
+                    with contextlib.suppress(PlaywrightError):
+                        await page.wait_for_load_state("load", timeout=max(1, left_ms))
             if len(html.encode()) > max_bytes:
                 return failure(spec, started, 500, f"Page larger than the limit of {max_bytes} bytes", too_large=True)
-            status = response.status if response is not None else 200
-            return page_outcome(spec, started, status_code=status, url=page.url, html=html, capture=capture)
+            # The status of the document captured, which a page's own navigation after load may have replaced.
+            url = page.url
+            document = next((r for r in reversed(documents) if r.url == url), response)
+            status = document.status if document is not None else 200
+            return page_outcome(spec, started, status_code=status, url=url, html=html, capture=capture)
         except PlaywrightError as exc:
             if not browser.is_connected():
                 raise BrowserCrashed from exc
@@ -299,6 +324,10 @@ class Renderer:
         if "Timeout" in type(exc).__name__ or "Timeout " in text:
             what = spec.wait_selector if spec.wait_strategy == "selector" else f"the {spec.wait_strategy} event"
             return failure(spec, started, 504, f"Timed out after {limit_ms} ms waiting for {what}")
+        if "Download is starting" in text:
+            # Content-Disposition: attachment, or a type the browser does not display: no page to render.
+            return failure(spec, started, 500, f"{spec.url} is a file to download, not a page to render "
+                                               "(POST /api/v1/sync/download fetches files)")
         if "ERR_TOO_MANY_REDIRECTS" in text:
             return failure(spec, started, 500, f"Too many redirects from {spec.url}")
         if "ERR_UNSAFE_REDIRECT" in text:
@@ -307,9 +336,42 @@ class Renderer:
         return failure(spec, started, 500, f"Rendering {spec.url} failed: {text}")
 
 
+async def _capture(page: Any, spec: FetchSpec, capture_ms: int) -> tuple[str, bytes | None]:
+    """The page's HTML and the capture its format asks for, within `capture_ms` (PlaywrightTimeout past it).
+
+    What page.content() returns, read in the page's own world: content()'s isolated world added ~25 ms
+    to a PDF of bench/sync.py's pages, this nothing measurable. Asked for first and awaited with the
+    capture, so its round trip overlaps the capture's (the HTML is the page's DOM before printing, not
+    print media's). page.evaluate has no time limit of its own: a page whose scripts never yield held
+    it until the request's timeout_ms, so it gets the capture's."""
+    reading = asyncio.ensure_future(page.evaluate(_PAGE_HTML))
+    capture = None
+    try:
+        try:
+            if spec.format == "screenshot":
+                capture = await page.screenshot(full_page=spec.full_page, type="png")
+            elif spec.format == "pdf":
+                # page.pdf has no time limit of its own either (a page whose dialogs never end held it).
+                capture = await asyncio.wait_for(page.pdf(print_background=True), capture_ms / 1000)
+            html = await asyncio.wait_for(asyncio.shield(reading), capture_ms / 1000)
+        except TimeoutError:
+            raise PlaywrightTimeout(f"Capturing the page: timeout {capture_ms}ms exceeded") from None
+        except PlaywrightError as exc:
+            if any(sign in str(exc) for sign in _NAVIGATED):
+                raise _Navigated from exc
+            raise
+        if not html:
+            raise _Navigated  # read between two documents: no root element yet
+    except BaseException:
+        reading.cancel()
+        reading.add_done_callback(lambda t: t.cancelled() or t.exception())  # the capture's error says it
+        raise
+    return html, capture
+
+
 async def _new_page(browser: Browser) -> tuple[Any, Any]:
     """A new context with the default options and a blank page in it (a spare)."""
-    context = await browser.new_context()
+    context = await browser.new_context(**CONTEXT_OPTIONS)
     try:
         return context, await context.new_page()
     except BaseException:

@@ -28,10 +28,14 @@ def _big(*, length: bool):
 
 
 def hang(handler: Handler, query: dict[str, str]) -> None:
-    """Answers after `seconds` (default 30): a subresource that keeps `load` from firing."""
+    """Answers after `seconds` (default 30): a subresource that keeps `load` from firing (with `then`, a
+    redirect there)."""
     time.sleep(float(query.get("seconds", 30)))
     with contextlib.suppress(OSError):
-        handler.send(200, b"GIF89a", {"Content-Type": "image/gif"})
+        if "then" in query:
+            handler.send(302, b"", {"Location": query["then"]})
+        else:
+            handler.send(200, b"GIF89a", {"Content-Type": "image/gif"})
 
 
 def set_cookie(handler: Handler, query: dict[str, str]) -> None:
@@ -65,6 +69,17 @@ def loop(handler: Handler, query: dict[str, str]) -> None:
     handler.send(302, b"", {"Location": "/loop"})
 
 
+def attachment(handler: Handler, query: dict[str, str]) -> None:
+    handler.send(200, b"a,b\n1,2\n", {"Content-Type": "text/csv", "Content-Disposition": "attachment; filename=x.csv"})
+
+
+def meta_loop(handler: Handler, query: dict[str, str]) -> None:
+    """A page that refreshes itself to the next one at once, for ever."""
+    n = int(query.get("n", 0))
+    body = f"<html><head><meta http-equiv='refresh' content='0;url=/metaloop?n={n + 1}'></head><body>{n}</body></html>"
+    handler.send(200, body.encode(), {"Content-Type": "text/html"})
+
+
 ROUTES = {
     "": html("<html><head><title>Plain</title></head><body><h1>Plain page</h1><p>Some <b>bold</b> text.</p></body></html>"),
     "redirect": redirect,
@@ -85,6 +100,17 @@ ROUTES = {
     "headers": echo_headers,
     "binary": binary,
     "tall": html("<html><body style='margin:0'><div style='height:3000px;background:#abc'>tall</div></body></html>"),
+    # Busy from the moment the capture reads the page (its HTML, or printing it): a script that never
+    # yields, or dialogs one after another for ever.
+    "busy-when-read": html("<html><body><h1>busy</h1><script>Object.defineProperty(document, 'documentElement', "
+                           "{get() { while (true) {} }});</script></body></html>"),
+    "dialogs-when-printed": html("<html><body><h1>dialogs</h1><script>addEventListener('beforeprint', () => "
+                                 "{ for (;;) alert(1); });</script></body></html>"),
+    # Goes by itself, 100 ms after load, to another document (a slow answer, then a 404).
+    "navigates-after-load": html("<html><body><h1>first</h1><script>addEventListener('load', () => setTimeout(() => "
+                                 "location.href = '/hang?seconds=1&then=/notfound', 100));</script></body></html>"),
+    "metaloop": meta_loop,
+    "attachment": attachment,
     "notfound": lambda handler, query: handler.send(404, b"<html><body><h1>Gone fishing</h1></body></html>",
                                                     {"Content-Type": "text/html"}),
 }

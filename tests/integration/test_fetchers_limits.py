@@ -154,3 +154,74 @@ def test_killed_browser_is_restarted_without_failing_requests(fetcher_url, pages
     wait_until(lambda: health(fetcher_url)["browser_pid"] is None, timeout=10, what="the browser to be gone")
     assert_healthy(fetcher_url, pages)
     assert health(fetcher_url)["browser_launches"] == before["browser_launches"] + 2
+
+
+@pytest.mark.parametrize("format", ["html", "pdf"])
+def test_page_that_navigates_away_is_captured_with_its_status(fetcher_url, pages, format):
+    """A page that goes to another document by itself after load (networkidle waits past it) is captured
+    there with that document's status and URL (its status was the first document's 200)."""
+    outcome = fetch(FetchSpec(url=f"{pages.url}/navigates-after-load", render=True, format=format,
+                              wait_strategy="networkidle", timeout_ms=20_000), urls=[fetcher_url])
+    assert (outcome.status_code, outcome.url) == (404, f"{pages.url}/notfound"), outcome.message
+    assert "Gone fishing" in outcome.html
+
+
+def test_page_that_never_stops_navigating_ends_with_a_document_or_a_message(fetcher_url, pages):
+    """A capture that meets a document going away starts again on the next one; a page still navigating
+    after that says so (was Playwright's "Execution context was destroyed"). A capture may also catch one
+    of its documents whole between two refreshes."""
+    for _ in range(3):
+        elapsed, outcome = timed(FetchSpec(url=f"{pages.url}/metaloop", render=True, timeout_ms=20_000),
+                                 urls=[fetcher_url])
+        if outcome.status_code == 200:
+            assert "<body>" in outcome.html and "/metaloop?n=" in outcome.url
+        else:
+            assert (outcome.status_code, outcome.html) == (500, None)
+            assert "kept navigating away" in outcome.message
+        assert elapsed < 10
+    assert_healthy(fetcher_url, pages)
+
+
+@pytest.mark.parametrize("format", ["html", "screenshot"])
+def test_download_in_the_browser_says_so(fetcher_url, pages, format):
+    outcome = fetch(FetchSpec(url=f"{pages.url}/attachment", render=True, format=format), urls=[fetcher_url])
+    assert (outcome.status_code, outcome.html, outcome.capture) == (500, None, None)
+    assert "file to download" in outcome.message and "/sync/download" in outcome.message
+
+
+@pytest.mark.parametrize(("path", "format"), [("/busy-when-read", "screenshot"), ("/busy-when-read", "html"),
+                                              ("/dialogs-when-printed", "pdf")])
+def test_capture_of_a_page_busy_after_load_ends_at_the_capture_limit(pages, monkeypatch, path, format):
+    """A page busy when it is read or printed: Playwright gives reading the HTML and printing the PDF no limit
+    of their own; each ends at the capture's (they held a browser slot until the request's timeout_ms)."""
+    import asyncio
+
+    from fetchers import browser
+    from spiders import netguard
+    from spiders.netpolicy import NetPolicy
+
+    monkeypatch.setattr(browser, "CAPTURE_TIMEOUT_MS", 2000)
+    previous = netguard.active_policy()
+    netguard.activate(NetPolicy.from_spec("127.0.0.0/8"))
+    spec = FetchSpec(url=f"{pages.url}{path}", render=True, format=format, timeout_ms=30_000)
+
+    async def render():
+        renderer = browser.Renderer(spares=0)
+        await renderer.start()
+        try:
+            started = time.monotonic()
+            outcome, after = await renderer.render(spec, started=started, deadline=started + 30, max_bytes=10**7)
+            elapsed = time.monotonic() - started
+            if after is not None:
+                await after
+            return elapsed, outcome
+        finally:
+            await renderer.close()
+
+    try:
+        elapsed, outcome = asyncio.run(render())
+    finally:
+        netguard.activate(previous)
+    assert (outcome.status_code, outcome.html) == (504, None), outcome.message
+    assert "capturing" in outcome.message and "2000 ms" in outcome.message
+    assert elapsed < 6
