@@ -17,7 +17,7 @@ from typing import BinaryIO
 
 from django.conf import settings
 from django.core.files import File
-from django.core.files.storage import Storage, storages
+from django.core.files.storage import FileSystemStorage, Storage, storages
 
 from core import objectstore
 
@@ -115,11 +115,36 @@ def upload_backup(local_name: str, name: str) -> str:
         return ""
 
 
+class BackupStoreMissing(OSError):
+    """The backup store itself is not there (its folder, or its bucket): unavailable, not a file gone."""
+
+
 def open_backup(name: str) -> BinaryIO:
+    """Open the backup copy `name`: FileNotFoundError only when the store is there and the copy is not."""
     storage = backup_storage()
     if storage is None:
         raise FileNotFoundError(name)
-    return storage.open(name, "rb")
+    try:
+        return storage.open(name, "rb")
+    except FileNotFoundError:
+        _check_store(storage)
+        raise
+
+
+def _check_store(storage: Storage) -> None:
+    """BackupStoreMissing if the store that said "no such file" is not there at all: EXPORT_BACKUP_DIR on a
+    network mount or disk that is not mounted, a bucket deleted or renamed (S3 answers 404 to reading any
+    key of a missing bucket). That is 503, to retry, never 410: the copies may be back once it is."""
+    if isinstance(storage, FileSystemStorage):
+        if not os.path.isdir(storage.location):
+            raise BackupStoreMissing(f"The backup folder {storage.location} is not there (not mounted?)")
+        return
+    bucket = getattr(storage, "bucket_name", None)
+    if bucket:
+        try:
+            storage.connection.meta.client.head_bucket(Bucket=bucket)
+        except Exception as exc:
+            raise BackupStoreMissing(f"The backup bucket {bucket} cannot be read ({exc})") from exc
 
 
 def delete_local(name: str) -> None:

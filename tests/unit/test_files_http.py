@@ -186,3 +186,33 @@ def test_a_range_of_the_s3_backup_copy(api, user, run, request_file, s3_backup):
     assert services.expire_files()["local_dropped"] == 1
     part = api.get(f"/api/v1/files/{file_id}", HTTP_RANGE="bytes=3-12")
     assert part.status_code == 206 and part["X-Source"] == "remote" and b"".join(part.streaming_content) == whole[3:13]
+
+
+def _backup_only(file_id) -> ResultFile:
+    ResultFile.objects.filter(pk=file_id).update(local_expires_at=timezone.now() - timedelta(seconds=1))
+    assert services.expire_files()["local_dropped"] == 1
+    return ResultFile.objects.get(pk=file_id)
+
+
+def test_a_backup_folder_that_is_not_there_is_503_not_410(api, run, request_file, export_dirs):  # noqa: F811 - imported fixtures
+    """EXPORT_BACKUP_DIR on a network mount that is not mounted: the store is unavailable, its files not gone."""
+    file = _backup_only(request_file(run).json()["id"])
+    backup = export_dirs / "backup"
+    backup.rename(export_dirs / "unmounted")
+    response = download(api, file.id)
+    assert response.status_code == 503 and response.json()["error"] == "storage_unavailable"
+    file.refresh_from_db()
+    assert file.downloads_counter == 0 and file.active_downloads == 0 and file.remote_name
+    (export_dirs / "unmounted").rename(backup)  # mounted again
+    assert download(api, file.id).status_code == 200
+    (backup / file.remote_name).unlink()  # the folder is there, the copy is not: gone
+    assert download(api, file.id).status_code == 410
+
+
+def test_a_backup_bucket_that_is_not_there_is_503_not_410(api, run, request_file, s3_backup):  # noqa: F811 - imported fixtures
+    file = _backup_only(request_file(run).json()["id"])
+    s3_backup.delete_object(Bucket="exports", Key=f"platform/{file.remote_name}")
+    assert download(api, file.id).status_code == 410  # the bucket is there, the copy is not
+    s3_backup.delete_bucket(Bucket="exports")  # S3 answers 404 to any key of a missing bucket
+    response = download(api, file.id)
+    assert response.status_code == 503 and response.json()["error"] == "storage_unavailable"
