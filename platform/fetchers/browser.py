@@ -320,7 +320,9 @@ class Renderer:
             reason = browser_refusal_since(since)
             if reason:
                 return failure(spec, started, 403, f"{REFUSED_PREFIX}: {reason}")
-            return failure(spec, started, 500, f"Cannot connect to {spec.url}")
+            # Through a proxy, the relay's upstream refused or gave no tunnel (a 407, say).
+            through = " through the proxy" if spec.proxy_urls else ""
+            return failure(spec, started, 500, f"Cannot connect to {spec.url}{through}")
         if "Timeout" in type(exc).__name__ or "Timeout " in text:
             what = spec.wait_selector if spec.wait_strategy == "selector" else f"the {spec.wait_strategy} event"
             return failure(spec, started, 504, f"Timed out after {limit_ms} ms waiting for {what}")

@@ -23,6 +23,7 @@ from urllib3.exceptions import (
     NameResolutionError,
     NewConnectionError,
     ProtocolError,
+    ProxyError,
     ReadTimeoutError,
     SSLError,
 )
@@ -161,6 +162,11 @@ def _read(response: Any, max_bytes: int) -> bytes:
 def _network_error(exc: Exception, url: str, deadline: Deadline) -> FetchFailed:
     """Turn a urllib3 or socket error into FetchFailed with a message for people."""
     host = urlsplit(url).hostname
+    if isinstance(exc, ProxyError) and not deadline.expired:
+        # The proxy's own failure (refused, or no tunnel: a 407), in words without urllib3's internals.
+        cause = exc.original_error
+        reason = str(cause).split(": ", 1)[-1] if isinstance(cause, NewConnectionError) else str(cause)
+        return FetchFailed(f"Cannot connect through the proxy to {host}: {reason}")
     # urllib3's NewConnectionError (and so NameResolutionError) subclasses ConnectTimeoutError.
     if isinstance(exc, NameResolutionError) and not deadline.expired:
         return FetchFailed(f"Cannot resolve {host}")

@@ -3,6 +3,7 @@ format, extraction, the crawl policy, proxies, downloads, and isolation between 
 
 from __future__ import annotations
 
+import socket
 import struct
 import threading
 
@@ -159,6 +160,17 @@ def test_through_a_proxy(fetcher, pages, proxy, render, credentials):
     assert any(str(pages.port) in request for request in seen), seen
     auth = {a for _r, a in proxy.requests}
     assert auth == ({"Basic Ym9iOnNAY3JldA=="} if credentials else {None})
+
+
+@pytest.mark.parametrize("render", [False, True], ids=["static", "rendered"])
+def test_through_a_proxy_that_refuses(fetcher, pages, render):
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    refused = f"http://u:secret@127.0.0.1:{closed.getsockname()[1]}"
+    closed.close()
+    outcome = fetch(FetchSpec(url=f"{pages.url}/page", render=render, proxy_urls=(refused,), timeout_ms=10_000))
+    assert (outcome.status_code, outcome.html) == (500, None)
+    assert "through the proxy" in outcome.message and "secret" not in outcome.message
 
 
 def test_download_keeps_the_bytes_and_type(fetcher, pages):

@@ -338,3 +338,32 @@ def test_kept_connection_closed_by_the_server_is_replaced(
     monkeypatch.setattr("urllib3.connectionpool.is_connection_dropped", lambda conn: False)
     assert fetch(f"{site.url}/page", policy=SITE_ONLY).status == 200
     assert len(loopback_only) == 2
+
+
+def test_proxy_failures_say_what_the_proxy_did(site: ScriptedSite) -> None:
+    """A proxy that refuses connections, or answers a tunnel with 407, is named in plain words (the message
+    was urllib3's repr of its connection class)."""
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    refused = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    closed.close()
+    with pytest.raises(FetchFailed, match="^Cannot connect through the proxy to 127.0.0.1: .*Connection refused$"):
+        fetch(f"{site.url}/page", policy=SITE_ONLY, proxy=refused)
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+
+    def answer_407() -> None:
+        connection, _ = server.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n")
+
+    threading.Thread(target=answer_407, daemon=True).start()
+    try:
+        with pytest.raises(FetchFailed, match="^Cannot connect through the proxy to 127.0.0.1: .*407"):
+            fetch(f"https://127.0.0.1:{site.port}/page", policy=SITE_ONLY,
+                  proxy=f"http://user:secret@127.0.0.1:{server.getsockname()[1]}")
+    finally:
+        server.close()
