@@ -118,6 +118,12 @@ class Bucket:
             info = self.filesystem().get_file_info(f"{self.name}/{key}")
         return info.size if info.type == FileType.File else None
 
+    def check(self) -> None:
+        """`unavailable` unless the bucket is there and answers (one HEAD): S3 answers 404 to reading any key
+        of a bucket that is not there, which must not pass for an object gone."""
+        with reaching():
+            self.client().head_bucket(Bucket=self.name)
+
     def delete(self, key: str) -> None:
         """Remove one object; nothing to do if it is not there."""
         with reaching():

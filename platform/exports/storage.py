@@ -39,7 +39,11 @@ def open_local(name: str, *, seekable: bool = False) -> BinaryIO:
     bucket = objectstore.configured()
     if bucket is None:
         return open(local_path(name), "rb")  # noqa: SIM115 - the caller closes it
-    return bucket.open(_bucket_key(bucket, name), seekable=seekable)
+    try:
+        return bucket.open(_bucket_key(bucket, name), seekable=seekable)
+    except FileNotFoundError:
+        bucket.check()  # a missing bucket is unavailable (503, or the backup serves), not a file gone
+        raise
 
 
 def temp_dir() -> Path:

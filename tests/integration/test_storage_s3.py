@@ -287,6 +287,24 @@ def test_an_unreachable_bucket_is_503_and_the_backup_serves_if_there_is_one(api,
     assert got.status_code == 200 and got["X-Source"] == "remote"
 
 
+@pytest.mark.django_db
+def test_a_bucket_that_is_not_there_is_503_not_410(api, user, moto_s3, settings, export_dirs):  # noqa: F811
+    """STORAGE_URL's bucket deleted or renamed: S3 answers 404 to any key of it, which is no file gone."""
+    endpoint = objectstore.parse_storage_url(moto_s3).endpoint_url
+    create_bucket(endpoint, "soon-gone")
+    settings.STORAGE_URL = f"s3://soon-gone/p?endpoint_url={endpoint}&region={REGION}"
+    settings.EXPORT_BACKUP_STORAGE = None
+    file = captures.save_capture(owner=user, fmt="html", url="https://example.com/", content_type="text/html",
+                                 extension="html", data=b"<p>x</p>")
+    bucket = objectstore.configured()
+    bucket.delete(bucket.key("files", file.local_name))
+    assert download(api, file.id).status_code == 410  # the bucket is there, the object is not
+    bucket.client().delete_bucket(Bucket="soon-gone")
+    got = download(api, file.id)
+    assert got.status_code == 503 and got.json()["error"] == "storage_unavailable"
+    assert ResultFile.objects.get(pk=file.id).active_downloads == 0
+
+
 # --- eggs ---------------------------------------------------------------------------------------------
 def test_an_egg_deployed_on_one_machine_is_fetched_on_another(storage_url, settings, tmp_path):  # noqa: F811 - fixture
     from projects.versions import delete_egg, egg_available, store_egg
