@@ -26,6 +26,7 @@ import time
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from playwright.async_api import Browser, Playwright, async_playwright
 from playwright.async_api import Error as PlaywrightError
@@ -57,6 +58,8 @@ CLOSE_TIMEOUT_S = 10
 # Every context's options (spares' and requests' own): a download the page starts is refused, not
 # written to disk while the context lives.
 CONTEXT_OPTIONS: dict[str, Any] = {"accept_downloads": False}
+# Request headers that are credentials for the page's own site (fetchers' _give_credentials).
+_CREDENTIALS = ("authorization", "cookie")
 # Times a capture starts again on the document a page navigated to by itself while it was captured
 # (a script's or a meta refresh's redirect after load); a page still navigating after that fails.
 CAPTURE_ATTEMPTS = 3
@@ -201,7 +204,7 @@ class Renderer:
     async def _context(self, browser: Browser, spec: FetchSpec) -> Any:
         options: dict[str, Any] = dict(CONTEXT_OPTIONS)
         if spec.headers:
-            options["extra_http_headers"] = spec.headers
+            options["extra_http_headers"] = _plain_headers(spec.headers)
         if spec.proxy_urls:
             # The job's proxy becomes the upstream of a relay, as for rendered crawls (GuardedBrowser).
             options["proxy"] = {"server": await self._relays.url(Proxy(0, spec.proxy_urls[0]).playwright())}
@@ -247,9 +250,11 @@ class Renderer:
         documents: list[Any] = []  # the main frame's document responses, in order
         try:
             if spare and spec.headers:
-                await context.set_extra_http_headers(spec.headers)  # what _context gives a context it makes
+                # What _context gives a context it makes.
+                await context.set_extra_http_headers(_plain_headers(spec.headers))
             if page is None:
                 page = await context.new_page()
+            await _give_credentials(context, page, spec)
 
             def on_response(response: Any) -> None:
                 # A main document announced past the limit is not waited for (its context is closed).
@@ -369,6 +374,48 @@ async def _capture(page: Any, spec: FetchSpec, capture_ms: int) -> tuple[str, by
         reading.add_done_callback(lambda t: t.cancelled() or t.exception())  # the capture's error says it
         raise
     return html, capture
+
+
+def _plain_headers(headers: dict[str, str]) -> dict[str, str]:
+    """The headers Chromium may send with every request of the context (it sends extra headers to every
+    site a page loads from): all but the credentials."""
+    return {name: value for name, value in headers.items() if name.lower() not in _CREDENTIALS}
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    scheme, host = parts.scheme.lower(), parts.hostname or ""
+    with contextlib.suppress(UnicodeError):
+        host = host.encode("idna").decode("ascii")  # as Chromium writes a request's URL
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(scheme)
+    except ValueError:
+        port = None
+    return scheme, host, port
+
+
+async def _give_credentials(context: Any, page: Any, spec: FetchSpec) -> None:
+    """The Cookie and Authorization headers for the page's own site only, as a static fetch sends them:
+    the cookies as the context's cookies of that host (Chromium sends them where a browser would), and
+    Authorization on the requests to the page's origin. Seen: both went with every request of the page,
+    to other sites' images and scripts too, and after a redirect to another site."""
+    given = {name.lower(): value for name, value in spec.headers.items() if name.lower() in _CREDENTIALS}
+    if not given:
+        return
+    scheme, host, port = _origin(spec.url)
+    if cookie := given.get("cookie"):
+        root = f"{scheme}://{urlsplit(spec.url).netloc}/"
+        pairs = [part.strip().partition("=") for part in cookie.split(";")]
+        cookies = [{"name": name.strip(), "value": value.strip(), "url": root} for name, sep, value in pairs
+                   if sep and name.strip()]
+        if cookies:
+            await context.add_cookies(cookies)
+    if authorization := given.get("authorization"):
+        async def authorize(route: Any) -> None:
+            # The Cookie header is the context's own whatever this says (Playwright); the others as sent.
+            await route.continue_(headers={**route.request.headers, "authorization": authorization})
+
+        await page.route(lambda url: _origin(url) == (scheme, host, port), authorize)
 
 
 async def _new_page(browser: Browser) -> tuple[Any, Any]:

@@ -186,6 +186,26 @@ def test_allowed_headers_are_sent_once_in_place_of_the_defaults(sync, pages, ren
     assert (body["extracted_data"]["ua"], body["extracted_data"]["lang"]) == ("MyBot/1.0", "de")
 
 
+
+def test_credentials_go_to_the_pages_own_site_not_to_others_it_loads_from(sync):
+    """Seen: with render_js, the Authorization and Cookie headers went with every request of the page,
+    another site's image included (Chromium sends a context's extra headers everywhere)."""
+    seen: dict[str, tuple[str | None, str | None]] = {}
+
+    def record(handler: Handler, query: dict[str, str]) -> None:
+        seen[f"{handler.server.server_address[0]}{handler.path}"] = (handler.headers.get("Authorization"),
+                                                                    handler.headers.get("Cookie"))
+        handler.send(200, b"GIF89a", {"Content-Type": "image/gif"})
+
+    with ScriptedSite({"": record}, host="127.0.0.2") as other:
+        page = f"<html><body><img src='/own.gif'><img src='{other.url}/other.gif'><h1>x</h1></body></html>"
+        with ScriptedSite({"": html(page), "own.gif": record}) as site:
+            body = scrape(sync, url=f"{site.url}/", render_js=True,
+                          headers={"Authorization": "Bearer secret", "Cookie": "sid=secret"}).json()
+    assert body["statusCode"] == 200, body
+    assert seen["127.0.0.1/own.gif"] == ("Bearer secret", "sid=secret")
+    assert seen["127.0.0.2/other.gif"] == (None, None)
+
 @pytest.mark.parametrize("json_response", [True, False])
 def test_a_target_answering_404_is_200_with_status_code_404(sync, pages, json_response):
     response = scrape(sync, url=f"{pages.url}/missing", json_response=json_response)
