@@ -216,3 +216,24 @@ def test_a_backup_bucket_that_is_not_there_is_503_not_410(api, run, request_file
     s3_backup.delete_bucket(Bucket="exports")  # S3 answers 404 to any key of a missing bucket
     response = download(api, file.id)
     assert response.status_code == 503 and response.json()["error"] == "storage_unavailable"
+
+
+ODD_IDS = ["garbage", "a" * 10_000, "..%2F..%2Fetc%2Fpasswd", "%00", "%ff%fe", "00000000-0000-0000-0000-000000000000",
+           "{12345678-1234-5678-1234-567812345678}", "1 OR 1=1", "%E2%98%95"]
+
+
+@pytest.mark.parametrize("odd", ODD_IDS)
+def test_a_file_id_that_is_not_a_file_is_a_404_on_every_route(api, client, odd):
+    for method, url in [("get", f"/api/v1/files/{odd}"), ("head", f"/api/v1/files/{odd}"), ("delete", f"/api/v1/files/{odd}"),
+                        ("get", f"/api/v1/files/{odd}/info"), ("post", f"/api/v1/files/{odd}/share"),
+                        ("get", f"/api/v1/files/{odd}/{odd}.csv"), ("get", f"/api/v1/shared/{odd}/{odd}/{odd}.csv")]:
+        response = getattr(client if "shared" in url else api, method)(url)
+        assert response.status_code == 404, (method, url[:80], response.status_code)
+        if method != "head":
+            assert response.json()["error"] == "not_found"
+
+
+def test_a_name_that_is_a_path_is_a_404(api, user):
+    file = capture(user)
+    for name in ("..%2F..%2Fetc%2Fpasswd", f"{file.filename}%00", f"{file.filename}%0D%0ASet-Cookie:x=1", file.filename.upper()):
+        assert api.get(f"/api/v1/files/{file.id}/{name}").status_code == 404
