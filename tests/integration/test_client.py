@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -211,7 +212,7 @@ def sync_client(transactional_db, fetcher, live_server, api, settings, tmp_path)
         yield client
 
 
-def test_sync_scrape_and_its_capture_by_job_id(sync_client, live_server, other_api, site, settings):
+def test_sync_scrape_and_its_capture_by_job_id(sync_client, live_server, api, other_api, site, settings):
     client = sync_client
     result = client.sync.scrape(f"{site.url}product1.html", queries=QUERIES)
     assert result.status_code == 200 and result.ok and result.extracted_data["name"] == "Widget 1", result.data
@@ -264,6 +265,15 @@ def test_sync_scrape_and_its_capture_by_job_id(sync_client, live_server, other_a
     client.files.delete(result.job_id)
     with pytest.raises(Gone):
         client.files.get(result.job_id)
+    # A target slower than the client's own timeout: the platform's 504 answer, not a client-side timeout.
+    hanging = socket.create_server(("127.0.0.1", 0))  # accepts, never answers
+    try:
+        with Platform(live_server.url, api.raw_key, timeout=0.5) as short:
+            slow = short.sync.scrape(f"http://127.0.0.1:{hanging.getsockname()[1]}/", timeout_ms=1500)
+    finally:
+        hanging.close()
+    assert (slow.status_code, slow.html) == (504, None) and "1500 ms" in slow.message
+
     settings.FETCHER_URLS = ["http://127.0.0.1:9"]
     with pytest.raises(ServiceUnavailable) as caught:
         client.sync.scrape(f"{site.url}product1.html")

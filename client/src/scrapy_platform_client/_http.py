@@ -67,16 +67,18 @@ class Transport:
 
     def request(self, method: str, path: str, *, params: Any = None, json: Any = None,
                 headers: dict[str, str] | None = None, idempotent: bool = False,
-                answers: tuple[int, ...] = ()) -> httpx.Response:
+                answers: tuple[int, ...] = (), timeout: float | None = None) -> httpx.Response:
         """One request; an error answer raises its typed PlatformError, unless its status is one of `answers`
-        (an endpoint whose error status carries a body of its own: a failed sync download's HTTP 500)."""
+        (an endpoint whose error status carries a body of its own: a failed sync download's HTTP 500).
+        `timeout` (seconds) replaces the client's for this request when it is longer."""
         if idempotent:
             headers = {**(headers or {}), "Idempotency-Key": str(uuid.uuid4())}  # the same key for every retry
         safe = self._safe(method, headers)
         attempt = 0
         while True:
             try:
-                response = self.http.request(method, self.path(path), params=params, json=json, headers=headers)
+                response = self.http.request(method, self.path(path), params=params, json=json, headers=headers,
+                                             **self._timeout(timeout))
             except httpx.TransportError as exc:
                 if safe and attempt < self.retries:
                     attempt += 1
@@ -93,6 +95,14 @@ class Transport:
                 time.sleep(max(error.retry_after, 0.5 * 2 ** (attempt - 1)))
                 continue
             raise error
+
+    def _timeout(self, seconds: float | None) -> dict[str, Any]:
+        if seconds is None:
+            return {}
+        current = self.http.timeout
+        if current.read is not None and current.read >= seconds:
+            return {}
+        return {"timeout": httpx.Timeout(seconds, connect=current.connect)}
 
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.request(method, path, **kwargs)

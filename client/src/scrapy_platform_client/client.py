@@ -128,8 +128,27 @@ class Projects:
         return project.deploy(ref, wait=wait, timeout=timeout)
 
 
+# The platform's SYNC_DEFAULT_TIMEOUT_MS, for a call that gives no timeout_ms, and how long past a call's
+# timeout_ms its answer may take (the platform answers within a second of it; queues and the network).
+SYNC_DEFAULT_TIMEOUT_MS = 30_000
+SYNC_ANSWER_GRACE = 15.0
+
+
+def _sync_timeout(timeout_ms: Any) -> float:
+    """Seconds to wait for a sync call's answer: its own time limit and then some, so that a slow target
+    gives its `statusCode: 504` answer rather than a client-side timeout."""
+    try:
+        limit = float(timeout_ms) / 1000 if timeout_ms is not None else SYNC_DEFAULT_TIMEOUT_MS / 1000
+    except (TypeError, ValueError):
+        limit = SYNC_DEFAULT_TIMEOUT_MS / 1000
+    return max(limit, 0.0) + SYNC_ANSWER_GRACE
+
+
 class Sync:
-    """The synchronous API: fetch a page now (`POST /api/v1/sync/scrape`), download a file (`/sync/download`)."""
+    """The synchronous API: fetch a page now (`POST /api/v1/sync/scrape`), download a file (`/sync/download`).
+
+    A call waits for its answer `timeout_ms` (default 30 s) plus 15 s, however short the client's own timeout.
+    """
 
     def __init__(self, transport: Transport) -> None:
         self._t = transport
@@ -144,7 +163,7 @@ class Sync:
         when nothing was captured the platform answers with the JSON body whichever form was asked.
         """
         body = {"url": url, **{k: v for k, v in options.items() if v is not None}, "json_response": json_response}
-        response = self._t.request("POST", "sync/scrape", json=body)
+        response = self._t.request("POST", "sync/scrape", json=body, timeout=_sync_timeout(body.get("timeout_ms")))
         content_type = response.headers.get("Content-Type", "")
         if content_type.startswith("application/json"):
             return ScrapeResult(self._t, response.json())
@@ -167,7 +186,7 @@ class Sync:
         body: dict[str, Any] = {"url": url}
         if timeout_ms is not None:
             body["timeout_ms"] = timeout_ms
-        response = self._t.request("POST", "sync/download", json=body, answers=(500,))
+        response = self._t.request("POST", "sync/download", json=body, answers=(500,), timeout=_sync_timeout(timeout_ms))
         return DownloadResult(self._t, response.json())
 
 
