@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 from core.errors import NodeUnavailable
 from core.models import Heartbeat, OutboxMessage
 from nodes.models import Node
-from nodes.services import probe
+from nodes.services import Answer, ask_all, record
 
 
 def _check_database() -> dict:
@@ -47,10 +47,10 @@ def _check_worker() -> dict:
     return {"ok": fresh, "last_seen_at": beat.at if beat else None}
 
 
-def _check_node(node: Node) -> dict:
+def _check_node(node: Node, answer: Answer) -> dict:
     info = {"name": node.name, "url": node.url, "enabled": node.enabled, "slots": node.slots}
     try:
-        status = probe(node)
+        status = record(node, answer)
     except NodeUnavailable as exc:
         return {**info, "ok": False, "error": exc.message}
     return {**info, "ok": True, "running": status.running, "pending": status.pending, "finished": status.finished}
@@ -72,7 +72,9 @@ class HealthView(APIView):
                 created_at__lt=timezone.now() - timedelta(seconds=settings.OUTBOX_RESEND_AFTER)
             ).count()
         worker = _check_worker() if database["ok"] else {"ok": False}
-        nodes = [_check_node(node) for node in Node.objects.all()] if database["ok"] else []
+        registered = list(Node.objects.all()) if database["ok"] else []
+        answers = ask_all(registered)  # at once: a node that does not answer costs one timeout, not one each
+        nodes = [_check_node(node, answers[node.pk]) for node in registered]
         essential = database["ok"] and broker["ok"]
         healthy = essential and worker["ok"] and all(n["ok"] for n in nodes if n["enabled"]) and any(
             n["ok"] for n in nodes

@@ -17,7 +17,7 @@ from exports.itemstore import ItemStore
 from nodes import health
 from nodes.client import NodeUnreachable, ScrapydClient
 from nodes.models import Node
-from nodes.services import probe
+from nodes.services import Answer, ask_all, record
 from usage.quotas import stop_reason
 from usage.services import record_run
 
@@ -166,13 +166,15 @@ def reconcile() -> None:
             _settle(run, RunStatus.LOST, "The run's node was removed from the registry")
         else:
             by_node.setdefault(run.node_id, []).append(run)
-    for runs in by_node.values():
-        _reconcile_node(runs[0].node, runs, now)
     # A node that did not answer and has no runs left is still asked, so that it takes runs again
     # within an interval of coming back (the queue gives none to a node that does not answer).
-    for node in Node.objects.filter(enabled=True, unreachable_since__isnull=False).exclude(pk__in=list(by_node)):
+    idle = list(Node.objects.filter(enabled=True, unreachable_since__isnull=False).exclude(pk__in=list(by_node)))
+    answers = ask_all([runs[0].node for runs in by_node.values()] + idle)  # at once: nodes.services.ask_all
+    for runs in by_node.values():
+        _reconcile_node(runs[0].node, runs, now, answers[runs[0].node_id])
+    for node in idle:
         with contextlib.suppress(NodeUnavailable):
-            _check(node)
+            _check(node, answers[node.pk])
 
 
 # --- nodes come and go (docs/deployment.md, "Nodes come and go") -----------------------------------
@@ -182,17 +184,17 @@ def reconcile() -> None:
 # been unreachable for NODE_LOST_AFTER, its runs whose crawls have not reported for RUN_REPORT_GRACE
 # are settled `lost` (and retried elsewhere if their policy says so); each settling is the run's
 # guarded terminal move, so two reconcilers at once settle and retry each run once.
-def _check(node: Node) -> None:
-    """Ask the node how it is (recording its health, nodes.health); one back from unreachable takes runs again."""
+def _check(node: Node, answer: Answer) -> None:
+    """Record how the node is from its answer (nodes.health); one back from unreachable takes runs again."""
     was_unreachable = node.unreachable_since is not None
-    probe(node)
+    record(node, answer)
     if was_unreachable:
         transaction.on_commit(send_pump)
 
 
-def _reconcile_node(node: Node, runs: list[Run], now) -> None:
+def _reconcile_node(node: Node, runs: list[Run], now, answer: Answer) -> None:
     try:
-        _check(node)
+        _check(node, answer)
     except NodeUnreachable:
         for run in runs:
             _reconcile_unreachable(run, node, now)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -31,20 +32,49 @@ class NodeLoad:
         return self.node.slots - self.status.running - self.status.pending
 
 
-def probe(node: Node) -> DaemonStatus:
-    """Ask a node for its load and record that it answered (or why not: nodes.health).
+Answer = DaemonStatus | NodeUnavailable  # what a node said to daemonstatus.json, or why it said nothing
+
+# Nodes asked at once by ask_all: a dead machine costs one SCRAPYD_TIMEOUT per round, not one per node.
+ASK_AT_ONCE = 16
+
+
+def ask(node: Node) -> Answer:
+    """A node's answer to daemonstatus.json, or the NodeUnavailable that says why there was none (not recorded)."""
+    try:
+        return ScrapydClient.for_node(node).daemon_status()
+    except NodeUnavailable as exc:
+        return exc
+
+
+def ask_all(nodes: list[Node]) -> dict[int, Answer]:
+    """Ask every node at once (threads doing HTTP only; record each answer with `record`).
+
+    Asked one after another, each node whose machine is gone (or whose Scrapyd hangs, as while it
+    builds an environment) cost a whole SCRAPYD_TIMEOUT: with three such nodes a reconciler round took
+    30 s every RECONCILE_INTERVAL (10 s), so rounds piled up and held the workers' processes."""
+    if len(nodes) <= 1:
+        return {node.pk: ask(node) for node in nodes}
+    with ThreadPoolExecutor(min(ASK_AT_ONCE, len(nodes)), thread_name_prefix="ask-node") as pool:
+        return dict(zip((node.pk for node in nodes), pool.map(ask, nodes), strict=True))
+
+
+def record(node: Node, answer: Answer) -> DaemonStatus:
+    """Record what a node answered (nodes.health); raises the NodeUnavailable of a node that did not.
 
     A node that answers again after being unreachable is synced (sync_node) by a worker: it may have
     come back without the eggs it had."""
-    try:
-        status = ScrapydClient.for_node(node).daemon_status()
-    except NodeUnavailable as exc:
-        health.failed(node, exc)
-        raise
+    if isinstance(answer, NodeUnavailable):
+        health.failed(node, answer)
+        raise answer
     if health.answered(node):
         logger.warning("Node %s answers again", node.name)
         request_sync(node)
-    return status
+    return answer
+
+
+def probe(node: Node) -> DaemonStatus:
+    """Ask a node for its load and record that it answered (or why not: nodes.health)."""
+    return record(node, ask(node))
 
 
 def request_sync(node: Node) -> None:
@@ -99,9 +129,14 @@ def ensure_builtin(node: Node, *, force: bool = False) -> str:
 
 def sync_node(node: Node) -> None:
     """Check a node answers and carries the current built-in project and every project's current version."""
+    probe(node)
+    give_code(node)
+
+
+def give_code(node: Node) -> None:
+    """Deploy to a node that answers the current built-in project and every project's current version it lacks."""
     from projects.services import ensure_versions  # projects builds on nodes: import here to keep the graph acyclic
 
-    probe(node)
     ensure_builtin(node, force=True)
     ensure_versions(node)
 

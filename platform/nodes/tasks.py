@@ -9,17 +9,20 @@ from celery import shared_task
 from core.errors import NodeUnavailable
 
 from .models import Node
-from .services import sync_node
+from .services import ask_all, give_code, record, sync_node
 
 logger = logging.getLogger(__name__)
 
 
 @shared_task(name="nodes.sync_nodes", ignore_result=True, time_limit=120)
 def sync_nodes() -> None:
-    """Probe every enabled node and deploy the built-in project where it is missing."""
-    for node in Node.objects.filter(enabled=True):
+    """Probe every enabled node (all at once) and deploy what is missing on those that answer."""
+    nodes = list(Node.objects.filter(enabled=True))
+    answers = ask_all(nodes)
+    for node in nodes:
         try:
-            sync_node(node)
+            record(node, answers[node.pk])
+            give_code(node)
         except NodeUnavailable as exc:
             logger.warning("Node %s: %s", node.name, exc.message)
 

@@ -325,10 +325,16 @@ def test_compose_volumes_and_dependencies():
 
 
 def test_compose_web_healthcheck_is_the_health_endpoint():
+    scrapyd_timeout = float(SERVICES["web-1"]["environment"].get("SCRAPYD_TIMEOUT", 10))  # settings' default
     for name in named("web"):
-        test = " ".join(SERVICES[name]["healthcheck"]["test"])
+        check = SERVICES[name]["healthcheck"]
+        test = " ".join(check["test"])
         url = re.search(r"http://127\.0\.0\.1:8000(/\S+?)'", test).group(1)
         assert resolve(url).url_name == "health"
+        # The health check asks every node: one that does not answer holds it SCRAPYD_TIMEOUT seconds,
+        # which must not make the web process unhealthy.
+        client_timeout = float(re.search(r"timeout=(\d+)", test).group(1))
+        assert scrapyd_timeout < client_timeout < float(check["timeout"].rstrip("s")), check
     assert SERVICES["proxy"]["depends_on"] == {w: {"condition": "service_healthy"} for w in named("web")}
 
 

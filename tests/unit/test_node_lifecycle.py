@@ -180,9 +180,9 @@ def test_two_reconciler_processes_at_once_settle_and_retry_each_run_once(setting
     both_asked = threading.Barrier(2, timeout=30)
     check = lifecycle._check
 
-    def check_then_wait(node):  # both have loaded the runs and asked the node before either settles
+    def check_then_wait(node, answer):  # both have loaded the runs and asked the node before either settles
         try:
-            check(node)
+            check(node, answer)
         finally:
             both_asked.wait()
 

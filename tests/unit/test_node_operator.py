@@ -4,25 +4,36 @@ against real Scrapyd nodes)."""
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
+import threading
 
 import pytest
 from django.core.management import call_command
 from django.urls import reverse
+from django.utils import timezone
 
 from core.models import OutboxMessage
-from jobs import policies
+from jobs import lifecycle, policies
 from jobs.models import Job, Run, RunStatus
 from nodes import health
 from nodes.client import NodeUnreachable, ScrapydClient
 from nodes.models import Node
 from nodes.services import probe
+from nodes.tasks import sync_nodes
 from tests.conftest import make_client
 from tests.scripted import ScriptedSite
 
 pytestmark = pytest.mark.django_db
 
 DEAD = "http://127.0.0.1:9/"
+
+
+@pytest.fixture
+def no_sends(monkeypatch):
+    monkeypatch.setattr("jobs.tasks.pump_queue.delay", lambda: None)
+    monkeypatch.setattr("jobs.tasks.dispatch_run.delay", lambda run_id, **kw: None)
 
 
 @pytest.fixture
@@ -151,3 +162,57 @@ def test_a_node_that_answers_500_answers_but_refuses():
         health.failed(node, raised.value)
     node.refresh_from_db()
     assert node.unreachable_since is None and "HTTP 500" in node.last_error
+
+
+# --- many nodes, some gone --------------------------------------------------------------------------
+def together(count: int, *, state: str | None = "running"):
+    """`count` scripted Scrapyd nodes whose daemonstatus.json answers only once all of them are being asked
+    (a barrier): asked one after another, each waits out the barrier and answers 500 instead."""
+    barrier = threading.Barrier(count, timeout=5)
+
+    def daemonstatus(handler, query):
+        try:
+            barrier.wait()
+        except threading.BrokenBarrierError:
+            handler.send(500, b"asked alone")
+            return
+        handler.send(200, json.dumps({"status": "ok", "pending": 0, "running": 0, "finished": 0}).encode())
+
+    def status(handler, query):
+        handler.send(200, json.dumps({"status": "ok", "currstate": state}).encode())
+
+    def other(handler, query):
+        handler.send(200, json.dumps({"status": "ok", "projects": [], "versions": []}).encode())
+
+    return [ScriptedSite({"daemonstatus.json": daemonstatus, "status.json": status, "": other}) for _ in range(count)]
+
+
+def test_the_reconciler_asks_every_node_at_once(staff, no_sends):
+    """One node whose machine is gone (or whose Scrapyd hangs) costs a round one SCRAPYD_TIMEOUT, not one
+    per node: three such nodes made 30 s rounds every 10 s, which piled up and held the workers."""
+    sites = together(3)
+    with contextlib.ExitStack() as stack:
+        for site in sites:
+            stack.enter_context(site)
+        busy = Node.objects.create(name="busy", url=sites[0].url + "/", slots=2)
+        running_on(busy, staff)
+        unreachable = [Node.objects.create(name=f"n{i}", url=site.url + "/", slots=2, unreachable_since=timezone.now())
+                       for i, site in enumerate(sites[1:])]
+        lifecycle.reconcile()
+    for node in [busy, *unreachable]:
+        node.refresh_from_db()
+        assert (node.unreachable_since, node.last_error) == (None, ""), node.name
+
+
+def test_the_node_sync_and_the_health_check_ask_every_node_at_once(client, no_sends):
+    sites = together(2)
+    with contextlib.ExitStack() as stack:
+        for site in sites:
+            stack.enter_context(site)
+        nodes = [Node.objects.create(name=f"n{i}", url=site.url + "/", slots=2) for i, site in enumerate(sites)]
+        sync_nodes()
+        for node in nodes:
+            node.refresh_from_db()
+            assert node.last_seen_at is not None and node.last_error == "", node.name
+        body = client.get("/api/v1/health").json()
+    assert [node["ok"] for node in body["nodes"]] == [True, True], body["nodes"]
