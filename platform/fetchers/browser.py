@@ -58,6 +58,8 @@ CLOSE_TIMEOUT_S = 10
 # Every context's options (spares' and requests' own): a download the page starts is refused, not
 # written to disk while the context lives.
 CONTEXT_OPTIONS: dict[str, Any] = {"accept_downloads": False}
+# Statuses of a document with no content, which Chromium does not navigate to (the page stays blank).
+NO_CONTENT = (204, 205)
 # Request headers that are credentials for the page's own site (fetchers' _give_credentials).
 _CREDENTIALS = ("authorization", "cookie")
 # Times a capture starts again on the document a page navigated to by itself while it was captured
@@ -281,6 +283,8 @@ class Renderer:
                 if strategy == "selector" and spec.wait_selector:
                     await page.wait_for_selector(spec.wait_selector, timeout=wait_ms)
             except PlaywrightError as exc:
+                if documents and documents[-1].status in NO_CONTENT and "ERR_ABORTED" in str(exc):
+                    return _no_content(spec, started, documents[-1])
                 return self._navigation_failure(browser, spec, started, since, exc, limit_ms)
             for attempt in range(1, CAPTURE_ATTEMPTS + 1):
                 capture_ms = max(1, min(CAPTURE_TIMEOUT_MS, int((deadline - time.monotonic()) * 1000)))
@@ -374,6 +378,15 @@ async def _capture(page: Any, spec: FetchSpec, capture_ms: int) -> tuple[str, by
         reading.add_done_callback(lambda t: t.cancelled() or t.exception())  # the capture's error says it
         raise
     return html, capture
+
+
+def _no_content(spec: FetchSpec, started: float, document: Any) -> FetchOutcome:
+    """A page that answered 204 or 205, which Chromium does not navigate to: as a static fetch gives it
+    (its status, an empty page), or a failure of that status for a screenshot or PDF (nothing to capture).
+    Seen: statusCode 500, "Page.goto: net::ERR_ABORTED", for a target that had answered 204."""
+    if spec.format in ("screenshot", "pdf"):
+        return failure(spec, started, document.status, f"HTTP {document.status} from {document.url}: no content to capture")
+    return page_outcome(spec, started, status_code=document.status, url=document.url, html="")
 
 
 def _plain_headers(headers: dict[str, str]) -> dict[str, str]:

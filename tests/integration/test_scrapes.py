@@ -206,6 +206,17 @@ def test_credentials_go_to_the_pages_own_site_not_to_others_it_loads_from(sync):
     assert seen["127.0.0.1/own.gif"] == ("Bearer secret", "sid=secret")
     assert seen["127.0.0.2/other.gif"] == (None, None)
 
+
+@pytest.mark.parametrize("render_js", [False, True], ids=["static", "rendered"])
+def test_a_target_answering_204_is_its_status_with_an_empty_page(sync, render_js):
+    """Seen: rendered, statusCode 500 "Page.goto: net::ERR_ABORTED" (Chromium does not navigate to a 204)."""
+    with ScriptedSite({"": lambda handler, query: handler.send(204, b"")}) as site:
+        page = scrape(sync, url=f"{site.url}/empty", format="markdown", render_js=render_js).json()
+        shot = scrape(sync, url=f"{site.url}/empty", format="screenshot").json()
+    assert (page["statusCode"], page["html"], page["markdown"]) == (204, "", "")
+    assert stored(sync, page["job_id"])[0] == 200
+    assert (shot["statusCode"], shot["html"]) == (204, None) and "no content" in shot["message"]
+
 @pytest.mark.parametrize("json_response", [True, False])
 def test_a_target_answering_404_is_200_with_status_code_404(sync, pages, json_response):
     response = scrape(sync, url=f"{pages.url}/missing", json_response=json_response)
