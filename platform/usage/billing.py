@@ -57,6 +57,11 @@ class Bill:
     clients: list[Client]
 
 
+def month_label(first: date) -> str:
+    """`YYYY-MM` (strftime's %Y does not pad years before 1000: `1-01`)."""
+    return f"{first.year:04d}-{first.month:02d}"
+
+
 def parse_month(raw: str | None) -> date:
     """`YYYY-MM` as its first day; by default the current month."""
     if raw in (None, ""):
@@ -108,7 +113,7 @@ def close_month(first: date) -> BilledMonth | None:
     """Take an ended month's bill lines, once (a concurrent or later call finds them taken)."""
     if not _ended(first):
         return None
-    label = first.strftime("%Y-%m")
+    label = month_label(first)
     existing = BilledMonth.objects.filter(month=label).first()
     if existing is not None:
         return existing
@@ -132,9 +137,9 @@ def close_ended_months() -> list[str]:
     done = set(BilledMonth.objects.values_list("month", flat=True))
     closed = []
     for first in sorted(months):
-        if first.strftime("%Y-%m") not in done:
+        if month_label(first) not in done:
             close_month(first)
-            closed.append(first.strftime("%Y-%m"))
+            closed.append(month_label(first))
     return closed
 
 
@@ -155,7 +160,7 @@ def bill(*, caller, first: date) -> Bill:
     clients = [Client(users[user_id], client_lines) for user_id, client_lines in lines.items() if user_id in users]
     if user is not None and not clients:
         clients = [Client(user)]  # a user always sees their own line, empty or not
-    return Bill(month=first.strftime("%Y-%m"), currency=currency, provisional=billed is None,
+    return Bill(month=month_label(first), currency=currency, provisional=billed is None,
                 closed_at=billed.closed_at if billed else None, clients=clients)
 
 

@@ -271,6 +271,14 @@ def test_a_closed_month_never_changes(user, django_user_model):
     assert billing.close_ended_months() == []
 
 
+def test_a_month_is_named_as_asked_for_in_every_year(user):
+    for month in ("0001-01", "0999-12"):
+        body = make_client(user).get("/api/v1/sync/billing", {"month": month}).json()
+        assert body["month"] == month and body["provisional"] is False  # was "1-01": strftime's unpadded year
+        assert make_client(user).get("/api/v1/sync/billing", {"month": month, "format": "csv"}).content.decode() \
+            .splitlines()[1].startswith(f"{month},")
+
+
 def test_beat_closes_ended_months_once(user):
     services.add(user_id=user.pk, key_id=0, counts={Kind.SYNC_DOWNLOAD: 1}, day=last_month())
     services.add(user_id=user.pk, key_id=0, counts={Kind.SYNC_DOWNLOAD: 1}, day=date(2025, 3, 9))
