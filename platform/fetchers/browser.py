@@ -114,6 +114,12 @@ class Renderer:
         return sum(1 for _browser, making in self._spares if not making.done())
 
     @property
+    def contexts(self) -> int:
+        """Browser contexts open now (spares included): what leak checks count."""
+        browser = self._browser
+        return len(browser.contexts) if browser is not None and browser.is_connected() else 0
+
+    @property
     def pid(self) -> int | None:
         """The browser's process id (for health reports and crash tests), or None when it is not running."""
         if self._browser is None or not self._browser.is_connected():

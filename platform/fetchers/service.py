@@ -146,6 +146,7 @@ async def handle_health(request: web.Request) -> web.Response:
         # Work after answers: contexts of answered pages still closing, and spare contexts being made.
         "cleaning": len(fetcher._cleanups) + renderer.making,
         "queue": fetcher.queue, "browser_pid": renderer.pid, "browser_launches": renderer.launches,
+        "contexts": renderer.contexts,
     })
 
 
