@@ -188,7 +188,7 @@ def _read_json(path: str, what: str = "the job") -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         raise Usage(f"Cannot read {what} from {path}: {exc}") from exc
     if not isinstance(spec, dict):
-        raise Usage(f"{path}: {what} is a JSON object")
+        raise Usage(f"{path}: {what} must be a JSON object")
     return spec
 
 
