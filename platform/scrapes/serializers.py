@@ -164,7 +164,9 @@ class DownloadResponseSerializer(serializers.Serializer):
     """A sync download: HTTP 200, or HTTP 500 with `content: null` when the fetch failed (seed 001)."""
 
     content = serializers.CharField(allow_null=True, help_text="The file, base64-encoded; null when the fetch failed")
-    contentType = serializers.CharField(allow_null=True, help_text="The target's Content-Type")
+    contentType = serializers.CharField(
+        allow_null=True, help_text="The target's Content-Type (application/octet-stream when that is not a sound "
+                                   "media type), as GET /files/{job_id} serves it; null when the fetch failed")
     statusCode = serializers.IntegerField(help_text="The target's HTTP status; 500 unreachable, 504 past timeout_ms")
     message = serializers.CharField()
     executionTime = serializers.IntegerField(allow_null=True, help_text="Milliseconds the fetch took")
