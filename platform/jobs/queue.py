@@ -5,8 +5,9 @@ Order: priority first (0 is the most urgent, 4 the least), then the owner with t
 leaves the queue: enabled and not draining, answering (a node whose last call got no answer at all,
 nodes.health, takes nothing until it answers again), carrying every label the run asks for
 (`node_labels`), with a free slot (`Node.slots` minus its runs that hold one, counted in the database,
-not asked of Scrapyd), preferring a node without an error on its last call, then the most free slots,
-then the name. A resumed crawl waits for the node that holds its JOBDIR.
+not asked of Scrapyd), among the nodes without an error on their last call if there are any (busy or
+not: a run waits for their slots rather than go to a node that refuses), then the most free slots, then
+the name. A resumed crawl waits for the node that holds its JOBDIR.
 
 A run that holds a slot: pending or running on the node, or queued with `dequeued_at` set (taken off the
 queue, being sent to its node by `services.dispatch`).
@@ -197,8 +198,13 @@ def _node_for(run: Run, nodes: list[Node], free: dict[int, int]) -> tuple[Node |
     if not answering:
         names = ", ".join(sorted(node.name for node in candidates))
         return None, f"Waiting for a node: every node that may take it does not answer ({names})"[:300]
-    open_nodes = [node for node in answering if free[node.pk] > 0]
+    # A node whose last call was refused (HTTP 401, a Scrapyd error) takes runs only when every node that
+    # may take them was refused too: a run it got while the others were busy failed its dispatch there
+    # RUN_DISPATCH_RETRIES times, and then failed, instead of waiting for a slot. The node check
+    # (NODE_SYNC_INTERVAL) clears the error once the node answers again.
+    pool = [node for node in answering if not node.last_error] or answering
+    open_nodes = [node for node in pool if free[node.pk] > 0]
     if not open_nodes:
         return None, BUSY
-    return min(open_nodes, key=lambda node: (bool(node.last_error), -free[node.pk], node.name)), ""
+    return min(open_nodes, key=lambda node: (-free[node.pk], node.name)), ""
 

@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from core.models import OutboxMessage
-from jobs import lifecycle, policies
+from jobs import lifecycle, policies, queue
 from jobs.models import Job, Run, RunStatus
 from nodes import health
 from nodes.client import NodeUnreachable, ScrapydClient
@@ -216,3 +216,30 @@ def test_the_node_sync_and_the_health_check_ask_every_node_at_once(client, no_se
             assert node.last_seen_at is not None and node.last_error == "", node.name
         body = client.get("/api/v1/health").json()
     assert [node["ok"] for node in body["nodes"]] == [True, True], body["nodes"]
+
+
+# --- a node that refuses ----------------------------------------------------------------------------
+def test_a_run_waits_for_a_busy_node_rather_than_go_again_to_one_that_refuses(staff, no_sends):
+    """A node answering 401 (a password changed on it) took every run the busy nodes could not, failed each
+    dispatch there, and the run failed after RUN_DISPATCH_RETRIES instead of waiting for a slot."""
+    from core.errors import NodeUnavailable
+    from jobs import services
+
+    def refuse(handler, query):
+        handler.send(401, b"Unauthorized")
+
+    with ScriptedSite({"": refuse}) as scrapyd:
+        good = Node.objects.create(name="a-good", url=DEAD, slots=1, last_seen_at=timezone.now())
+        refusing = Node.objects.create(name="b-refusing", url=scrapyd.url + "/", slots=4)
+        running_on(good, staff)  # its one slot is taken
+        job = Job.objects.create(owner=staff, name="waits", source="https://example.com/")
+        run = services.start_run(job=job)
+        with pytest.raises(NodeUnavailable, match="HTTP 401"):
+            services.dispatch(str(run.pk))  # the first try finds out
+        for _ in range(3):
+            services.dispatch(str(run.pk))  # then it waits for the good node's slot
+        assert len(scrapyd.hits) == 1
+    run.refresh_from_db()
+    refusing.refresh_from_db()
+    assert (run.status, run.node_id, run.waiting_reason) == (RunStatus.QUEUED, None, queue.BUSY)
+    assert "HTTP 401" in refusing.last_error
