@@ -53,7 +53,9 @@ def spec_error(spec: FetchSpec) -> str | None:
 class Fetcher:
     """Slots, the wait queue, the thread pool of static fetches and the browser."""
 
-    def __init__(self, *, concurrency: int, render_concurrency: int, queue: int, policy: NetPolicy) -> None:
+    def __init__(
+        self, *, concurrency: int, render_concurrency: int, queue: int, policy: NetPolicy, page_memory_mb: int = 0
+    ) -> None:
         self.policy = policy
         self.static_slots = asyncio.Semaphore(concurrency)
         self.render_slots = asyncio.Semaphore(render_concurrency)
@@ -63,7 +65,7 @@ class Fetcher:
         self.served = 0
         # A static fetch whose request timed out still runs until its own deadline: room for those.
         self.threads = concurrent.futures.ThreadPoolExecutor(concurrency * 2, thread_name_prefix="fetch")
-        self.renderer = Renderer()
+        self.renderer = Renderer(page_memory_mb=page_memory_mb)
         self._cleanups: set[asyncio.Task] = set()  # what rendered requests do after answering
 
     async def start(self) -> None:
@@ -146,7 +148,7 @@ async def handle_health(request: web.Request) -> web.Response:
         # Work after answers: contexts of answered pages still closing, and spare contexts being made.
         "cleaning": len(fetcher._cleanups) + renderer.making,
         "queue": fetcher.queue, "browser_pid": renderer.pid, "browser_launches": renderer.launches,
-        "contexts": renderer.contexts,
+        "contexts": renderer.contexts, "memory_stops": renderer.memory_stops,
     })
 
 
@@ -160,6 +162,7 @@ def make_app(**options: Any) -> web.Application:
         "concurrency": settings.FETCHER_CONCURRENCY,
         "render_concurrency": settings.FETCHER_RENDER_CONCURRENCY,
         "queue": settings.FETCHER_QUEUE,
+        "page_memory_mb": settings.FETCHER_PAGE_MEMORY_MB,
         **options,
     }
 

@@ -109,6 +109,9 @@ ROUTES = {
     # Goes by itself, 100 ms after load, to another document (a slow answer, then a 404).
     "navigates-after-load": html("<html><body><h1>first</h1><script>addEventListener('load', () => setTimeout(() => "
                                  "location.href = '/hang?seconds=1&then=/notfound', 100));</script></body></html>"),
+    # Memory without end: DOM nodes of 10 kB each, added until something stops the page.
+    "memory-hog": html("<html><body><h1>hog</h1><script>for (;;) document.body.appendChild("
+                       "document.createElement('div')).textContent = 'x'.repeat(10000) + Math.random();</script></body></html>"),
     "metaloop": meta_loop,
     "attachment": attachment,
     "notfound": lambda handler, query: handler.send(404, b"<html><body><h1>Gone fishing</h1></body></html>",

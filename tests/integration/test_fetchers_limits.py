@@ -27,9 +27,10 @@ def pages():
 
 @pytest.fixture(scope="module")
 def small_fetcher(services_dir):
-    """A fetcher with one static slot, one browser slot and room for one waiting request."""
+    """A fetcher with one static slot, one browser slot and room for one waiting request; a page's
+    renderer may use 400 MB."""
     process, url = start_fetcher(services_dir, name="fetcher-small", FETCHER_CONCURRENCY="1",
-                                 FETCHER_RENDER_CONCURRENCY="1", FETCHER_QUEUE="1")
+                                 FETCHER_RENDER_CONCURRENCY="1", FETCHER_QUEUE="1", FETCHER_PAGE_MEMORY_MB="400")
     yield url
     process.stop()
 
@@ -228,3 +229,15 @@ def test_capture_of_a_page_busy_after_load_ends_at_the_capture_limit(pages, monk
     assert (outcome.status_code, outcome.html) == (504, None), outcome.message
     assert "capturing" in outcome.message and "2000 ms" in outcome.message
     assert elapsed < 6
+
+
+def test_page_past_its_memory_limit_is_stopped(small_fetcher, pages):
+    """A page that takes memory without end is stopped at FETCHER_PAGE_MEMORY_MB (it took ~1.8 GB in 10 s)."""
+    stops = health(small_fetcher)["memory_stops"]
+    elapsed, outcome = timed(FetchSpec(url=f"{pages.url}/memory-hog", render=True, timeout_ms=30_000),
+                             urls=[small_fetcher])
+    assert (outcome.status_code, outcome.html) == (500, None)
+    assert "crashed" in outcome.message and "400 MB" in outcome.message
+    assert elapsed < 15
+    assert health(small_fetcher)["memory_stops"] == stops + 1
+    assert_healthy(small_fetcher, pages)
