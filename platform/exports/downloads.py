@@ -15,7 +15,7 @@ from usage.services import key_id_of, record_served
 
 from . import storage
 from .errors import FileDisabled, FileExpired, FileNotReady, FileOveruse, StorageUnavailable
-from .models import FileStatus, ResultFile
+from .models import EXPIRABLE, FileStatus, ResultFile
 
 logger = logging.getLogger(__name__)
 CHUNK = 3 << 18  # 768 KiB: a multiple of 3, so base64 chunks concatenate into valid base64
@@ -130,6 +130,15 @@ def check_download(*, file: ResultFile) -> str:
     return "local" if file.local_name else "remote"
 
 
+def _gone(file: ResultFile) -> None:
+    """Neither copy is there, and both stores said so: the file is expired from now on (once no other download
+    holds it), so that its description and share link say what its downloads say. Raises FileExpired."""
+    file.release_download(undo=True)
+    if file.status in EXPIRABLE and file.expire():
+        logger.error("Result file %s: both copies are gone; expired before its time", file.id)
+    raise FileExpired("The file is no longer stored", details={"status": FileStatus.EXPIRED})
+
+
 def _seek(handle: BinaryIO, first: int) -> BinaryIO:
     try:
         handle.seek(first)
@@ -153,6 +162,7 @@ def open_download(*, file: ResultFile, encoding: str | None = None, api_key=None
     if file.status != FileStatus.ENABLED or not file.claim_download():
         _refuse(file)
     # Claimed: the sweeper leaves both copies alone until the stream is closed.
+    local_missing = not file.local_name  # known not to be there (not merely unreadable)
     if file.local_name:
         try:
             handle = storage.open_local(file.local_name, seekable=byte_range is not None)
@@ -160,6 +170,7 @@ def open_download(*, file: ResultFile, encoding: str | None = None, api_key=None
                 _seek(handle, byte_range[0])
             return FileStream(file, handle, "local", encoding, key_id, byte_range)
         except FileNotFoundError:
+            local_missing = True
             logger.warning("Local copy of result file %s is missing; trying the backup", file.id)
         except Exception as exc:  # the bucket (STORAGE_URL) cannot be reached: the backup may serve
             if not file.remote_name:
@@ -168,15 +179,16 @@ def open_download(*, file: ResultFile, encoding: str | None = None, api_key=None
                 raise StorageUnavailable("The object store could not be read; try again later") from exc
             logger.warning("Could not read result file %s from the bucket (%s); trying the backup", file.id, exc)
     if not file.remote_name:
-        file.release_download(undo=True)
-        raise FileExpired("The file is no longer stored", details={"status": FileStatus.EXPIRED})
+        _gone(file)
     try:
         handle = storage.open_backup(file.remote_name)
         if byte_range:
             _seek(handle, byte_range[0])
     except FileNotFoundError:
-        file.release_download(undo=True)
         logger.error("Backup copy of result file %s is missing", file.id)
+        if local_missing:
+            _gone(file)
+        file.release_download(undo=True)  # the primary copy could not be read: it may serve again
         raise FileExpired("The file is no longer stored", details={"status": FileStatus.EXPIRED}) from None
     except Exception as exc:
         file.release_download(undo=True)

@@ -24,6 +24,10 @@ from core import objectstore
 logger = logging.getLogger(__name__)
 
 
+class StoreMissing(OSError):
+    """A store itself is not there (its folder, or its bucket): unavailable, not a file gone."""
+
+
 def local_path(name: str) -> Path:
     """Where the primary copy `name` is on this machine's disk (without STORAGE_URL)."""
     return Path(settings.EXPORT_DIR) / name
@@ -38,7 +42,12 @@ def open_local(name: str, *, seekable: bool = False) -> BinaryIO:
     `seekable` asks for random access (a copy to the backup store), else one streamed read (a download)."""
     bucket = objectstore.configured()
     if bucket is None:
-        return open(local_path(name), "rb")  # noqa: SIM115 - the caller closes it
+        try:
+            return open(local_path(name), "rb")  # noqa: SIM115 - the caller closes it
+        except FileNotFoundError:
+            if not os.path.isdir(settings.EXPORT_DIR):
+                raise StoreMissing(f"EXPORT_DIR {settings.EXPORT_DIR} is not there (not mounted?)") from None
+            raise
     try:
         return bucket.open(_bucket_key(bucket, name), seekable=seekable)
     except FileNotFoundError:
@@ -119,10 +128,6 @@ def upload_backup(local_name: str, name: str) -> str:
         return ""
 
 
-class BackupStoreMissing(OSError):
-    """The backup store itself is not there (its folder, or its bucket): unavailable, not a file gone."""
-
-
 def open_backup(name: str) -> BinaryIO:
     """Open the backup copy `name`: FileNotFoundError only when the store is there and the copy is not."""
     storage = backup_storage()
@@ -136,19 +141,19 @@ def open_backup(name: str) -> BinaryIO:
 
 
 def _check_store(storage: Storage) -> None:
-    """BackupStoreMissing if the store that said "no such file" is not there at all: EXPORT_BACKUP_DIR on a
+    """StoreMissing if the store that said "no such file" is not there at all: EXPORT_BACKUP_DIR on a
     network mount or disk that is not mounted, a bucket deleted or renamed (S3 answers 404 to reading any
     key of a missing bucket). That is 503, to retry, never 410: the copies may be back once it is."""
     if isinstance(storage, FileSystemStorage):
         if not os.path.isdir(storage.location):
-            raise BackupStoreMissing(f"The backup folder {storage.location} is not there (not mounted?)")
+            raise StoreMissing(f"The backup folder {storage.location} is not there (not mounted?)")
         return
     bucket = getattr(storage, "bucket_name", None)
     if bucket:
         try:
             storage.connection.meta.client.head_bucket(Bucket=bucket)
         except Exception as exc:
-            raise BackupStoreMissing(f"The backup bucket {bucket} cannot be read ({exc})") from exc
+            raise StoreMissing(f"The backup bucket {bucket} cannot be read ({exc})") from exc
 
 
 def delete_local(name: str) -> None:

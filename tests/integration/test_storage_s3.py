@@ -298,11 +298,14 @@ def test_a_bucket_that_is_not_there_is_503_not_410(api, user, moto_s3, settings,
                                  extension="html", data=b"<p>x</p>")
     bucket = objectstore.configured()
     bucket.delete(bucket.key("files", file.local_name))
-    assert download(api, file.id).status_code == 410  # the bucket is there, the object is not
     bucket.client().delete_bucket(Bucket="soon-gone")
     got = download(api, file.id)
     assert got.status_code == 503 and got.json()["error"] == "storage_unavailable"
-    assert ResultFile.objects.get(pk=file.id).active_downloads == 0
+    file.refresh_from_db()
+    assert file.active_downloads == 0 and file.status == FileStatus.ENABLED  # kept: the bucket may be back
+    create_bucket(endpoint, "soon-gone")  # the bucket is there, the object is not: gone, and it says so
+    assert download(api, file.id).status_code == 410
+    assert ResultFile.objects.get(pk=file.id).status == FileStatus.EXPIRED
 
 
 # --- eggs ---------------------------------------------------------------------------------------------

@@ -212,10 +212,12 @@ def test_a_backup_folder_that_is_not_there_is_503_not_410(api, run, request_file
 def test_a_backup_bucket_that_is_not_there_is_503_not_410(api, run, request_file, s3_backup):  # noqa: F811 - imported fixtures
     file = _backup_only(request_file(run).json()["id"])
     s3_backup.delete_object(Bucket="exports", Key=f"platform/{file.remote_name}")
-    assert download(api, file.id).status_code == 410  # the bucket is there, the copy is not
     s3_backup.delete_bucket(Bucket="exports")  # S3 answers 404 to any key of a missing bucket
     response = download(api, file.id)
     assert response.status_code == 503 and response.json()["error"] == "storage_unavailable"
+    assert ResultFile.objects.get(pk=file.id).status == FileStatus.ENABLED
+    s3_backup.create_bucket(Bucket="exports")  # the bucket is there, the copy is not: gone
+    assert download(api, file.id).status_code == 410
 
 
 ODD_IDS = ["garbage", "a" * 10_000, "..%2F..%2Fetc%2Fpasswd", "%00", "%ff%fe", "00000000-0000-0000-0000-000000000000",
@@ -237,3 +239,43 @@ def test_a_name_that_is_a_path_is_a_404(api, user):
     file = capture(user)
     for name in ("..%2F..%2Fetc%2Fpasswd", f"{file.filename}%00", f"{file.filename}%0D%0ASet-Cookie:x=1", file.filename.upper()):
         assert api.get(f"/api/v1/files/{file.id}/{name}").status_code == 404
+
+
+def test_a_file_whose_copies_are_both_gone_says_so_everywhere(api, user, run, request_file, export_dirs):  # noqa: F811 - imported fixtures
+    """Lost from both stores before its time (a crash lost an unsynced capture, a copy deleted by hand): the
+    download's 410 and the file's description agree: expired, no share link."""
+    file = capture(user)
+    storage_path = export_dirs / "exports" / file.local_name
+    storage_path.unlink()
+    response = download(api, file.id)
+    assert response.status_code == 410 and response.json()["details"]["status"] == "expired"
+    info = api.get(f"/api/v1/files/{file.id}/info").json()
+    assert info["status"] == "expired" and info["share_url"] is None
+    exported = _backup_only(request_file(run).json()["id"])
+    (export_dirs / "backup" / exported.remote_name).unlink()
+    assert download(api, exported.id).status_code == 410
+    assert api.get(f"/api/v1/files/{exported.id}/info").json()["status"] == "expired"
+
+
+def test_an_export_dir_that_is_not_there_is_not_a_file_gone(api, user, export_dirs, settings):  # noqa: F811 - imported fixture
+    """EXPORT_DIR on a disk that is not mounted: 503 (the file is kept as it is), or its backup serves."""
+    settings.EXPORT_BACKUP_STORAGE = None
+    file = capture(user)
+    (export_dirs / "exports").rename(export_dirs / "unmounted")
+    response = download(api, file.id)
+    assert response.status_code == 503 and response.json()["error"] == "storage_unavailable"
+    assert ResultFile.objects.get(pk=file.id).status == FileStatus.ENABLED
+    (export_dirs / "unmounted").rename(export_dirs / "exports")
+    assert download(api, file.id).status_code == 200
+
+
+def test_a_backup_that_is_missing_while_the_primary_cannot_be_read_keeps_the_file(api, user, run, request_file, export_dirs):  # noqa: F811
+    file_id = request_file(run).json()["id"]
+    file = ResultFile.objects.get(pk=file_id)
+    (export_dirs / "backup" / file.remote_name).unlink()
+    (export_dirs / "exports").rename(export_dirs / "unmounted")
+    assert download(api, file_id).status_code == 410  # nothing serves now...
+    file.refresh_from_db()
+    assert file.status == FileStatus.ENABLED and file.local_name  # ...but the primary copy may: not expired
+    (export_dirs / "unmounted").rename(export_dirs / "exports")
+    assert download(api, file_id).status_code == 200
