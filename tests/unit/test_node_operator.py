@@ -94,6 +94,14 @@ def test_a_node_moved_in_the_admin_or_by_registernode_forgets_its_built_in_versi
     assert (node.url, node.builtin_version) == ("http://127.0.0.1:6802/", "")
 
 
+def test_registernode_refuses_negative_slots():
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="0 or more"):
+        call_command("registernode", "n", "http://127.0.0.1:6800", "--slots", "-1", stdout=io.StringIO())
+    assert not Node.objects.exists()
+
+
 # --- a node deleted ---------------------------------------------------------------------------------
 def test_a_node_with_a_run_that_has_not_ended_is_not_deleted(client, staff):
     node = Node.objects.create(name="busy", url=DEAD, slots=2)

@@ -30,6 +30,8 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, name: str, url: str, slots: int, username: str | None, **options):
+        if slots < 0:  # the column's CHECK would refuse it with a traceback
+            raise CommandError("--slots is the crawls the node runs at once: 0 or more")
         password = None
         if username is not None:
             password = os.environ.get(PASSWORD_VARIABLE)
