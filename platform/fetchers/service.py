@@ -47,6 +47,25 @@ def spec_error(spec: FetchSpec) -> str | None:
         return f"wait_strategy must be one of {', '.join(WAIT_STRATEGIES)}"
     if not isinstance(spec.timeout_ms, int) or spec.timeout_ms <= 0:
         return "timeout_ms must be a positive integer"
+    # The web side sends validated specs; anything else posted here is refused, not a 500 from deep inside.
+    if not isinstance(spec.url, str):
+        return "url must be a string"
+    if not isinstance(spec.wait_timeout_ms, int) or spec.wait_timeout_ms <= 0:
+        return "wait_timeout_ms must be a positive integer"
+    if spec.max_bytes is not None and (not isinstance(spec.max_bytes, int) or spec.max_bytes < 0):
+        return "max_bytes must be a non-negative integer or null"
+    if not all(isinstance(value, bool) for value in (spec.render, spec.full_page)):
+        return "render and full_page must be booleans"
+    if spec.wait_selector is not None and not isinstance(spec.wait_selector, str):
+        return "wait_selector must be a string or null"
+    if not all(isinstance(name, str) and isinstance(value, str) for name, value in spec.headers.items()):
+        return "headers must map strings to strings"
+    if not all(isinstance(url, str) for url in spec.proxy_urls):
+        return "proxy_urls must be strings"
+    if not all(isinstance(query, dict) for query in spec.queries):
+        return "queries must be objects"
+    if spec.item_selector is not None and not isinstance(spec.item_selector, dict):
+        return "item_selector must be an object or null"
     return None
 
 

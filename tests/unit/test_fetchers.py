@@ -74,6 +74,16 @@ def test_captures_imply_a_browser(spec, browser):
     ({"wait_strategy": "never"}, "wait_strategy"),
     ({"timeout_ms": 0}, "timeout_ms"),
     ({"timeout_ms": "9"}, "timeout_ms"),
+    # Posted to the fetcher by anything but the web side: refused with 400, not a 500 from deep inside.
+    ({"url": 123}, "url must be a string"),
+    ({"wait_timeout_ms": None}, "wait_timeout_ms"),
+    ({"max_bytes": "big"}, "max_bytes"),
+    ({"render": "yes"}, "booleans"),
+    ({"wait_selector": 5}, "wait_selector"),
+    ({"headers": {"A": 1}}, "headers"),
+    ({"proxy_urls": (None,)}, "proxy_urls"),
+    ({"queries": ("title",)}, "queries"),
+    ({"item_selector": "div"}, "item_selector"),
 ])
 def test_spec_errors(changes, error):
     found = spec_error(dataclasses.replace(FetchSpec(url="u"), **changes))
