@@ -351,7 +351,11 @@ class Renderer:
             url = page.url
             document = next((r for r in reversed(documents) if r.url == url), response)
             status = document.status if document is not None else 200
-            return page_outcome(spec, started, status_code=status, url=url, html=html, capture=capture)
+            # Extraction and Markdown in a thread: on the event loop, a page's regular expressions (up to
+            # REGEX_TIMEOUT_SECONDS each) held every other request of the service, their timeouts too.
+            return await asyncio.to_thread(
+                page_outcome, spec, started, status_code=status, url=url, html=html, capture=capture
+            )
         except PlaywrightError as exc:
             if not browser.is_connected():
                 raise BrowserCrashed from exc

@@ -31,7 +31,7 @@ def page_outcome(
     """A fetched page with the capture its format asks for (`capture`: a screenshot or PDF already taken)."""
     message = "OK" if status_code < 400 else f"HTTP {status_code} from {url}"
     try:
-        data: Any = extracted(html, url, spec.queries, spec.item_selector)
+        data: Any = extracted(html, url, spec.queries, spec.item_selector, deadline=started + spec.timeout_ms / 1000)
     except ExtractionError as exc:
         data, message = None, f"Extraction failed: {exc}"
     text = None

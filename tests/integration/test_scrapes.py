@@ -265,6 +265,40 @@ def test_a_timeout_is_200_with_status_code_504_within_a_second(sync, pages, rend
     assert elapsed < 1.5 + 1.0, elapsed
 
 
+@pytest.mark.parametrize("render_js", [False, True], ids=["static", "rendered"])
+def test_slow_extraction_ends_at_timeout_ms_and_holds_no_other_request(sync, fetcher, render_js):
+    """A regular expression just under its own limit on each of 200 items. Seen: rendered, it ran on the
+    fetcher's event loop for half a minute: the request past its timeout_ms (a 503 from the web side's
+    wait) and every other request of the fetcher held meanwhile."""
+    import threading
+
+    items = "".join(f"<div>{'a' * 27}!</div>" for _ in range(200))
+    with ScriptedSite({"": html(f"<html><body>{items}</body></html>"), "plain": html(PAGE)}) as site:
+        heavy: dict = {}
+
+        def run() -> None:  # straight to the fetcher: this thread has no test database
+            started = time.monotonic()
+            heavy["outcome"] = requests.post(f"{fetcher}/fetch", timeout=60, json={
+                "url": f"{site.url}/items", "render": render_js, "timeout_ms": 2000,
+                "item_selector": {"type": "css", "query": "div"},
+                "queries": [{"name": "r", "type": "regex", "query": "(a|aa)+$"}],
+            }).json()
+            heavy["elapsed"] = time.monotonic() - started
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        time.sleep(1.0)
+        started = time.monotonic()
+        light = scrape(sync, url=f"{site.url}/plain", timeout_ms=30000)
+        light_elapsed = time.monotonic() - started
+        thread.join()
+    assert light.status_code == 200 and light.json()["statusCode"] == 200
+    assert light_elapsed < 2.0, light_elapsed
+    outcome = heavy["outcome"]
+    assert outcome["status_code"] == 504 or "Out of time" in outcome["message"], outcome["message"]
+    assert heavy["elapsed"] < 2.0 + 1.0, heavy["elapsed"]
+
+
 @pytest.mark.parametrize(
     ("body", "path"),
     [

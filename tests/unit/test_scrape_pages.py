@@ -10,9 +10,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from fetchers.captures import extracted
 from fetchers.client import FetchSpec
 from fetchers.static import fetch_static
 from jobs import connections
+from spiders.extraction import ExtractionError
 from spiders.netpolicy import NetPolicy, parse_networks
 from tests.scripted import Handler, ScriptedSite, redirect
 
@@ -72,3 +74,20 @@ def test_credentials_given_for_a_site_are_not_sent_where_it_redirects_elsewhere(
             outcome = fetch_static(spec, policy=policy, started=started, deadline=started + 10)
             assert outcome.url == target and "'Accept-Language': 'fr'" in outcome.html
             assert ("secret" in outcome.html) is credentials, outcome.html
+
+
+SLOW = [{"name": "r", "type": "regex", "query": "(a|aa)+$"}]  # ~0.1-0.3 s on 27 a's and a "!"
+SLOW_ITEMS = "<html><body>" + "".join(f"<div>{'a' * 27}!</div>" for _ in range(200)) + "</body></html>"
+
+
+def test_extraction_ends_at_the_requests_deadline():
+    """Seen: a regular expression just under its own limit on each of 200 items ran for a minute after
+    the request's timeout_ms (rendered: on the fetcher's event loop, holding every other request)."""
+    cpu = time.process_time()
+    with pytest.raises(ExtractionError, match="Out of time"):
+        extracted(SLOW_ITEMS, "http://127.0.0.1/", SLOW, {"type": "css", "query": "div"}, deadline=time.monotonic() + 0.5)
+    assert time.process_time() - cpu < 5  # 200 items of ~0.2 s each without the deadline
+    with pytest.raises(ExtractionError, match="Out of time"):
+        extracted("<p>x</p>", "http://127.0.0.1/", TITLE, None, deadline=time.monotonic() - 1)
+    assert extracted("<h1>x</h1>", "http://127.0.0.1/", TITLE, None, deadline=time.monotonic() + 5) == {
+        "url": "http://127.0.0.1/", "title": "x"}
