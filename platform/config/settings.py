@@ -403,7 +403,7 @@ FETCHER_QUEUE = env_int("FETCHER_QUEUE", 64)
 # Seconds the client waits for a fetcher on top of the request's own timeout_ms.
 FETCHER_CLIENT_GRACE = env_float("FETCHER_CLIENT_GRACE", 5.0)
 # A rendered page's renderer past this many MB of resident memory is stopped (0: no limit).
-FETCHER_PAGE_MEMORY_MB = env_int("FETCHER_PAGE_MEMORY_MB", 1024)
+FETCHER_PAGE_MEMORY_MB = env_int("FETCHER_PAGE_MEMORY_MB", 2048)
 # Sync calls one web worker process waits on at once (each holds a thread for the page's time); past
 # it, 503 at once, so that the rest of the API keeps WEB_THREADS - SYNC_WEB_SLOTS threads. Most of a
 # worker's threads: connections do not spread evenly over the workers (16 clients put 13 on one).
