@@ -333,7 +333,9 @@ class Renderer:
                 except PlaywrightTimeout:
                     if not browser.is_connected():
                         raise
-                    return failure(spec, started, 504, f"Timed out after {capture_ms} ms capturing {spec.url} "
+                    # The limit that ran out: the capture's own, or the request's timeout_ms when less was left of it.
+                    limit = CAPTURE_TIMEOUT_MS if capture_ms == CAPTURE_TIMEOUT_MS else spec.timeout_ms
+                    return failure(spec, started, 504, f"Timed out after {limit} ms capturing {spec.url} "
                                                        "(the page's scripts kept it busy)")
                 except _Navigated:
                     if not browser.is_connected():
