@@ -23,7 +23,7 @@ from core.errors import NodeUnavailable, PlatformError
 
 from .models import Node, normalized_url, url_owner
 from .selectors import nodes_with_load
-from .services import delete_node, edited, request_sync, set_node_state, sync_node
+from .services import active_runs, delete_node, edited, request_sync, set_node_state, sync_node
 
 STATE_VARIANTS = {"enabled": "success", "draining": "warning", "disabled": ""}
 
@@ -85,8 +85,16 @@ class NodeAdmin(WriteOnlyPasswordAdmin):
         else:
             edited(obj, old_url=before["url"], was_enabled=before["enabled"])
 
+    def get_deleted_objects(self, objs, request):
+        # Nodes with runs that have not ended are shown as protected: the delete page (one node or the
+        # bulk action) then refuses and says why, instead of reporting a deletion delete_node refused.
+        deletable, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        busy = [f"{node}: {count} run(s) that have not ended (drain or disable it and delete it once they have)"
+                for node in objs if (count := active_runs(node))]
+        return deletable, counts, perms_needed, [*protected, *busy]
+
     def delete_model(self, request, obj: Node) -> None:
-        delete_node(node=obj)
+        delete_node(node=obj)  # refuses a node that got a run since its delete page was shown
 
     def delete_view(self, request, object_id, extra_context=None):
         try:

@@ -116,6 +116,7 @@ def test_a_node_with_a_run_that_has_not_ended_is_not_deleted(client, staff):
     listed = client.post(reverse("admin:nodes_node_changelist"),
                          {"action": "delete_selected", "_selected_action": [node.pk], "post": "yes"}, follow=True)
     assert "1 run(s) that have not ended" in listed.content.decode()
+    assert "Successfully deleted" not in listed.content.decode()
     run.refresh_from_db()
     assert Node.objects.filter(pk=node.pk).exists() and (run.status, run.node_id) == (RunStatus.RUNNING, node.pk)
 
