@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 
-from tests.scripted import Handler, html, redirect
+from tests.scripted import Handler, Route, html, redirect
 
 BIG = 50 * 1024 * 1024
 _CHUNK = b"<p>" + b"x" * (64 * 1024 - 7) + b"</p>\n"
@@ -54,6 +54,38 @@ def show_cookie(handler: Handler, query: dict[str, str]) -> None:
         "document.getElementById('js').textContent = document.cookie || 'none';</script></body></html>"
     )
     handler.send(200, body.encode(), {"Content-Type": "text/html"})
+
+
+# Every kind of state a page can leave in its browser context, written by /setall (which then goes to
+# /readall in the same context: the control), read by /readall into #state.
+_SET_ALL = """<html><body><script src='/cached.js'></script><script>
+(async () => {
+  document.cookie = 'js=alice; path=/'; localStorage.setItem('who', 'alice'); sessionStorage.setItem('who', 'alice');
+  await new Promise(done => { const open = indexedDB.open('db', 1);
+    open.onupgradeneeded = () => open.result.createObjectStore('s');
+    open.onsuccess = () => { const t = open.result.transaction('s', 'readwrite'); t.objectStore('s').put('alice', 'who');
+                             t.oncomplete = done; }; });
+  await (await caches.open('c')).put('/probe', new Response('alice'));
+  await navigator.serviceWorker.register('/sw.js'); await navigator.serviceWorker.ready;
+  location.href = '/readall';
+})();
+</script></body></html>"""
+_READ_ALL = """<html><body><p id='state'></p><script src='/cached.js'></script><script>
+(async () => {
+  const state = {cookie: document.cookie, local: localStorage.getItem('who'), session: sessionStorage.getItem('who'),
+                 idb: (await indexedDB.databases()).map(d => d.name).join(), cache: (await caches.keys()).join(),
+                 workers: (await navigator.serviceWorker.getRegistrations()).length,
+                 probe: await (await fetch('/swprobe')).text()};
+  document.getElementById('state').textContent = JSON.stringify(state);
+})();
+</script></body></html>"""
+
+
+def _script(body: bytes, headers: dict[str, str] | None = None) -> Route:
+    def route(handler: Handler, query: dict[str, str]) -> None:
+        handler.send(200, body, {"Content-Type": "application/javascript", **(headers or {})})
+
+    return route
 
 
 def echo_headers(handler: Handler, query: dict[str, str]) -> None:
@@ -114,6 +146,12 @@ ROUTES = {
                        "document.createElement('div')).textContent = 'x'.repeat(10000) + Math.random();</script></body></html>"),
     "metaloop": meta_loop,
     "attachment": attachment,
+    "setall": html(_SET_ALL),
+    "readall": html(_READ_ALL),
+    "cached.js": _script(b"var cached = 1;", {"Cache-Control": "public, max-age=3600"}),
+    "sw.js": _script(b"self.addEventListener('fetch', e => { if (e.request.url.includes('swprobe')) "
+                     b"e.respondWith(new Response('from the worker')); });"),
+    "swprobe": lambda handler, query: handler.send(200, b"from the network", {"Content-Type": "text/plain"}),
     "notfound": lambda handler, query: handler.send(404, b"<html><body><h1>Gone fishing</h1></body></html>",
                                                     {"Content-Type": "text/html"}),
 }

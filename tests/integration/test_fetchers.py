@@ -3,6 +3,7 @@ format, extraction, the crawl policy, proxies, downloads, and isolation between 
 
 from __future__ import annotations
 
+import json
 import socket
 import struct
 import threading
@@ -202,3 +203,22 @@ def test_contexts_share_nothing(fetcher, pages):
     for outcome in (outcomes["reader"], after):
         data = outcome.extracted_data
         assert (data["header"], data["storage"], data["js"]) == ("none", "none", "none")
+
+
+def test_no_kind_of_state_outlives_its_request(fetcher, pages):
+    """Cookies, both storages, IndexedDB, the Cache API, a service worker and the HTTP cache: a page that
+    wrote them all sees them (the control); the next requests (spare contexts made ahead) see none."""
+    state = ({"name": "state", "type": "css", "query": "#state::text"},)
+    spec = {"render": True, "wait_strategy": "selector", "wait_selector": "#state:not(:empty)", "queries": state,
+            "timeout_ms": 20_000}
+    written = fetch(FetchSpec(url=f"{pages.url}/setall", **spec))
+    assert json.loads(written.extracted_data["state"]) == {
+        "cookie": "js=alice", "local": "alice", "session": "alice", "idb": "db", "cache": "c", "workers": 1,
+        "probe": "from the worker"}
+    for _ in range(2):
+        before = pages.hits.count("/cached.js")
+        outcome = fetch(FetchSpec(url=f"{pages.url}/readall", **spec))
+        assert json.loads(outcome.extracted_data["state"]) == {
+            "cookie": "", "local": None, "session": None, "idb": "", "cache": "", "workers": 0,
+            "probe": "from the network"}
+        assert pages.hits.count("/cached.js") == before + 1  # not from another request's HTTP cache
