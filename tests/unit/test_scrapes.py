@@ -118,6 +118,9 @@ URL = "http://127.0.0.1:8000/page"
         ({"url": URL, "format": "gif"}, "format"),
         ({"url": URL, "queries": [{"name": "t", "type": "jq", "query": "x"}]}, "queries[0].type"),
         ({"url": URL, "queries": [{"name": "t", "type": "css", "query": "p["}]}, "queries[0].query"),
+        # An unbound variable in a step the validation's sample page never reaches (h2). Seen: 200 with
+        # "Extraction failed: ... Undefined variable".
+        ({"url": URL, "queries": [{"name": "t", "type": "xpath", "query": "//h2[$x]"}]}, "queries[0].query"),
         ({"url": URL, "queries": "title"}, "queries"),
         ({"url": URL, "item_selector": {"type": "css", "query": "p"}}, "item_selector"),
         ({"url": URL, "queries": TITLE, "item_selector": {"type": "regex", "query": "p"}}, "item_selector.type"),
