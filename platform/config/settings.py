@@ -263,6 +263,8 @@ GUNICORN_CONTROL_SOCKET = env_str("GUNICORN_CONTROL_SOCKET", _CONTROL_SOCKET if 
 # Where crawls on the nodes report back to: nodes on other machines need an address they can reach.
 PLATFORM_PUBLIC_URL = env_str("PLATFORM_PUBLIC_URL", f"http://127.0.0.1:{PORT}").rstrip("/")
 SCRAPYD_TIMEOUT = env_float("SCRAPYD_TIMEOUT", 10.0)
+# Seconds GET /api/v1/health reuses what the nodes answered (per web process; the check needs no key).
+HEALTH_NODES_TTL = env_float("HEALTH_NODES_TTL", 2.0)
 BUILTIN_PROJECT = "builtin"
 ITEMS_DIR = DATA_DIR / "items"
 # Copies of finished runs' logs (nodes forget old jobs); each keeps at most the last MAX_BYTES of its log.

@@ -32,3 +32,6 @@ os.environ.setdefault("ALERTS_RETRY_BACKOFF", "0.5")
 from .settings import *  # noqa: E402,F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# Tests roll their nodes back and make them again with the same ids: nothing kept between them
+# (tests/unit/test_health_nodes.py checks the keeping itself).
+HEALTH_NODES_TTL = 0.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 from django.conf import settings
@@ -56,6 +57,26 @@ def _check_node(node: Node, answer: Answer) -> dict:
     return {**info, "ok": True, "running": status.running, "pending": status.pending, "finished": status.finished}
 
 
+_nodes_asked: tuple[float, tuple, list[dict]] | None = None
+
+
+def _nodes_health(registered: list[Node]) -> list[dict]:
+    """Each node's health, asked at most once every HEALTH_NODES_TTL seconds by this process.
+
+    The check needs no key (load balancers and monitors call it): asking every node on every call let
+    anyone make the platform call all its nodes as often as they liked. What was asked is kept for the
+    same nodes (a node added, moved, enabled or disabled is asked at once)."""
+    global _nodes_asked
+    same = tuple((node.pk, node.url, node.enabled, node.slots, node.name) for node in registered)
+    kept = _nodes_asked
+    if kept is not None and kept[1] == same and time.monotonic() - kept[0] < settings.HEALTH_NODES_TTL:
+        return kept[2]
+    answers = ask_all(registered)  # at once: a node that does not answer costs one timeout, not one each
+    nodes = [_check_node(node, answers[node.pk]) for node in registered]
+    _nodes_asked = (time.monotonic(), same, nodes)
+    return nodes
+
+
 class HealthView(APIView):
     """Reports each component; 503 when the database or the broker is down."""
 
@@ -73,8 +94,7 @@ class HealthView(APIView):
             ).count()
         worker = _check_worker() if database["ok"] else {"ok": False}
         registered = list(Node.objects.all()) if database["ok"] else []
-        answers = ask_all(registered)  # at once: a node that does not answer costs one timeout, not one each
-        nodes = [_check_node(node, answers[node.pk]) for node in registered]
+        nodes = _nodes_health(registered)
         essential = database["ok"] and broker["ok"]
         healthy = essential and worker["ok"] and all(n["ok"] for n in nodes if n["enabled"]) and any(
             n["ok"] for n in nodes
