@@ -398,24 +398,38 @@ def _matches(selector: Selector, query: dict[str, Any], text: str | None, timeou
         _budget.deadline = previous
 
 
+OUT_OF_TIME = "Out of time extracting the data"
+
+
 def extract(
     selector: Selector,
     queries: list[dict[str, Any]],
     *,
     text: str | None = None,
     regex_timeout: float = REGEX_TIMEOUT_SECONDS,
+    deadline: float | None = None,
 ) -> dict[str, Any]:
     """Run validated queries on a page and return {name: value} in query order.
 
     Raises ExtractionError (a ValueError naming the query) when a query's regular expressions run
-    out of time or an XPath fails on this page.
+    out of time or an XPath fails on this page. `deadline` (time.monotonic()) bounds several
+    extractions together (a page's items, a request's time): no query's regular expressions get more
+    than what is left of it, none starts past it (ExtractionError OUT_OF_TIME).
     """
     result: dict[str, Any] = {}
     for query in queries:
         name = query["name"]
+        timeout = regex_timeout
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ExtractionError(OUT_OF_TIME, query=name)
+            timeout = min(timeout, left)
         try:
-            matches = _matches(selector, query, text, regex_timeout)
+            matches = _matches(selector, query, text, timeout)
         except _RegexTimedOut:
+            if timeout < regex_timeout:  # cut short by the deadline
+                raise ExtractionError(OUT_OF_TIME, query=name) from None
             raise ExtractionError(
                 f"Query {name!r}: regular expression timed out after {regex_timeout} s", query=name
             ) from None

@@ -376,6 +376,8 @@ CRAWL_RESOLVE_SOURCES = env_bool("CRAWL_RESOLVE_SOURCES", True)
 # Per page: larger pages are dropped (Scrapy's DOWNLOAD_MAXSIZE, and previews), slower ones time out.
 CRAWL_MAX_PAGE_BYTES = env_int("CRAWL_MAX_PAGE_BYTES", 10 * 1024 * 1024)
 CRAWL_DOWNLOAD_TIMEOUT = env_float("CRAWL_DOWNLOAD_TIMEOUT", 30.0)
+# Seconds a preview's queries may take in all, on every item (POST /jobs/preview).
+PREVIEW_EXTRACT_TIMEOUT = env_float("PREVIEW_EXTRACT_TIMEOUT", 10.0)
 # Time a query's regular expressions may take on one page (regex queries and XPath re: functions).
 REGEX_TIMEOUT_SECONDS = env_float("REGEX_TIMEOUT_SECONDS", 1.0)
 

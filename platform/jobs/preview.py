@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from parsel import Selector
 import spiders
 from core.errors import ValidationFailed
 from spiders.builtin.query import select
-from spiders.extraction import ExtractionError, extract
+from spiders.extraction import OUT_OF_TIME, ExtractionError, extract
 from spiders.netpolicy import NetPolicy
 
 from .crawl import render_settings
@@ -71,10 +72,10 @@ def render(url: str, render_config: dict[str, Any]) -> FetchResult:
     return FetchResult(result["url"], result["status"], {}, result["html"])
 
 
-def _counts(selector: Selector, queries: list[dict[str, Any]], text: str) -> dict[str, int]:
+def _counts(selector: Selector, queries: list[dict[str, Any]], text: str, deadline: float) -> dict[str, int]:
     """How many matches each query has (before taking the first or joining)."""
     as_lists = [{**q, "all": True, "join": False} for q in queries]
-    return {name: len(values) for name, values in extract(selector, as_lists, text=text).items()}
+    return {name: len(values) for name, values in extract(selector, as_lists, text=text, deadline=deadline).items()}
 
 
 def preview(*, queries: list[dict[str, Any]], url: str | None = None, html: str | None = None,
@@ -89,13 +90,23 @@ def preview(*, queries: list[dict[str, Any]], url: str | None = None, html: str 
                      timeout=settings.CRAWL_DOWNLOAD_TIMEOUT, max_bytes=settings.CRAWL_MAX_PAGE_BYTES)
         final_url, status, html = page.url, page.status, page.text
     selector = Selector(text=html or "")
+    # The queries on every item in all, as a request's time (each regular expression also has its own
+    # REGEX_TIMEOUT_SECONDS): a regular expression just under its limit on each of 100 items held a web
+    # thread for minutes.
+    deadline = time.monotonic() + settings.PREVIEW_EXTRACT_TIMEOUT
     try:
         if item_selector:
             nodes = select(selector, item_selector)
-            items = [{"url": final_url, **extract(node, queries, text=node.get())} for node in nodes[:MAX_PREVIEW_ITEMS]]
-            matches = _counts(nodes[0], queries, nodes[0].get()) if nodes else {q["name"]: 0 for q in queries}
+            items = [{"url": final_url, **extract(node, queries, text=node.get(), deadline=deadline)}
+                     for node in nodes[:MAX_PREVIEW_ITEMS]]
+            matches = _counts(nodes[0], queries, nodes[0].get(), deadline) if nodes else {q["name"]: 0 for q in queries}
             return {"url": final_url, "status": status, "items": items, "item_count": len(nodes), "matches": matches}
-        item = {"url": final_url, **extract(selector, queries, text=html or "")}
-        return {"url": final_url, "status": status, "item": item, "matches": _counts(selector, queries, html or "")}
+        item = {"url": final_url, **extract(selector, queries, text=html or "", deadline=deadline)}
+        return {"url": final_url, "status": status, "item": item,
+                "matches": _counts(selector, queries, html or "", deadline)}
     except ExtractionError as exc:
-        raise ValidationFailed(str(exc), details={"queries": str(exc)}) from None
+        message = str(exc)
+        if message == OUT_OF_TIME:
+            message = f"{OUT_OF_TIME}: the preview's queries took more than PREVIEW_EXTRACT_TIMEOUT " \
+                      f"({settings.PREVIEW_EXTRACT_TIMEOUT:g} s) in all"
+        raise ValidationFailed(message, details={"queries": message}) from None

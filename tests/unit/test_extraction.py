@@ -375,6 +375,21 @@ def test_regex_timeout_is_a_keyword() -> None:
         assert time.process_time() - started < 4
 
 
+def test_a_deadline_bounds_the_queries_together() -> None:
+    """extract(..., deadline=): no query starts past it, and a regular expression gets only what is left."""
+    page = "<html><body>" + f"<p>{'a' * 30_000}!</p>" + "</body></html>"
+    with pytest.raises(ExtractionError, match=f"^{extraction.OUT_OF_TIME}$"):
+        extract(Selector(text=page), [q("x", "css", "p::text")], text=page, deadline=time.monotonic() - 1)
+    started = time.process_time()
+    with pytest.raises(ExtractionError, match=f"^{extraction.OUT_OF_TIME}$") as info:
+        extract(Selector(text=page), [q("t", "css", "p::text"), q("x", "regex", CATASTROPHIC)], text=page,
+                deadline=time.monotonic() + 0.2)
+    assert info.value.query == "x" and time.process_time() - started < 0.9  # not its own 1 s
+    # Time enough: as without a deadline.
+    assert extract(Selector(text=page), [q("t", "css", "p::text")], text=page,
+                   deadline=time.monotonic() + 60) == {"t": "a" * 30_000 + "!"}
+
+
 @pytest.mark.parametrize(
     ("pattern", "message"),
     [

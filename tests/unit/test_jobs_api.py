@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from django.core.cache import cache
@@ -180,6 +181,21 @@ def test_preview_on_given_html_with_item_selector(api):
     body = response.json()
     assert body["items"] == [{"url": None, "b": "a", "i": "1"}, {"url": None, "b": "b", "i": None}]
     assert body["item_count"] == 2 and body["matches"] == {"b": 1, "i": 1}
+
+
+def test_a_preview_s_queries_end_at_its_time_limit(api, settings):
+    """Each regular expression has REGEX_TIMEOUT_SECONDS; the preview's queries on all its items have
+    PREVIEW_EXTRACT_TIMEOUT in all (20 items just under their own limit held a web thread 20 s)."""
+    settings.PREVIEW_EXTRACT_TIMEOUT = 0.5
+    html = "".join(f"<div class='p'>{'a' * 20_000}!</div>" for _ in range(20))
+    started = time.process_time()
+    response = api.post("/api/v1/jobs/preview", {
+        "html": html, "item_selector": {"type": "css", "query": "div.p"},
+        "queries": [{"name": "x", "type": "regex", "query": "(a+)+$"}],
+    }, format="json")
+    assert response.status_code == 400
+    assert "PREVIEW_EXTRACT_TIMEOUT (0.5 s)" in response.json()["message"]
+    assert time.process_time() - started < 5  # CPU time: other processes' turns do not count
 
 
 def test_preview_validates_like_a_job(api):
