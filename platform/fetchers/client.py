@@ -129,7 +129,8 @@ class FetchersUnavailable(PlatformError):
 
 
 class WebSlots:
-    """How many sync calls this web process waits on at once (SYNC_WEB_SLOTS).
+    """How many sync calls (scrapes, downloads, previews fetching a page) this web process waits on at
+    once (SYNC_WEB_SLOTS).
 
     A sync call holds a web thread (gunicorn's gthread) for the page's whole time. Were every thread
     waiting on slow pages, the rest of the API (crawls' reports, runs, downloads) would wait behind

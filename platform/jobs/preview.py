@@ -17,6 +17,7 @@ from parsel import Selector
 
 import spiders
 from core.errors import ValidationFailed
+from fetchers.client import web_slots
 from spiders.builtin.query import select
 from spiders.extraction import OUT_OF_TIME, ExtractionError, extract
 from spiders.netpolicy import NetPolicy
@@ -82,12 +83,14 @@ def preview(*, queries: list[dict[str, Any]], url: str | None = None, html: str 
             item_selector: dict[str, str] | None = None, render_config: dict[str, Any] | None = None) -> dict[str, Any]:
     """The item(s) a run would extract, with match counts per query."""
     final_url, status = url, None
-    if url and render_config and render_config.get("enabled"):
-        page = render(url, render_config)
-        final_url, status, html = page.url, page.status, page.text
-    elif url:
-        page = fetch(url, policy=NetPolicy(allowed=settings.CRAWL_ALLOWED_NETWORKS),
-                     timeout=settings.CRAWL_DOWNLOAD_TIMEOUT, max_bytes=settings.CRAWL_MAX_PAGE_BYTES)
+    if url:
+        # A page fetched now holds this web thread as a sync scrape does: it takes one of the same slots.
+        with web_slots:
+            if render_config and render_config.get("enabled"):
+                page = render(url, render_config)
+            else:
+                page = fetch(url, policy=NetPolicy(allowed=settings.CRAWL_ALLOWED_NETWORKS),
+                             timeout=settings.CRAWL_DOWNLOAD_TIMEOUT, max_bytes=settings.CRAWL_MAX_PAGE_BYTES)
         final_url, status, html = page.url, page.status, page.text
     selector = Selector(text=html or "")
     # The queries on every item in all, as a request's time (each regular expression also has its own

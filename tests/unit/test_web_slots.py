@@ -76,3 +76,15 @@ def test_the_setting_is_read_at_each_call(slots, settings):
         settings.SYNC_WEB_SLOTS = 3
         with slots:
             assert slots.busy == 2
+
+
+@pytest.mark.django_db
+def test_a_preview_that_fetches_a_page_takes_a_slot_too(api, slots):
+    queries = [{"name": "h", "type": "css", "query": "h1::text"}]
+    with slots, slots:
+        busy = api.post("/api/v1/jobs/preview", {"url": "http://127.0.0.1/", "queries": queries}, format="json")
+        assert busy.status_code == 503 and busy["Retry-After"] == "1"
+        assert busy.json()["error"] == "service_unavailable"
+        # On given HTML nothing is fetched: no slot needed.
+        given = api.post("/api/v1/jobs/preview", {"html": "<h1>x</h1>", "queries": queries}, format="json")
+        assert given.status_code == 200 and given.json()["item"]["h"] == "x"
