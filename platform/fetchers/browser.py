@@ -45,10 +45,13 @@ logger = logging.getLogger(__name__)
 
 # What Chromium reports when the relay would not open a connection (the crawl policy refused it).
 _PROXY_ERRORS = ("ERR_SOCKS_CONNECTION_FAILED", "ERR_PROXY_CONNECTION_FAILED", "ERR_TUNNEL_CONNECTION_FAILED")
-# The document as page.content() serialises it (doctype, then the root element).
-_PAGE_HTML = """() => {
+# The document as page.content() serialises it (doctype, then the root element); past `limit` UTF-16
+# code units (each at least a byte of UTF-8), only its length: a 50 MB page sent whole to be refused
+# took this process from 185 to 348 MB.
+_PAGE_HTML = """(limit) => {
   const doctype = document.doctype ? new XMLSerializer().serializeToString(document.doctype) : "";
-  return doctype + (document.documentElement ? document.documentElement.outerHTML : "");
+  const html = doctype + (document.documentElement ? document.documentElement.outerHTML : "");
+  return html.length > limit ? html.length : html;
 }"""
 # Page work that is not the page's own load (content, screenshot, pdf, closing): bounded too.
 CAPTURE_TIMEOUT_MS = 15_000
@@ -328,7 +331,7 @@ class Renderer:
                 capture_ms = max(1, min(CAPTURE_TIMEOUT_MS, int((deadline - time.monotonic()) * 1000)))
                 page.set_default_timeout(capture_ms)
                 try:
-                    html, capture = await _capture(page, spec, capture_ms)
+                    html, capture = await _capture(page, spec, capture_ms, max_bytes)
                     break
                 except PlaywrightTimeout:
                     if not browser.is_connected():
@@ -347,7 +350,7 @@ class Renderer:
                     left_ms = int((deadline - time.monotonic()) * 1000)
                     with contextlib.suppress(PlaywrightError):
                         await page.wait_for_load_state("load", timeout=max(1, left_ms))
-            if len(html.encode()) > max_bytes:
+            if html is None or len(html.encode()) > max_bytes:
                 return failure(spec, started, 500, f"Page larger than the limit of {max_bytes} bytes", too_large=True)
             # The status of the document captured, which a page's own navigation after load may have replaced.
             url = page.url
@@ -397,15 +400,16 @@ class Renderer:
         return failure(spec, started, 500, f"Rendering {spec.url} failed: {text}")
 
 
-async def _capture(page: Any, spec: FetchSpec, capture_ms: int) -> tuple[str, bytes | None]:
-    """The page's HTML and the capture its format asks for, within `capture_ms` (PlaywrightTimeout past it).
+async def _capture(page: Any, spec: FetchSpec, capture_ms: int, max_bytes: int) -> tuple[str | None, bytes | None]:
+    """The page's HTML (None when it is surely past `max_bytes`) and the capture its format asks for, within
+    `capture_ms` (PlaywrightTimeout past it).
 
     What page.content() returns, read in the page's own world: content()'s isolated world added ~25 ms
     to a PDF of bench/sync.py's pages, this nothing measurable. Asked for first and awaited with the
     capture, so its round trip overlaps the capture's (the HTML is the page's DOM before printing, not
     print media's). page.evaluate has no time limit of its own: a page whose scripts never yield held
     it until the request's timeout_ms, so it gets the capture's."""
-    reading = asyncio.ensure_future(page.evaluate(_PAGE_HTML))
+    reading = asyncio.ensure_future(page.evaluate(_PAGE_HTML, max_bytes))
     capture = None
     try:
         try:
@@ -421,8 +425,10 @@ async def _capture(page: Any, spec: FetchSpec, capture_ms: int) -> tuple[str, by
             if any(sign in str(exc) for sign in _NAVIGATED):
                 raise _Navigated from exc
             raise
-        if not html:
+        if html == "":
             raise _Navigated  # read between two documents: no root element yet
+        if not isinstance(html, str):
+            return None, capture  # its length only: past the limit
     except BaseException:
         reading.cancel()
         reading.add_done_callback(lambda t: t.cancelled() or t.exception())  # the capture's error says it
