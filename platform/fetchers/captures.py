@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from django.conf import settings
 from markdownify import markdownify
 from parsel import Selector
 
+from spiders import extraction
 from spiders.builtin.query import select
 from spiders.extraction import ExtractionError, extract
 
@@ -32,24 +32,15 @@ def extracted(
         return None
     queries = list(queries)
     selector = Selector(text=html)
-
-    def regex_timeout() -> float:
-        timeout = settings.REGEX_TIMEOUT_SECONDS
-        if deadline is None:
-            return timeout
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise ExtractionError(OUT_OF_TIME)
-        return min(timeout, left)
-
+    timeout = settings.REGEX_TIMEOUT_SECONDS
     try:
         if item_selector:
             nodes = select(selector, item_selector)[:MAX_ITEMS]
-            return [{"url": url, **extract(node, queries, text=node.get(), regex_timeout=regex_timeout())}
+            return [{"url": url, **extract(node, queries, text=node.get(), regex_timeout=timeout, deadline=deadline)}
                     for node in nodes]
-        return {"url": url, **extract(selector, queries, text=html, regex_timeout=regex_timeout())}
+        return {"url": url, **extract(selector, queries, text=html, regex_timeout=timeout, deadline=deadline)}
     except ExtractionError as exc:
-        if deadline is not None and time.monotonic() >= deadline:  # a limit the deadline had cut short
+        if str(exc) == extraction.OUT_OF_TIME:  # the deadline's, named here
             raise ExtractionError(OUT_OF_TIME, query=exc.query) from None
         raise
 
