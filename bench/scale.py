@@ -469,8 +469,8 @@ topology's total in cores:
         serves = opts.services_cpu / (services / 1e6) / (per_cpu[True, 2] * opts.web_cpu)
         section += f"""
 Sized, two web processes ingest {ratio:.2f}× what one does, each using {web2:.2f} of its cap (one alone
-{cap_used(ingest, "web-1", capped=True, webs=1):.2f}), while the services used {cap_used(ingest, "services", capped=True, webs=2):.2f} of theirs. A web process costs the same per item
-with two (items per web CPU-second {per_cpu[True, 2] / per_cpu[True, 1]:.2f}×), and nginx, PostgreSQL, Redis and the object
+{cap_used(ingest, "web-1", capped=True, webs=1):.2f}), while the services used {cap_used(ingest, "services", capped=True, webs=2):.2f} of theirs. {per_item_text(per_cpu[True, 2] / per_cpu[True, 1])}
+Nginx, PostgreSQL, Redis and the object
 store need {services:.1f} µs per item between them: within their {opts.services_cpu:g} core they would serve about
 {serves:.0f} web processes of this size. {unsized_text(ingest, rate, cores)}
 """
@@ -480,6 +480,16 @@ store need {services:.1f} µs per item between them: within their {opts.services
     if not opts.no_write:
         write_section(section, SECTION, DOC)
         print(f"Wrote {DOC}")
+
+
+def per_item_text(efficiency: float) -> str:
+    """What items per web CPU-second, two web processes against one, say about the sized ratio."""
+    if efficiency <= 1.03:
+        return (f"A web process costs about the same per item with two (items per web CPU-second {efficiency:.2f}×).")
+    return (f"A web process does more per CPU-second with two (items per web CPU-second {efficiency:.2f}×): one "
+            "alone is held at its quota all the time, and a process the quota keeps stopping most likely uses "
+            "its CPU less well (a thread stopped while it holds the GIL stops the others too; not measured "
+            "further). That, not the rest of the topology, would put the ratio above 2.")
 
 
 def unsized_text(ingest: list[dict], rate: dict, cores: int) -> str:
