@@ -99,6 +99,7 @@ class Renderer:
         self.page_memory_mb = page_memory_mb
         self.memory_stops = 0  # renderers stopped past page_memory_mb
         self._watching: asyncio.Task | None = None
+        self._pid_of: tuple[Browser, int] | None = None  # the browser's process id, once found
 
     async def start(self) -> None:
         await self._ensure()
@@ -153,8 +154,14 @@ class Renderer:
     @property
     def pid(self) -> int | None:
         """The browser's process id (for health reports and crash tests), or None when it is not running."""
-        if self._browser is None or not self._browser.is_connected():
+        browser = self._browser
+        if browser is None or not browser.is_connected():
             return None
+        # Found once per browser (the memory watch asks twice a second: walking every task of this
+        # process tree each time was most of its cost).
+        known = self._pid_of
+        if known is not None and known[0] is browser and os.path.exists(f"/proc/{known[1]}"):
+            return known[1]
         executable = str(spider_settings.PLAYWRIGHT_LAUNCH_OPTIONS["executable_path"])
         for pid in _descendants(os.getpid()):
             try:
@@ -163,6 +170,7 @@ class Renderer:
                 continue
             # The browser process itself: its renderers and helpers carry --type=.
             if args[0].decode(errors="replace") == executable and not any(a.startswith(b"--type=") for a in args):
+                self._pid_of = (browser, pid)
                 return pid
         return None
 
