@@ -299,7 +299,19 @@ class Project(Resource):
             yield Deploy(self._t, data)
 
 
-class ScrapeResult(Resource):
+class _SyncAnswer(Resource):
+    """What a sync scrape's and a sync download's answers share: the capture's id and the target's status."""
+
+    @property
+    def id(self) -> str:
+        return str(self.data["job_id"])
+
+    @property
+    def status_code(self) -> int:
+        return int(self.data.get("statusCode") or 0)
+
+
+class ScrapeResult(_SyncAnswer):
     """A synchronous scrape's answer (`statusCode`, `html`, `markdown`, `extracted_data`, `job_id`...).
 
     With `json_response=False` the answer was the capture itself: `.content` holds its bytes and `.data`
@@ -309,14 +321,6 @@ class ScrapeResult(Resource):
     def __init__(self, transport: Transport, data: dict[str, Any], content: bytes | None = None) -> None:
         super().__init__(transport, data)
         self._content = content
-
-    @property
-    def id(self) -> str:
-        return str(self.data["job_id"])
-
-    @property
-    def status_code(self) -> int:
-        return int(self.data.get("statusCode") or 0)
 
     @property
     def ok(self) -> bool:
@@ -354,18 +358,10 @@ class ScrapeResult(Resource):
         return f"<ScrapeResult {self.data.get('job_id')} statusCode={self.status_code}>"
 
 
-class DownloadResult(Resource):
+class DownloadResult(_SyncAnswer):
     """A synchronous download's answer: `.content` the file's bytes (decoded from base64), or None when the
     fetch failed (unreachable, a timeout, an error status from the target; the API's HTTP 500), with
     `status_code`, `message`, `contentType`, `size`, `job_id`, `result_url`."""
-
-    @property
-    def id(self) -> str:
-        return str(self.data["job_id"])
-
-    @property
-    def status_code(self) -> int:
-        return int(self.data.get("statusCode") or 0)
 
     @property
     def ok(self) -> bool:
