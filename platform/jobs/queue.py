@@ -144,7 +144,9 @@ def _take(now: datetime) -> set:
         if chosen is None:
             break
         run, node = chosen
-        moved = Run.objects.filter(waiting(), pk=run.pk).update(node=node, dequeued_at=now, waiting_reason="")
+        # The time it is taken, not the round's start: a run whose end freed the slot may have been settled
+        # after the round began (seen: the next run "taken" 10 ms before the previous one ended).
+        moved = Run.objects.filter(waiting(), pk=run.pk).update(node=node, dequeued_at=timezone.now(), waiting_reason="")
         if moved:
             free[node.pk] -= 1
             owner_active[run.owner_id] = owner_active.get(run.owner_id, 0) + 1
